@@ -54,3 +54,16 @@ def lonscope_cmd() -> list[str]:
     """The real console script (installed by pip) or, failing that, the module."""
     exe = shutil.which("lonscope", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     return [exe] if exe else [sys.executable, "-m", "analyzer"]
+
+
+# Hypothesis profiles: CI runs many more examples (HYPOTHESIS_PROFILE=ci set by .ci/run).
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=2000, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("dev", max_examples=200, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+except ImportError:  # hypothesis is a test extra
+    pass
