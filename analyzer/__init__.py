@@ -30,7 +30,6 @@ class Capture:
                 yield str(p), rec
 
     def __iter__(self) -> Iterator[Packet]:
-        from .keyring import load_keys  # noqa: F401  (validates keys lazily)
         self.pipeline = Pipeline(keys=self.keys, profile=self.profile, want_tree=self.want_tree)
         match = None
         if self.display_filter:
