@@ -1,0 +1,338 @@
+"""Capture readers and writers, checked against tshark reading the same files."""
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from analyzer.capture import (CaptureError, index_capture, open_reader, read_capture,
+                              read_record_at)
+from analyzer.packet import Record
+from analyzer.pcapwriter import PcapngWriter, PcapWriter
+
+EPRI = "htanwar922-wireshark-dlms/Output-EPRI.pcap"
+DIRECTOR = "htanwar922-wireshark-dlms/Output-Ciphered-Director.pcap"   # DLT_NULL
+
+
+def tshark_frames(tshark: str, path, extra=()) -> list[tuple]:
+    """(time_epoch in ns, frame.len, frame.cap_len, *extra) per frame, as tshark reads it."""
+    cmd = [tshark, "-r", str(path), "-T", "fields", "-E", "separator=|",
+           "-e", "frame.time_epoch", "-e", "frame.len", "-e", "frame.cap_len"]
+    for e in extra:
+        cmd += ["-e", e]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.split("|")
+        ts = int(Decimal(parts[0]) * 1_000_000_000) if parts[0] else None   # None: no time stamp
+        rows.append((ts, int(parts[1]), int(parts[2]), *parts[3:]))
+    return rows
+
+
+def ours(path) -> list[tuple]:
+    return [(r.ts_ns, r.orig_len, len(r.data)) for r in read_capture(path)]
+
+
+def test_shared_pcaps_match_tshark(pcaps, tshark):
+    files = sorted(pcaps.glob("*/*.pcap"))
+    assert len(files) == 8
+    for f in files:
+        reader = open_reader(f)
+        recs = list(reader)
+        assert reader.error is None
+        assert [(r.ts_ns, r.orig_len, len(r.data)) for r in recs] == tshark_frames(tshark, f), f.name
+    # link types per the pcaps README
+    assert next(read_capture(pcaps / DIRECTOR)).linktype == 0
+    assert next(read_capture(pcaps / EPRI)).linktype == 1
+
+
+def test_pcapng_comments_and_two_interfaces(pcaps, tshark, tmp_path):
+    a, b = pcaps / EPRI, pcaps / DIRECTOR
+    merged = tmp_path / "m.pcapng"
+    subprocess.run(["mergecap", "-F", "pcapng", "-w", str(merged), str(a), str(b)], check=True,
+                   capture_output=True)
+    com = tmp_path / "c.pcapng"
+    subprocess.run(["editcap", "-a", "2:hello", "-a", "5:phase=3 ssi=0x1234", str(merged), str(com)],
+                   check=True, capture_output=True)
+    recs = list(read_capture(com))
+    want = tshark_frames(tshark, com, extra=["frame.comment", "frame.interface_id"])
+    assert len(recs) == len(want) == 55
+    for r, w in zip(recs, want):
+        assert (r.ts_ns, r.orig_len, len(r.data)) == w[:3]
+        assert ",".join(r.comments) == w[3]
+        assert r.iface == int(w[4])
+    assert {r.linktype for r in recs} == {0, 1}
+    assert recs[1].comments == ("hello",)
+    # raw bytes identical to the source file's records
+    src = {r.ts_ns: r.data for r in list(read_capture(a)) + list(read_capture(b))}
+    assert all(src[r.ts_ns] == r.data for r in recs)
+
+
+def test_nanosecond_pcap_and_gzip(pcaps, tshark, tmp_path):
+    nano = tmp_path / "n.pcap"
+    subprocess.run(["editcap", "-F", "nsecpcap", str(pcaps / EPRI), str(nano)], check=True,
+                   capture_output=True)
+    assert struct.unpack("<I", nano.read_bytes()[:4])[0] == 0xA1B23C4D
+    assert ours(nano) == tshark_frames(tshark, nano)
+    gz = tmp_path / "n.pcap.gz"
+    gz.write_bytes(gzip.compress(nano.read_bytes()))
+    assert ours(gz) == tshark_frames(tshark, gz)
+    # gzip recognised by magic, not by name
+    gz2 = tmp_path / "noext"
+    shutil.copy(gz, gz2)
+    assert ours(gz2) == ours(nano)
+
+
+def _swap_pcap(data: bytes) -> bytes:
+    """Rewrite a little-endian classic pcap in big-endian byte order."""
+    out = bytearray()
+    magic, vmaj, vmin, tz, sig, snap, lt = struct.unpack_from("<IHHiIII", data)
+    out += struct.pack(">IHHiIII", magic, vmaj, vmin, tz, sig, snap, lt)
+    off = 24
+    while off < len(data):
+        s, u, incl, orig = struct.unpack_from("<IIII", data, off)
+        out += struct.pack(">IIII", s, u, incl, orig) + data[off + 16:off + 16 + incl]
+        off += 16 + incl
+    return bytes(out)
+
+
+def _swap_pcapng(data: bytes) -> bytes:
+    """Rewrite a little-endian pcapng (SHB/IDB/EPB with options) in big-endian order."""
+    out = bytearray()
+    off = 0
+
+    def opts(o, end):
+        res = bytearray()
+        while o + 4 <= end:
+            code, ln = struct.unpack_from("<HH", data, o)
+            val = data[o + 4:o + 4 + ln]
+            if code == 14 and ln == 8:
+                val = struct.pack(">q", struct.unpack("<q", val)[0])
+            res += struct.pack(">HH", code, ln) + val + b"\0" * ((-ln) % 4)
+            o += 4 + ln + ((-ln) % 4)
+            if code == 0:
+                break
+        return bytes(res)
+
+    while off < len(data):
+        bt, bl = struct.unpack_from("<II", data, off)
+        end = off + bl - 4
+        if bt == 0x0A0D0D0A:
+            bom, vmaj, vmin, slen = struct.unpack_from("<IHHq", data, off + 8)
+            body = struct.pack(">IHHq", bom, vmaj, vmin, slen) + opts(off + 24, end)
+        elif bt == 1:
+            lt, res, snap = struct.unpack_from("<HHI", data, off + 8)
+            body = struct.pack(">HHI", lt, res, snap) + opts(off + 16, end)
+        elif bt == 6:
+            i, hi, lo, cap, orig = struct.unpack_from("<IIIII", data, off + 8)
+            pad = (-cap) % 4
+            body = (struct.pack(">IIIII", i, hi, lo, cap, orig) + data[off + 28:off + 28 + cap + pad]
+                    + opts(off + 28 + cap + pad, end))
+        else:
+            body = data[off + 8:end]
+        out += struct.pack(">II", bt, 12 + len(body)) + body + struct.pack(">I", 12 + len(body))
+        off += bl
+    return bytes(out)
+
+
+def test_big_endian_files(pcaps, tshark, tmp_path):
+    be = tmp_path / "be.pcap"
+    be.write_bytes(_swap_pcap((pcaps / EPRI).read_bytes()))
+    assert be.read_bytes()[:4] == b"\xa1\xb2\xc3\xd4"
+    assert ours(be) == tshark_frames(tshark, be) == ours(pcaps / EPRI)
+    ng = tmp_path / "le.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", "-a", "1:first", str(pcaps / EPRI), str(ng)],
+                   check=True, capture_output=True)
+    bng = tmp_path / "be.pcapng"
+    bng.write_bytes(_swap_pcapng(ng.read_bytes()))
+    assert bng.read_bytes()[8:12] == b"\x1a\x2b\x3c\x4d"
+    want = tshark_frames(tshark, bng, extra=["frame.comment"])
+    got = list(read_capture(bng))
+    assert [(r.ts_ns, r.orig_len, len(r.data), ",".join(r.comments)) for r in got] == want
+    assert got[0].comments == ("first",)
+
+
+def test_writers_read_back_by_tshark(tshark, tmp_path):
+    recs = [Record(1_700_000_000_123_456_789 + i * 1_000_001, bytes([i]) * (10 + i), 147, 10 + i, 0,
+                   (f"phase={i % 4} ssi=0x{i:04x}",) if i % 3 == 0 else ()) for i in range(20)]
+    ng = tmp_path / "w.pcapng"
+    with PcapngWriter(ng) as w:
+        for r in recs:
+            w.write(r)
+        w.write((1_700_000_001_000_000_000, b"\x45" + b"\0" * 19, 101))
+    rows = tshark_frames(tshark, ng, extra=["frame.comment", "frame.encap_type", "data.data"])
+    assert len(rows) == 21
+    for r, row in zip(recs, rows):
+        assert row[0] == r.ts_ns and row[1] == r.orig_len and row[3] == ",".join(r.comments)
+    assert list(read_capture(ng))[:20] == recs
+    assert list(read_capture(ng))[20].linktype == 101
+    us = tmp_path / "w.pcap"
+    with PcapWriter(us) as w:
+        w.write_all(recs)
+    assert [row[0] for row in tshark_frames(tshark, us)] == [r.ts_ns // 1000 * 1000 for r in recs]
+    ns = tmp_path / "wn.pcap"
+    with open(ns, "wb") as fh, PcapWriter(fh, nano=True) as w:
+        w.write_all(recs)
+    assert [row[0] for row in tshark_frames(tshark, ns)] == [r.ts_ns for r in recs]
+    with pytest.raises(ValueError):
+        PcapWriter(tmp_path / "x.pcap", linktype=1).write(recs[0])
+
+
+def test_if_tsresol_and_tsoffset(tshark, tmp_path):
+    """Interfaces with their own resolution (10^-3, 2^-10) and a time offset."""
+    def block(bt, body):
+        return struct.pack("<II", bt, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    def opt(code, val):
+        return struct.pack("<HH", code, len(val)) + val + b"\0" * ((-len(val)) % 4)
+    shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb0 = block(1, struct.pack("<HHI", 147, 0, 0) + opt(9, b"\x03") + opt(0, b""))
+    idb1 = block(1, struct.pack("<HHI", 1, 0, 0) + opt(9, b"\x8a") + opt(14, struct.pack("<q", 100)) + opt(0, b""))
+    unknown = block(0x0BAD, b"\x01\x02\x03\x04")
+    t0 = 1_700_000_000_123
+    epb0 = block(6, struct.pack("<IIIII", 0, t0 >> 32, t0 & 0xFFFFFFFF, 9, 9) + b"A" * 9 + b"\0" * 3)
+    t1 = 1_700_000_000 * 1024 + 512
+    epb1 = block(6, struct.pack("<IIIII", 1, t1 >> 32, t1 & 0xFFFFFFFF, 14, 60) + b"B" * 14 + b"\0" * 2)
+    spb = block(3, struct.pack("<I", 5) + b"CCCCC" + b"\0" * 3)
+    f = tmp_path / "res.pcapng"
+    epb2 = block(6, struct.pack("<IIIII", 0, t1 >> 32, t1 & 0xFFFFFFFF, 14, 60) + b"B" * 14 + b"\0" * 2)
+    f.write_bytes(shb + idb0 + idb1 + unknown + epb0 + epb1 + spb + shb + idb1 + epb2)
+    got = list(read_capture(f))
+    # tshark 4.0 lists the unknown block as an empty record: drop it
+    rows = [r for r in tshark_frames(tshark, f, extra=["frame.encap_type"]) if r[1]]
+    assert len(got) == len(rows) == 4
+    assert [(r.orig_len, len(r.data)) for r in got] == [(w[1], w[2]) for w in rows]
+    assert got[0].ts_ns == t0 * 1_000_000 == rows[0][0]
+    assert got[1].ts_ns == (1_700_000_100 * 10**9 + 500_000_000) == rows[1][0]
+    assert got[2].data == b"CCCCC" and got[2].linktype == 147
+    assert [r.iface for r in got] == [0, 1, 0, 2]
+    assert got[3].ts_ns == got[1].ts_ns == rows[3][0] and got[3].linktype == 1
+
+
+def test_truncated_and_corrupt_files(pcaps, tshark, tmp_path):
+    data = (pcaps / EPRI).read_bytes()
+    full = ours(pcaps / EPRI)
+    t = tmp_path / "capture.pcap"
+    t.write_bytes(data[:3000])
+    r = open_reader(t)
+    got = [(x.ts_ns, x.orig_len, len(x.data)) for x in r]
+    want = tshark_frames(tshark, t)
+    assert got == want == full[:len(got)] and len(got) > 5
+    assert r.error.startswith("capture.pcap: truncated record at offset ")
+    assert f"(packet {len(got) + 1}); read {len(got)} packets" in r.error
+    # cut inside a record header
+    t.write_bytes(data[:24 + 16 + full[0][2] + 7])
+    r = open_reader(t)
+    assert len(list(r)) == 1 and "truncated record header" in r.error
+    # absurd record length = corruption
+    bad = bytearray(data)
+    off = 24 + 16 + full[0][2]
+    struct.pack_into("<I", bad, off + 8, 0x7FFFFFFF)
+    t.write_bytes(bad)
+    r = open_reader(t)
+    assert len(list(r)) == 1 and "corrupt record header" in r.error
+    # pcapng cut in the middle of a block
+    ng = tmp_path / "t.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(pcaps / EPRI), str(ng)], check=True, capture_output=True)
+    raw = ng.read_bytes()
+    ng.write_bytes(raw[:len(raw) // 2])
+    r = open_reader(ng)
+    got = [(x.ts_ns, x.orig_len, len(x.data)) for x in r]
+    assert got == tshark_frames(tshark, ng) == full[:len(got)]
+    assert "truncated block" in r.error and f"read {len(got)} packets" in r.error
+    # truncated gzip keeps what decompressed
+    gz = tmp_path / "t.pcap.gz"
+    gz.write_bytes(gzip.compress(data)[:-200])
+    r = open_reader(gz)
+    n = len(list(r))
+    assert 0 < n < len(full) and "gzip stream truncated" in r.error
+
+
+def test_not_a_capture(tmp_path):
+    for name, content in [("empty.pcap", b""), ("text.pcap", b"\x00\x01\x02 hello world\xff" * 3)]:
+        p = tmp_path / name
+        p.write_bytes(content)
+        with pytest.raises(CaptureError) as ei:
+            open_reader(p)
+        assert name in str(ei.value) and "\n" not in str(ei.value)
+    with pytest.raises(CaptureError, match="no such file"):
+        read_capture(tmp_path / "missing.pcap")
+
+
+def test_index_and_random_access(pcaps, tmp_path):
+    for f in (pcaps / EPRI, pcaps / DIRECTOR):
+        recs = list(read_capture(f))
+        offsets, idx = index_capture(f)
+        assert len(offsets) == len(recs) and idx.error is None
+        assert list(idx.ts_ns) == [r.ts_ns for r in recs]
+        for i in (0, len(recs) // 2, len(recs) - 1):
+            assert read_record_at(idx.buf, int(offsets[i]), idx) == recs[i]
+            assert idx.record(i) == recs[i]
+    ng = tmp_path / "m.pcapng"
+    subprocess.run(["mergecap", "-F", "pcapng", "-w", str(ng), str(pcaps / EPRI), str(pcaps / DIRECTOR)],
+                   check=True, capture_output=True)
+    recs = list(read_capture(ng))
+    offsets, idx = index_capture(ng)
+    assert [idx.record(i) for i in range(len(recs))] == recs
+    assert read_record_at(ng, int(offsets[3]), idx) == recs[3]
+
+
+def _good_pcapng() -> bytes:
+    import io
+    buf = io.BytesIO()
+    with PcapngWriter(buf, linktype=147) as w:
+        for i in range(5):
+            w.write((i * 1000, bytes(range(i + 3)), 147, ("c",) if i % 2 else ()))
+    return buf.getvalue()
+
+
+_GOOD = _good_pcapng()
+_GOOD_RECS = None
+
+
+def _read_bytes(data: bytes, tmp: Path):
+    p = tmp / "f.bin"
+    p.write_bytes(data)
+    r = open_reader(p)
+    got = list(r)
+    assert r.error is None or ("\n" not in r.error and "read" in r.error)
+    return got, r.error
+
+
+@given(st.binary(max_size=300), st.integers(0, len(_GOOD)))
+def test_fuzz_reader_never_raises_on_damage(tmp_path_factory, blob, cut):
+    """Truncated and garbage-extended files: no exception, and the records read are a
+    prefix of the intact file's records."""
+    tmp = tmp_path_factory.mktemp("fz")
+    full, err = _read_bytes(_GOOD, tmp)
+    assert err is None and len(full) == 5
+    # truncation: a prefix of the records, an error unless cut on a block boundary
+    try:
+        got, err = _read_bytes(_GOOD[:cut], tmp)
+    except CaptureError as e:
+        assert cut < 4 and ("empty" in str(e) or "not a pcap" in str(e))
+    else:
+        assert got == full[:len(got)]
+        assert (err is None) == (cut in _block_ends())
+    # garbage after the intact file: the 5 records are still read
+    got, err = _read_bytes(_GOOD + blob, tmp)
+    assert got[:5] == full
+    # garbage after a classic header
+    pcap_hdr = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 147)
+    got, err = _read_bytes(pcap_hdr + blob, tmp)
+    assert all(r.linktype == 147 for r in got)
+    assert sum(16 + len(r.data) for r in got) <= len(blob)
+
+
+def _block_ends() -> set:
+    ends, off = set(), 0
+    while off < len(_GOOD):
+        off += struct.unpack_from("<I", _GOOD, off + 4)[0]
+        ends.add(off)
+    return ends
