@@ -1,0 +1,385 @@
+"""Named scenarios: a fleet of meters behind a data concentrator on a PL-20 channel, a
+head-end on the CN/IP backhaul, and the attacks from the DLMS security literature."""
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from analyzer import osgpcrypto
+
+from . import apdu as A
+from . import wire
+from .dlms import PROFILES, Association, Endpoint, Keys, MeterModel, det_ec_key
+from .network import Network, Node
+
+GB_EK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
+GB_AK = bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
+DC_TITLE = bytes.fromhex("4C4F4E4443000001")          # "LONDC" + 1
+HE_TITLE = bytes.fromhex("4C4F4E4845000001")          # "LONHE" + 1
+ATTACKER_TITLE = bytes.fromhex("4D414C4C4F525931")    # "MALLORY1"
+OMA_KEY = bytes.fromhex("DFDFDFDFDFDFDFDFDFDFDFDF")    # the Jovanovic/Neves test key
+
+FLEET_PROFILES = ["none", "lls", "hls-gmac", "ae-dedicated", "general-glo", "hls-md5", "auth-only",
+                  "enc-only", "ae-global", "hls-ecdsa", "general-ded", "general-signing", "sn-c1219"]
+
+SCENARIOS: dict[str, tuple[str, Callable]] = {}
+
+
+def scenario(name: str, desc: str):
+    def deco(fn):
+        SCENARIOS[name] = (desc, fn)
+        return fn
+    return deco
+
+
+def fleet_keys(pem_dir: str | None = None) -> Keys:
+    return Keys("fleet", GB_EK, GB_AK, lls_password=b"12345678", hls_secret=b"Gurux-like-secret",
+                client_key=det_ec_key("lonscope demo client"), server_key=det_ec_key("lonscope demo server"))
+
+
+class World:
+    """A network plus the DLMS endpoints and the scenario's expected findings."""
+
+    def __init__(self, seed: int, n_meters: int = 8, fast: bool = False, max_hops: int = 3,
+                 crc_error_rate: float = 0.01, loss_rate: float = 0.01):
+        self.net = Network(seed, fast=fast, crc_error_rate=crc_error_rate, loss_rate=loss_rate)
+        self.rng = self.net.rng
+        net = self.net
+        self.keys = fleet_keys()
+        self.dc = net.add_node("dc", 1, 1, "dc", system_title=DC_TITLE, ip=bytes([10, 0, 0, 2]),
+                               mac=bytes.fromhex("020000000002"))
+        self.he = net.add_node("headend", 10, 1, "headend", system_title=HE_TITLE, medium="ip",
+                               ip=bytes([10, 0, 0, 1]), mac=bytes.fromhex("020000000001"))
+        self.meters: list[Node] = []
+        direct: list[Node] = []
+        for i in range(n_meters):
+            sn = 1 if i < 60 else 2
+            m = net.add_node(f"meter-{i + 1:02d}", sn, 10 + i, "meter",
+                             system_title=bytes.fromhex("4C4F4E4D") + struct.pack(">I", 0x1000 + i + 1),
+                             keyset="fleet")
+            # every third meter beyond the first few sits behind 1..max_hops repeaters
+            if i >= 3 and i % 3 == 0 and direct:
+                hops = 1 + self.rng.randrange(max_hops)
+                m.route = [direct[(i + k) % len(direct)] for k in range(min(hops, len(direct)))]
+            else:
+                direct.append(m)
+            m.model = MeterModel(self.rng, f"LNS{0x4000 + i:06d}", net.t)
+            self.meters.append(m)
+        self.eps: dict[str, Endpoint] = {}
+        self.findings: list[dict] = []
+        self.associations: list[dict] = []
+        self.osgp_seq: dict[str, int] = {}
+
+    def ep(self, node: Node, title: bytes | None = None) -> Endpoint:
+        key = node.name if title is None else f"{node.name}:{title.hex()}"
+        if key not in self.eps:
+            self.eps[key] = Endpoint(title or node.system_title, 1 + self.rng.randrange(50))
+        return self.eps[key]
+
+    def transport(self, client: Node, server: Node, client_sap: int = 1, server_sap: int = 1):
+        net = self.net
+        via = server.route if client.medium == "pl" and client.role == "dc" else []
+
+        def send(rw: bytes, sw: bytes, rt: dict, st: dict) -> None:
+            req = wire.adaptation(rw, client_sap=client_sap, server_sap=server_sap)
+            resp = wire.adaptation(sw, client_sap=client_sap, server_sap=server_sap)
+            net.request_response(client, server, req, resp, rt, st, via=via)
+        return send
+
+    def association(self, name: str, client: Node, server: Node, profile: str, client_sap: int = 1) -> Association:
+        a = Association(name, self.net, client, server, PROFILES[profile], self.keys,
+                        self.ep(client), self.ep(server), self.transport(client, server, client_sap),
+                        "fleet", server.model)
+        self.associations.append({"name": name, "client": client.addr, "server": server.addr,
+                                  "profile": profile, "mechanism": PROFILES[profile].mechanism,
+                                  "keyset": "fleet", "route": [r.addr for r in server.route]})
+        return a
+
+    def poll(self, a: Association, big: bool = False) -> None:
+        m = a.server
+        m.model.now = self.net.t
+        if a.p.context == "sn":
+            a.sn_read([0x1000 + 0x20 * 1 + 0x18, 0x1000 + 0x20 * 23 + 0x18])
+            return
+        a.get(8, "0.0.1.0.0.255", 2)
+        a.get(3, "1.0.1.8.0.255", 2)
+        a.get(3, "1.0.1.8.0.255", 3)
+        a.get(3, "1.0.32.7.0.255", 2)
+        a.get(3, "1.0.32.7.0.255", 3)
+        if big:
+            a.get(7, "1.0.99.1.0.255", 2)
+
+    def push(self, meter: Node, prof: str) -> None:
+        """A meter's data notification (ACKD) to the concentrator, protected like its
+        association profile with general-glo-ciphering when ciphered."""
+        m = meter
+        val = ("structure", [("octet-string", bytes.fromhex("0000190900FF")),
+                             ("double-long-unsigned", m.model.energy),
+                             ("long-unsigned", 2250 + self.rng.randrange(100))])
+        ep = self.ep(m)
+        plain = A.data_notification(0x80000000 | (ep.ic & 0xFFFFFF), val, m.model.clock(self.net.t))
+        p = PROFILES[prof]
+        prot = None
+        wire_apdu = plain
+        if p.protection and p.protection != "signing":
+            from analyzer import dlmscrypto as dc
+            ic = ep.next_ic()
+            body = dc.protect(0x30, ic, ep.title, self.keys.ek, self.keys.ak, plain)
+            wire_apdu = A.wrap_general(ep.title, body)
+            prot = {"kind": "general-glo", "sc": 0x30, "ic": ic, "system_title": ep.title.hex(), "tag": "0xdb"}
+        truth = {"layers": ["lon", "adp", "dlms"],
+                 "dlms": {"association": None, "client": self.dc.addr, "server": m.addr, "direction": "push",
+                          "profile": prof, "keyset": "fleet", "apdu": A.APDU_NAMES[wire_apdu[0]],
+                          "plain_apdu": "data-notification", "plaintext": plain.hex(), "wire": wire_apdu.hex(),
+                          "protection": prot, "decryption": "decrypted" if prot else None,
+                          "ops": [{"service": "notify", "dir": "request", "value": A.jsonable(val),
+                                   "type": "structure"}]}}
+        self.net.ackd(m, self.dc, wire.adaptation(wire_apdu, client_sap=102, server_sap=1), truth)
+
+    # ------------------------------------------------------------ OSGP legacy
+    def osgp_read(self, meter: Node, table: int, count_bytes: int = 16) -> None:
+        seq = self.osgp_seq.get(meter.name, 0x2C000000 + self.rng.randrange(1 << 16)) + 1
+        self.osgp_seq[meter.name] = seq
+        body = wire.osgp_request("full-read", table, seq=seq)
+        digest = osgpcrypto.oma_digest(OMA_KEY, body)
+        req = body + digest
+        data = bytes(self.rng.randrange(256) for _ in range(count_bytes))
+        rbody = wire.osgp_response(0, data)
+        rdigest = osgpcrypto.oma_digest(OMA_KEY, body + rbody)
+        resp = rbody + rdigest
+        rt = {"layers": ["lon", "osgp"], "osgp": {"service": "full-read", "table": table, "seq": seq,
+                                                  "digest": "ok", "keyset": "osgp-legacy", "dir": "request"},
+              "findings": ["osgp-legacy-crypto"]}
+        st = {"layers": ["lon", "osgp"], "osgp": {"code": 0, "count": len(data), "data": data.hex(),
+                                                  "digest": "ok", "keyset": "osgp-legacy", "dir": "response"}}
+        self.net.request_response(self.dc, meter, req, resp, rt, st, via=meter.route)
+
+    def gap(self, lo_ms: int = 200, hi_ms: int = 1500) -> None:
+        self.net.wait(lo_ms * 1_000_000, hi_ms * 1_000_000)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+def _fleet_run(w: World, profiles: list[str], big_every: int = 3, pushes: bool = True,
+               headend: bool = True) -> None:
+    for i, m in enumerate(w.meters):
+        prof = profiles[i % len(profiles)]
+        m.profile = prof
+        client = w.he if (headend and not m.route and i % 4 == 2) else w.dc
+        a = w.association(f"a{len(w.associations) + 1}", client, m, prof)
+        a.associate()
+        w.poll(a, big=(i % big_every == 0) and PROFILES[prof].context != "sn")
+        if i % 5 == 1 and PROFILES[prof].context != "sn":
+            a.set(8, "0.0.1.0.0.255", 2, ("octet-string", m.model.clock(w.net.t)))
+        if i % 5 == 3 and PROFILES[prof].context != "sn":
+            a.action(70, "0.0.96.3.10.255", 2, ("integer", 0))
+        a.release()
+        w.gap()
+        if pushes and i % 2 == 1:
+            w.push(m, prof)
+            w.gap()
+
+
+@scenario("fleet", "a concentrator, N meters (direct and 1-3 repeater hops), CN/IP head-end, every security configuration")
+def sc_fleet(w: World, target: int | None) -> None:
+    _fleet_run(w, FLEET_PROFILES)
+    while target and len(w.net.rec.frames) < target:
+        _fleet_run(w, FLEET_PROFILES, pushes=True)
+
+
+@scenario("lls-sniff", "an LLS association: the password travels in clear in the AARQ")
+def sc_lls(w: World, target: int | None) -> None:
+    m = w.meters[0]
+    a = w.association("lls1", w.dc, m, "lls")
+    a.associate()
+    w.poll(a)
+    a.release()
+    w.findings.append({"id": "lls-password-cleartext", "association": "lls1", "severity": "high"})
+
+
+@scenario("hls-swap", "HLS challenge swap between two concurrent clients (attacker acting as server)")
+def sc_hls_swap(w: World, target: int | None) -> None:
+    net = w.net
+    m = w.meters[0]
+    x = net.add_node("attacker", 1, 120, "attacker", system_title=ATTACKER_TITLE)
+    x.model = m.model
+    # 1. attacker opens an association to the real meter and receives its challenge StoC
+    ax = w.association("swap-attacker", x, m, "hls-md5")
+    ax_hold = {}
+
+    def hold(req, rt, resp, st):
+        ax_hold["stoc"] = ax.stoc
+        return req, rt, resp, st
+    ax.mitm = hold
+    # AARQ/AARE of the attacker's association only (no pass 3 yet)
+    p_mech = ax.p.mechanism
+    ax.hls_passes_orig = ax.hls_passes
+    ax.hls_passes = lambda *a, **k: None
+    ax.associate()
+    ax.mitm = None
+    # 2. the legitimate client associates with the attacker, who answers as the meter and
+    #    hands out the meter's challenge as its own
+    fake = Node("fake-meter", x.subnet, x.node, x.nid, "attacker", system_title=m.system_title)
+    fake.model = m.model
+    ac = w.association("swap-victim", w.dc, fake, "hls-md5")
+    ac.forced_stoc = ax.stoc
+    ac.hls_passes = lambda *a, **k: None
+    ac.associate()
+    # 3. the client answers the challenge: f(StoC) computed with the real secret
+    fs = ac.f_stoc()
+    ac.hls_passes_real = Association.hls_passes
+    Association.hls_passes(ac, f_stoc=fs)
+    # 4. the attacker replays that answer in its own association to the meter: accepted
+    Association.hls_passes(ax, f_stoc=fs)
+    ax.get(3, "1.0.1.8.0.255", 2)
+    ax.action(70, "0.0.96.3.10.255", 1, ("integer", 0))
+    ax.release()
+    w.findings.append({"id": "hls-challenge-reuse", "associations": ["swap-attacker", "swap-victim"],
+                       "severity": "high"})
+    w.findings.append({"id": "hls-reply-relayed", "associations": ["swap-victim", "swap-attacker"],
+                       "severity": "high"})
+
+
+@scenario("mitm-relay", "MITM relaying a client's HLS pass 3 (attacker acting as client)")
+def sc_mitm(w: World, target: int | None) -> None:
+    net = w.net
+    m = w.meters[1]
+    x = net.add_node("attacker", 1, 121, "attacker", system_title=ATTACKER_TITLE)
+    # the victim's association with the real meter; the attacker copies the meter's challenge
+    av = w.association("relay-victim", w.dc, m, "hls-md5")
+    av.hls_passes = lambda *a, **k: None
+    av.associate()
+    # the attacker opens its own association and gets the same challenge replayed by a
+    # meter with a weak RNG (a fixed StoC per session start)
+    ax = w.association("relay-attacker", x, m, "hls-md5")
+    ax.forced_stoc = av.stoc
+    ax.hls_passes = lambda *a, **k: None
+    ax.associate()
+    fs = av.f_stoc()
+    Association.hls_passes(av, f_stoc=fs)
+    Association.hls_passes(ax, f_stoc=fs)          # relayed pass 3 from another address
+    ax.set(8, "0.0.1.0.0.255", 2, ("octet-string", m.model.clock(net.t + 3_600_000_000_000)))
+    ax.release()
+    av.release()
+    w.findings.append({"id": "hls-reply-relayed", "associations": ["relay-victim", "relay-attacker"],
+                       "severity": "high"})
+    w.findings.append({"id": "hls-challenge-reuse", "associations": ["relay-victim", "relay-attacker"],
+                       "severity": "high"})
+
+
+@scenario("replay", "replay of a ciphered request (same invocation counter twice)")
+def sc_replay(w: World, target: int | None) -> None:
+    m = w.meters[0]
+    a = w.association("replay1", w.dc, m, "hls-gmac")
+    a.associate()
+    rw, sw = a.action(70, "0.0.96.3.10.255", 2, ("integer", 0))
+    a.get(3, "1.0.1.8.0.255", 2)
+    w.gap()
+    # the attacker re-sends the captured request bytes verbatim (same IC)
+    x = w.net.add_node("attacker", 1, 122, "attacker")
+    ic = struct.unpack(">I", rw[3:7])[0] if rw[1] < 0x80 else None
+    rt = a._truth("request", A.action_request(a.iid | 0xC0, 70, "0.0.96.3.10.255", 2, ("integer", 0)), rw,
+                  {"kind": "glo", "sc": 0x30, "ic": ic, "system_title": a.cep.title.hex(), "tag": f"0x{rw[0]:02x}"},
+                  [{"service": "action", "dir": "request", "class_id": 70, "obis": "0.0.96.3.10.255",
+                    "method_id": 2, "invoke_id": a.iid, "value": 0, "type": "integer"}])
+    rt["findings"] = ["replayed-invocation-counter"]
+    rt["dlms"]["replay"] = True
+    exc = A.exception_response(1, 6, a.cep.ic)
+    st = a._truth("response", exc, exc, None, [{"service": "exception", "dir": "response"}])
+    w.net.request_response(x, m, wire.adaptation(rw), wire.adaptation(exc), rt, st)
+    a.release()
+    w.findings.append({"id": "replayed-invocation-counter", "association": "replay1", "severity": "high"})
+
+
+@scenario("tamper", "a ciphered request whose ciphertext was modified in transit (tag fails)")
+def sc_tamper(w: World, target: int | None) -> None:
+    m = w.meters[0]
+    a = w.association("tamper1", w.dc, m, "hls-gmac")
+    a.associate()
+    a.get(3, "1.0.1.8.0.255", 2)
+
+    def flip(req, rt, resp, st):
+        b = bytearray(req)
+        b[9] ^= 0x01
+        rt = dict(rt)
+        rt["dlms"] = dict(rt["dlms"], decryption="auth-failed", wire=bytes(b).hex(), ops=[], tampered=True)
+        rt["findings"] = ["authentication-failure"]
+        exc = A.exception_response(1, 5)
+        st = dict(st)
+        st["dlms"] = dict(st["dlms"], apdu="exception-response", plain_apdu="exception-response",
+                          plaintext=exc.hex(), wire=exc.hex(), protection=None, decryption=None,
+                          ops=[{"service": "exception", "dir": "response"}])
+        return bytes(b), rt, exc, st
+    a.mitm = flip
+    a.set(8, "0.0.1.0.0.255", 2, ("octet-string", m.model.clock(w.net.t)))
+    a.mitm = None
+    a.get(8, "0.0.1.0.0.255", 2)
+    a.release()
+    w.findings.append({"id": "authentication-failure", "association": "tamper1", "severity": "high"})
+
+
+@scenario("ic-reuse", "a meter that reuses its invocation counter for different responses (GCM nonce reuse)")
+def sc_ic_reuse(w: World, target: int | None) -> None:
+    m = w.meters[0]
+    a = w.association("icreuse1", w.dc, m, "ae-global")
+    a.associate()
+    a.get(3, "1.0.1.8.0.255", 2)
+    ic = a.sep.ic
+    m.model.now = w.net.t
+    iid = a._next_iid() | 0xC0
+    v1 = m.model.read(3, "1.0.32.7.0.255", 2)
+    a.exchange(A.get_request(iid, 3, "1.0.32.7.0.255", 2), A.get_response(iid, v1),
+               [{"service": "get", "dir": "request", "invoke_id": iid & 0xF, "class_id": 3,
+                 "obis": "1.0.32.7.0.255", "attribute_id": 2}],
+               [{"service": "get", "dir": "response", "invoke_id": iid & 0xF, "result": 0,
+                 "value": v1[1], "type": v1[0]}], resp_force_ic=ic)
+    iid = a._next_iid() | 0xC0
+    v2 = m.model.read(3, "1.0.1.8.0.255", 2)
+    a.exchange(A.get_request(iid, 3, "1.0.1.8.0.255", 2), A.get_response(iid, v2),
+               [{"service": "get", "dir": "request", "invoke_id": iid & 0xF, "class_id": 3,
+                 "obis": "1.0.1.8.0.255", "attribute_id": 2}],
+               [{"service": "get", "dir": "response", "invoke_id": iid & 0xF, "result": 0,
+                 "value": v2[1], "type": v2[0]}], resp_force_ic=ic)
+    w.net.rec.frames[-1][5].setdefault("findings", []).append("invocation-counter-reuse")
+    a.release()
+    w.findings.append({"id": "invocation-counter-reuse", "association": "icreuse1", "severity": "high"})
+
+
+@scenario("nm-unauth", "unauthenticated 14908 network management: update key and write memory")
+def sc_nm(w: World, target: int | None) -> None:
+    net = w.net
+    x = net.add_node("attacker", 1, 123, "attacker")
+    m = w.meters[0]
+    cmds = [
+        (bytes([0x65, 0x00]) + bytes.fromhex("A1A2A3A4A5A6"), bytes([0x25]), "update-key"),
+        (bytes([0x6E, 0x01, 0x00, 0x10, 0x04, 0x00]) + bytes.fromhex("DEADBEEF"), bytes([0x2E]), "write-memory"),
+        (bytes([0x6C, 0x01]), bytes([0x2C]), "set-node-mode"),
+    ]
+    for req, resp, name in cmds:
+        rt = {"layers": ["lon"], "nm": {"command": name, "code": req[0]}, "findings": ["nm-unauthenticated"]}
+        st = {"layers": ["lon"], "nm": {"command": name, "code": resp[0], "response": "success"}}
+        net.request_response(x, m, req, resp, rt, st)
+        w.gap(50, 300)
+        w.findings.append({"id": "nm-unauthenticated", "command": name, "severity": "high"})
+
+
+@scenario("osgp-legacy", "OSGP table reads with the legacy OMA digest (and the legacy-crypto finding)")
+def sc_osgp(w: World, target: int | None) -> None:
+    for m in w.meters[:3]:
+        for table in (1, 23, 2048 + 51):
+            w.osgp_read(m, table)
+            w.gap(100, 400)
+    w.findings.append({"id": "osgp-legacy-crypto", "severity": "medium"})
+
+
+@scenario("demo", "the README demo: one small fleet with repeaters, mixed security and an LLS sniffing attack")
+def sc_demo(w: World, target: int | None) -> None:
+    _fleet_run(w, FLEET_PROFILES, big_every=4)
+    sc_osgp(w, None)
+    sc_nm(w, None)
+    w.findings.append({"id": "lls-password-cleartext", "severity": "high"})
+
+
+@scenario("bench", "fast bulk traffic for benchmarks (fleet polling; tiled to the requested packet count)")
+def sc_bench(w: World, target: int | None) -> None:
+    _fleet_run(w, FLEET_PROFILES)

@@ -1,0 +1,135 @@
+"""Byte encodings used by the simulator.
+
+One build path per layer: wherever a dissector module exports a builder (the "build
+direction" of its layer), the simulator calls it.  The functions below are thin adapters
+that translate the simulator's model into those builders' arguments.  Only for layers
+without an owner-provided builder (Ethernet/IPv4/UDP framing of the CN/IP backhaul, and any
+builder that is not importable) does this module carry its own minimal encoder; `SOURCES`
+records, per layer, which path was used so that reports and tests can tell.
+"""
+from __future__ import annotations
+
+import importlib
+import struct
+from typing import Any, Callable
+
+SOURCES: dict[str, str] = {}
+
+
+def _owner(module: str, name: str) -> Callable | None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return getattr(mod, name, None)
+
+
+def _use(layer: str, module: str, name: str) -> Callable | None:
+    fn = _owner(module, name)
+    SOURCES[layer] = f"{module}.{name}" if fn is not None else "analyzer.simulate.wire (interim)"
+    return fn
+
+
+# --------------------------------------------------------------------------- LonTalk frame
+
+from dissectors import lon as _lon, cnip as _cnip, proxy as _proxy, osgp as _osgp  # noqa: E402
+
+crc16 = _lon.crc16
+PDUFMT = {"tpdu": 0, "spdu": 1, "auth": 2, "apdu": 3}
+ADDRFMT = {"bcast": 0, "group": 1, "unicast": 2, "groupack": 2, "nid": 3}
+_ADDR = {"bcast": "0", "group": "1", "unicast": "2a", "groupack": "2b", "nid": "3"}
+TPDU_TYPES = {"ACKD": 0, "UNACKD_RPT": 1, "ACK": 2, "REMINDER": 4, "REM/MSG": 5}
+SPDU_TYPES = {"REQUEST": 0, "RESPONSE": 2, "REMINDER": 4, "REM/MSG": 5}
+AUTH_TYPES = {"CHALLENGE": 0, "CHALLENGE_OMA": 1, "REPLY": 2, "REPLY_OMA": 3}
+
+
+def lon_frame(f: dict, crc: bool = True) -> bytes:
+    """One raw LonTalk frame `[LPDU hdr][NPDU][CRC]` from the simulator's frame model
+    (keys as in ctx["lon"]: src_subnet, src_node, dst_type, dst_subnet, dst_node, group,
+    member, nid, domain, pdu, type, tid, auth; plus priority, backlog, apdu), built by
+    `dissectors.lon.build_frame`."""
+    SOURCES["lon"] = "dissectors.lon.build_frame"
+    pdu = f["pdu"]
+    kw = dict(prio=f.get("priority", 0), delta_bl=f.get("backlog", 0), pdu=pdu, addr=_ADDR[f["dst_type"]],
+              src_subnet=f["src_subnet"], src_node=f["src_node"], dst_subnet=f.get("dst_subnet", 0),
+              dst_node=f.get("dst_node", 0), group=f.get("group", 0), member=f.get("member", 0),
+              domain=f.get("domain", b""), auth=bool(f.get("auth")), tid=f.get("tid", 0),
+              apdu=f.get("apdu", b""), mlist=f.get("mlist", b""), crc=crc)
+    if f.get("nid") is not None:
+        kw["nid"] = f["nid"]
+    if pdu == "tpdu":
+        kw["tpdu_type"] = TPDU_TYPES[f["type"]]
+    elif pdu == "spdu":
+        kw["spdu_type"] = SPDU_TYPES[f["type"]]
+    elif pdu == "auth":
+        kw["auth_type"] = AUTH_TYPES[f["type"]]
+        kw["auth_value"] = f.get("auth_value", bytes(8))
+    return _lon.build_frame(**kw)
+
+
+# --------------------------------------------------------------------------- CN/IP + UDP
+
+def cnip(payload: bytes, seqno: int, session: int, ts_ms: int) -> bytes:
+    SOURCES["cnip"] = "dissectors.cnip.build_cnip"
+    return _cnip.build_cnip(payload, type=1, seqno=seqno, session=session, ts=ts_ms & 0xFFFFFFFF)
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    s = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ether_udp(src_mac: bytes, dst_mac: bytes, src_ip: bytes, dst_ip: bytes, sport: int, dport: int,
+              payload: bytes, ip_id: int) -> bytes:
+    """Ethernet II / IPv4 / UDP framing for the CN/IP backhaul (no owner builder exists for
+    these link layers; checksums are filled in so that any reader accepts them)."""
+    udp_len = 8 + len(payload)
+    ip_hdr = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, ip_id & 0xFFFF, 0x4000, 64, 17, 0,
+                         src_ip, dst_ip)
+    ip_hdr = ip_hdr[:10] + struct.pack(">H", _csum(ip_hdr)) + ip_hdr[12:]
+    pseudo = src_ip + dst_ip + struct.pack(">BBH", 0, 17, udp_len)
+    udp = struct.pack(">HHHH", sport, dport, udp_len, 0) + payload
+    c = _csum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack(">H", c) + udp[8:]
+    return dst_mac + src_mac + b"\x08\x00" + ip_hdr + udp
+
+
+# --------------------------------------------------------------------------- repeating
+
+def proxy(hops: list[tuple[int, int]], target: tuple[int, int], target_apdu: bytes,
+          service: int = 3) -> bytes:
+    """A LonTalk proxy (Annex E) request (code 0x4D) via `dissectors.proxy.build_proxy`:
+    `hops` are the repeaters after the one this frame is addressed to."""
+    SOURCES["proxy"] = "dissectors.proxy.build_proxy"
+    return _proxy.build_proxy(hops, target, target_apdu, service=service, txctrl=0x34, sicb_txctrl=0x34)
+
+
+# --------------------------------------------------------------------------- adaptation
+
+def adaptation(apdu: bytes, **fields: Any) -> bytes:
+    """The 62056-8-8 adaptation-layer PDU around an xDLMS/ACSE APDU, starting with the
+    14908 APDU code byte (layout from the adaptation profile of its owner)."""
+    fn = _use("adaptation", "dissectors.adaptation", "build_pdu")
+    if fn is not None:
+        return fn(apdu, **fields)
+    # interim layout: application message code 0x3D, control, client SAP, server SAP
+    ctl = 0x80 if fields.get("last", True) else 0x00
+    return bytes([0x3D, ctl | (fields.get("segment", 0) & 0x3F), fields.get("client_sap", 1),
+                  fields.get("server_sap", 1)]) + apdu
+
+
+# --------------------------------------------------------------------------- OSGP
+
+def osgp_request(service: str, table: int, offset: int | None = None, count: int | None = None,
+                 data: bytes = b"", seq: int | None = None, digest: bytes | None = None) -> bytes:
+    SOURCES["osgp"] = "dissectors.osgp.build_request"
+    return _osgp.build_request(service, table, offset, count, data, seq, digest)
+
+
+def osgp_response(code: int = 0, data: bytes | None = None, expected_seq: int | None = None,
+                  digest: bytes | None = None) -> bytes:
+    return _osgp.build_response(code, data, expected_seq, digest)
