@@ -1,0 +1,1065 @@
+"""ISO/IEC 14908-1 (LonTalk): L2 header + CRC, NPDU (versions 0/1/2), address formats
+0/1/2a/2b/3, domains 0/1/3/6 bytes, TPDU/SPDU/AuthPDU, APDU classes (NV, application,
+foreign, network diagnostics, network management with arguments).
+
+Field names and value conventions follow Wireshark's `lon.*` fields where Wireshark has the
+field (masked values are shifted; `lon.code` is the code masked with 0x3F for application
+and foreign frames and the whole byte for ND/NM, as Wireshark does); our own fields extend
+the namespace (`lon.crc*`, `lon.tid12`, `lon.nv.value`, `lon.nm.*`, `lon.nd.*`...).
+
+Layouts are declared once as byte-aligned Construct structs (`LAYOUTS`); the builders use
+them, and the fast reader takes its field offsets from the same structs (`_off`).
+Hand-offs go through tables: PDU format, address format, TPDU/SPDU type and APDU class are
+all table look-ups; application and foreign APDUs go to `table("lon.apdu")` keyed by the
+first APDU byte, with the dissector receiving the APDU *starting at the code byte*.
+"""
+from __future__ import annotations
+
+from construct import Bytes, Int8ub, Int16ub, Struct
+
+from .core import (FT_BOOL, FT_BYTES, FT_NONE, FT_STR, FT_UINT, Truncated, field, fields,
+                   need, table)
+
+# --------------------------------------------------------------------------- layouts
+# One definition per fixed layout.  Bit fields inside a byte are given as (shift, mask).
+
+L2HDR = Struct("ppdu" / Int8ub, "npdu" / Int8ub)
+ADDR_LAYOUTS = {
+    # key: address format code (2 splits into 2a / 2b on the selector bit of byte 1)
+    "0": Struct("src_subnet" / Int8ub, "src_node" / Int8ub, "dst_subnet" / Int8ub),
+    "1": Struct("src_subnet" / Int8ub, "src_node" / Int8ub, "group" / Int8ub),
+    "2a": Struct("src_subnet" / Int8ub, "src_node" / Int8ub, "dst_subnet" / Int8ub,
+                 "dst_node" / Int8ub),
+    "2b": Struct("src_subnet" / Int8ub, "src_node" / Int8ub, "dst_subnet" / Int8ub,
+                 "dst_node" / Int8ub, "group" / Int8ub, "member" / Int8ub),
+    "3": Struct("src_subnet" / Int8ub, "src_node" / Int8ub, "dst_subnet" / Int8ub,
+                "nid" / Bytes(6)),
+}
+NV_HDR = Struct("nv" / Int16ub)
+SERVICE_PIN = Struct("nid" / Bytes(6), "program_id" / Bytes(8))
+DOMAIN_ENTRY = Struct("domain_id" / Bytes(6), "subnet" / Int8ub, "node" / Int8ub,
+                      "length" / Int8ub, "key" / Bytes(6))
+ADDR_ENTRY = Struct("b0" / Int8ub, "b1" / Int8ub, "b2" / Int8ub, "b3" / Int8ub, "b4" / Int8ub)
+NV_ENTRY = Struct("b0" / Int8ub, "b1" / Int8ub, "b2" / Int8ub)
+MEM_REQ = Struct("mode" / Int8ub, "offset" / Int16ub, "count" / Int8ub)
+ND_STATUS = Struct("xmit_errors" / Int16ub, "tx_timeouts" / Int16ub, "rcv_tx_full" / Int16ub,
+                   "lost_msgs" / Int16ub, "missed_msgs" / Int16ub, "reset_cause" / Int8ub,
+                   "node_state" / Int8ub, "version" / Int8ub, "error_log" / Int8ub,
+                   "model" / Int8ub)
+
+
+def _off(s: Struct) -> dict:
+    """Field offsets of a fixed-size struct: {name: (offset, size)} (the fast reader's view
+    of the same layout)."""
+    out, o = {}, 0
+    for sc in s.subcons:
+        n = sc.sizeof()
+        out[sc.name] = (o, n)
+        o += n
+    return out
+
+
+ADDR_SIZE = {k: v.sizeof() for k, v in ADDR_LAYOUTS.items()}
+_O = {k: {n: o for n, (o, _) in _off(v).items()} for k, v in ADDR_LAYOUTS.items()}
+
+# bit fields: name -> (shift, mask)
+PPDU_BITS = {"prio": (7, 1), "alt_path": (6, 1), "delta_bl": (0, 0x3F)}
+NPDU_BITS = {"vers": (6, 3), "pdufmt": (4, 3), "addrfmt": (2, 3), "domainlen": (0, 3)}
+XPDU_BITS = {"auth": (7, 1), "type": (4, 7), "tid": (0, 0xF)}          # TPDU / SPDU
+AUTH_BITS = {"fmt": (6, 3), "type": (4, 3), "tid": (0, 0xF)}           # AuthPDU
+NV_BITS = {"dir": (14, 1), "selector": (0, 0x3FFF)}
+SRC_NODE_BITS = {"sel": (7, 1), "node": (0, 0x7F)}
+
+DOMAIN_BYTES = (0, 1, 3, 6)
+PDU_NAMES = {0: "TPDU", 1: "SPDU", 2: "AuthPDU", 3: "APDU"}
+ADDR_NAMES = {0: "Subnet broadcast (0)", 1: "Multicast (1)", 2: "Unicast (2a) / multicast ack (2b)",
+              3: "Neuron ID (3)"}
+TPDU_TYPES = {0: "ACKD", 1: "UNACKD_RPT", 2: "ACK", 4: "REMINDER", 5: "REM/MSG"}
+SPDU_TYPES = {0: "REQUEST", 2: "RESPONSE", 4: "REMINDER", 5: "REM/MSG"}
+AUTH_TYPES = {0: "CHALLENGE", 1: "CHALLENGE_OMA", 2: "REPLY", 3: "REPLY_OMA"}
+VERSIONS = {0: "legacy (4-bit TID)", 1: "encapsulated IP", 2: "enhanced (12-bit TID)"}
+
+ND_CODES = {0x51: "query status", 0x52: "proxy", 0x53: "clear status", 0x54: "query transceiver status",
+            0x55: "query EVN SDI", 0x56: "query status (flex domain)",
+            0x57: "query transceiver status bidirectional", 0x58: "compute phase",
+            0x59: "get full version"}
+NM_CODES = {0x60: "expanded", 0x61: "query ID", 0x62: "respond to query", 0x63: "update domain",
+            0x64: "leave domain", 0x65: "update key", 0x66: "update address",
+            0x67: "query address", 0x68: "query NV config", 0x69: "update group address",
+            0x6A: "query domain", 0x6B: "update NV config", 0x6C: "set node mode",
+            0x6D: "read memory", 0x6E: "write memory", 0x6F: "checksum recalculate",
+            0x70: "wink", 0x71: "memory refresh", 0x72: "query SNVT", 0x73: "NV fetch",
+            0x7D: "device escape", 0x7E: "router escape", 0x7F: "service pin"}
+FF_CODES = {0x4C: "proxy failure", 0x4D: "proxy", 0x4E: "AES-GCM wrapper", 0x4F: "foreign offline"}
+CRC_STATUS = ("good", "bad", "absent")
+ADDR_TYPES = {0: "unbound", 1: "subnet/node", 2: "turnaround", 3: "broadcast", 0x80: "group"}
+NODE_MODES = {0: "application offline", 1: "application online", 2: "application reset",
+              3: "change state", 4: "physical reset"}
+NODE_STATES = {2: "unconfigured", 3: "applicationless", 4: "configured", 6: "hard offline",
+               0xC: "configured, soft offline"}
+MEM_MODES = {0: "absolute", 1: "read-only relative", 2: "config relative", 3: "statistics relative"}
+QUERY_ID_SEL = {0: "unconfigured", 1: "selected", 2: "selected unconfigured"}
+NV_SERVICES = {0: "ACKD", 1: "UNACKD_RPT", 2: "UNACKD", 3: "REQUEST"}
+RESET_CAUSES = {0x00: "cleared", 0x01: "power-up", 0x02: "external", 0x0C: "watchdog",
+                0x14: "software"}
+
+# --------------------------------------------------------------------------- fields
+
+field("lon", FT_NONE, "ISO/IEC 14908-1 LonTalk")
+fields("lon.", FT_UINT, [
+    ("ppdu", "PPDU", None, "hex"),
+    ("prio", "Priority"),
+    ("alt_path", "Alt path"),
+    ("delta_bl", "Delta BL"),
+    ("npdu", "NPDU"),
+    ("vers", "Version", VERSIONS, "hex"),
+    ("pdufmt", "PDU format", PDU_NAMES, "hex"),
+    ("addrfmt", "Address format", ADDR_NAMES, "hex"),
+    ("domainlen", "Domain length code (0/1/2/3 -> 0/1/3/6 bytes)", None, "hex"),
+    ("srcnet", "Source subnet", None, "hex"),
+    ("srcnode", "Source node", None, "hex"),
+    ("dstnet", "Destination subnet", None, "hex"),
+    ("dstgrp", "Destination group", None, "hex"),
+    ("dstnode", "Destination node", None, "hex"),
+    ("grp", "Group", None, "hex"),
+    ("grpmem", "Group member", None, "hex"),
+    ("tpdu", "TPDU", None, "hex"),
+    ("auth", "Auth", None, "hex"),
+    ("tpdu_type", "TPDU type", TPDU_TYPES, "hex"),
+    ("trans_no", "Transaction number", None, "hex"),
+    ("tid12", "Transaction number (12-bit, version 2)", None, "hex"),
+    ("spdu", "SPDU", None, "hex"),
+    ("spdu_type", "SPDU type", SPDU_TYPES, "hex"),
+    ("spdu.mlen", "Length of M_List", None, "hex"),
+    ("spdu.mlist", "M_List byte", None, "hex"),
+    ("spdu.member", "Member that has acknowledged (from M_List)"),
+    ("authpdu", "AuthPDU", None, "hex"),
+    ("authpdu_addrfmt", "FMT (address format of the authenticated message)", None, "hex"),
+    ("authpdu_type", "AuthPDU type", AUTH_TYPES, "hex"),
+    ("authpdu_group", "AuthPDU multicast group", None, "hex"),
+    ("nv", "Network Variable", None, "hex"),
+    ("nv.dir", "NV direction (1 = output)", None, "hex"),
+    ("nv.selector", "NV selector", None, "hex"),
+    ("application", "Application", None, "hex"),
+    ("code", "Code", None, "hex"),
+    ("nm", "Network Management", NM_CODES, "hex"),
+    ("nd", "Network Diagnostic", ND_CODES, "hex"),
+    ("ff", "Foreign Frame", FF_CODES, "hex"),
+    ("crc", "CRC-16", None, "hex"),
+    ("response_to", "Response to request in frame"),
+])
+fields("lon.", FT_BYTES, [
+    ("uid", "Unique node ID"),
+    ("domain", "Domain"),
+    ("authpdu_value", "AuthPDU challenge / reply value"),
+    ("nv.value", "NV value"),
+])
+fields("lon.", FT_STR, [
+    ("crc.status", "CRC status (good / bad / absent)"),
+    ("addr_type", "Destination address type (bcast/group/unicast/groupack/nid)"),
+])
+field("lon.nv.poll", FT_BOOL, "NV poll (request without data)")
+field("lon.response_time", "float", "Time since the request (s)")
+field("data.data", FT_BYTES, "Data")
+# NM / ND arguments (our own)
+fields("lon.nm.", FT_UINT, [
+    ("response", "NM response code", None, "hex"),
+    ("selector", "Query ID selector", QUERY_ID_SEL),
+    ("respond", "Respond to query (1 = on)"),
+    ("domain_index", "Domain index"),
+    ("subnet", "Subnet"),
+    ("node", "Node"),
+    ("domain_len", "Domain length"),
+    ("addr_index", "Address table index"),
+    ("addr_type", "Address entry type", ADDR_TYPES),
+    ("group_size", "Group size"),
+    ("member", "Group member"),
+    ("group", "Group"),
+    ("backlog", "Broadcast backlog"),
+    ("rpt_timer", "Repeat timer"),
+    ("retry", "Retry count"),
+    ("rcv_timer", "Receive timer"),
+    ("tx_timer", "Transmit timer"),
+    ("nv_index", "NV index"),
+    ("nv_priority", "NV priority"),
+    ("nv_dir", "NV direction (1 = output)"),
+    ("nv_selector", "NV selector", None, "hex"),
+    ("nv_turnaround", "NV turnaround"),
+    ("nv_service", "NV service", NV_SERVICES),
+    ("nv_auth", "NV authenticated"),
+    ("nv_addr_index", "NV address table index"),
+    ("node_mode", "Node mode", NODE_MODES),
+    ("node_state", "Node state", NODE_STATES, "hex"),
+    ("mem_mode", "Memory addressing mode", MEM_MODES),
+    ("mem_offset", "Memory offset", None, "hex"),
+    ("mem_count", "Byte count"),
+    ("mem_form", "Write form (post-write action)", None, "hex"),
+    ("cksum", "Checksum recalculation selector", None, "hex"),
+    ("sub", "Sub-command", None, "hex"),
+])
+fields("lon.nm.", FT_BYTES, [
+    ("domain_id", "Domain ID"),
+    ("key", "Authentication key bytes carried in the message"),
+    ("nid", "Neuron ID"),
+    ("program_id", "Program ID"),
+    ("mem_data", "Memory data"),
+    ("data", "NM data"),
+])
+fields("lon.nm.", FT_STR, [("status", "NM response status (success/failure)"),
+                           ("request", "NM request this response answers")])
+fields("lon.nd.", FT_UINT, [
+    ("response", "ND response code", None, "hex"),
+    ("xmit_errors", "Transmission errors"),
+    ("tx_timeouts", "Transaction timeouts"),
+    ("rcv_tx_full", "Receive transaction full"),
+    ("lost_msgs", "Lost messages"),
+    ("missed_msgs", "Missed messages"),
+    ("reset_cause", "Reset cause", RESET_CAUSES, "hex"),
+    ("node_state", "Node state", NODE_STATES, "hex"),
+    ("version", "Firmware version"),
+    ("error_log", "Error log", None, "hex"),
+    ("model", "Model number", None, "hex"),
+])
+fields("lon.nd.", FT_BYTES, [("xcvr_regs", "Transceiver status registers"),
+                             ("data", "ND data")])
+fields("lon.nd.", FT_STR, [("status", "ND response status (success/failure)"),
+                           ("request", "ND request this response answers")])
+
+# --------------------------------------------------------------------------- CRC
+
+def _crc_table() -> list[int]:
+    t = []
+    for i in range(256):
+        c = i << 8
+        for _ in range(8):
+            c = ((c << 1) ^ 0x1021) & 0xFFFF if c & 0x8000 else (c << 1) & 0xFFFF
+        t.append(c)
+    return t
+
+
+_CRC_T = _crc_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/GENIBUS of `data` (poly 0x1021, init 0xFFFF, not reflected, xorout 0xFFFF):
+    the LonTalk frame CRC over the LPDU header through the end of the NPDU.
+    `crc16(b"123456789") == 0xD64E`."""
+    c = 0xFFFF
+    t = _CRC_T
+    for b in data:
+        c = ((c << 8) & 0xFF00) ^ t[(c >> 8) ^ b]
+    return c ^ 0xFFFF
+
+
+# --------------------------------------------------------------------------- helpers
+
+class _Frame:
+    """Per-frame scratch passed between the layer functions."""
+    __slots__ = ("lon", "vers", "tid", "tag", "what", "parent", "resp", "code")
+
+
+def _hx(b: bytes) -> str:
+    return b.hex()
+
+
+def _mlist_members(ml: bytes) -> list[int]:
+    out = []
+    for i, b in enumerate(ml):
+        for bit in range(8):
+            if b >> bit & 1:
+                out.append(i * 8 + bit)
+    return out
+
+
+# --------------------------------------------------------------------------- NM / ND args
+# Each decoder: fn(buf, off, end, d, node) -> short info suffix ("" when nothing).
+
+def _u(d, node, name, v, off, n, text=None):
+    d.add(node, name, v, off, n, text)
+
+
+def _nm_query_id(buf, off, end, d, node):
+    if off >= end:
+        return ""
+    sel = buf[off]
+    _u(d, node, "lon.nm.selector", sel, off, 1)
+    if end - off >= 5:  # conditional form: mode, offset(2), count, data
+        _mem_req(buf, off + 1, end, d, node, with_form=False, data=True)
+    return QUERY_ID_SEL.get(sel, "")
+
+
+def _nm_respond(buf, off, end, d, node):
+    need(end, off, 1, "respond to query")
+    _u(d, node, "lon.nm.respond", buf[off], off, 1)
+    return "on" if buf[off] else "off"
+
+
+def _domain_entry(buf, off, end, d, node, with_index=True):
+    if with_index:
+        need(end, off, 1, "domain index")
+        _u(d, node, "lon.nm.domain_index", buf[off], off, 1)
+        off += 1
+    need(end, off, 9, "domain entry")
+    dlen = buf[off + 8]
+    dom = buf[off: off + 6]
+    _u(d, node, "lon.nm.domain_id", dom, off, 6)
+    _u(d, node, "lon.nm.subnet", buf[off + 6], off + 6, 1)
+    _u(d, node, "lon.nm.node", buf[off + 7] & 0x7F, off + 7, 1)
+    _u(d, node, "lon.nm.domain_len", dlen, off + 8, 1)
+    if end - off >= 15:
+        _u(d, node, "lon.nm.key", buf[off + 9: off + 15], off + 9, 6)
+    shown = dom[:dlen] if dlen in DOMAIN_BYTES else dom
+    return f"domain {shown.hex() or '(none)'} {buf[off + 6]}/{buf[off + 7] & 0x7F}"
+
+
+def _nm_update_domain(buf, off, end, d, node):
+    return _domain_entry(buf, off, end, d, node, True)
+
+
+def _nm_domain_index(buf, off, end, d, node):
+    need(end, off, 1, "domain index")
+    _u(d, node, "lon.nm.domain_index", buf[off], off, 1)
+    return f"index {buf[off]}"
+
+
+def _nm_update_key(buf, off, end, d, node):
+    need(end, off, 1, "domain index")
+    _u(d, node, "lon.nm.domain_index", buf[off], off, 1)
+    if end - off > 1:
+        _u(d, node, "lon.nm.key", buf[off + 1: min(end, off + 7)], off + 1, min(end, off + 7) - off - 1)
+    return f"index {buf[off]}"
+
+
+def _addr_entry(buf, off, end, d, node):
+    need(end, off, 5, "address table entry")
+    b0, b1, b2, b3, b4 = buf[off: off + 5]
+    if b0 & 0x80:
+        _u(d, node, "lon.nm.addr_type", 0x80, off, 1)
+        _u(d, node, "lon.nm.group_size", b0 & 0x7F, off, 1)
+        _u(d, node, "lon.nm.domain_index", b1 >> 7, off + 1, 1)
+        _u(d, node, "lon.nm.member", b1 & 0x7F, off + 1, 1)
+        _u(d, node, "lon.nm.rpt_timer", b2 >> 4, off + 2, 1)
+        _u(d, node, "lon.nm.retry", b2 & 0xF, off + 2, 1)
+        _u(d, node, "lon.nm.rcv_timer", b3 >> 4, off + 3, 1)
+        _u(d, node, "lon.nm.tx_timer", b3 & 0xF, off + 3, 1)
+        _u(d, node, "lon.nm.group", b4, off + 4, 1)
+        return f"group {b4} member {b1 & 0x7F}"
+    _u(d, node, "lon.nm.addr_type", b0, off, 1)
+    if b0 in (0, 2):
+        return ADDR_TYPES.get(b0, "")
+    _u(d, node, "lon.nm.domain_index", b1 >> 7, off + 1, 1)
+    if b0 == 3:
+        _u(d, node, "lon.nm.backlog", b1 & 0x3F, off + 1, 1)
+    else:
+        _u(d, node, "lon.nm.node", b1 & 0x7F, off + 1, 1)
+    _u(d, node, "lon.nm.rpt_timer", b2 >> 4, off + 2, 1)
+    _u(d, node, "lon.nm.retry", b2 & 0xF, off + 2, 1)
+    _u(d, node, "lon.nm.tx_timer", b3 & 0xF, off + 3, 1)
+    _u(d, node, "lon.nm.subnet", b4, off + 4, 1)
+    if b0 == 3:
+        return f"broadcast subnet {b4}"
+    if b0 == 1:
+        return f"{b4}/{b1 & 0x7F}"
+    return f"type {b0}"
+
+
+def _nm_update_address(buf, off, end, d, node):
+    need(end, off, 1, "address index")
+    _u(d, node, "lon.nm.addr_index", buf[off], off, 1)
+    return f"index {buf[off]} " + _addr_entry(buf, off + 1, end, d, node)
+
+
+def _nm_query_address(buf, off, end, d, node):
+    need(end, off, 1, "address index")
+    _u(d, node, "lon.nm.addr_index", buf[off], off, 1)
+    return f"index {buf[off]}"
+
+
+def _nv_index(buf, off, end, d, node):
+    need(end, off, 1, "NV index")
+    if buf[off] == 0xFF:  # escaped 16-bit index
+        need(end, off + 1, 2, "NV index (escaped)")
+        idx = buf[off + 1] << 8 | buf[off + 2]
+        _u(d, node, "lon.nm.nv_index", idx, off, 3)
+        return idx, off + 3
+    _u(d, node, "lon.nm.nv_index", buf[off], off, 1)
+    return buf[off], off + 1
+
+
+def _nv_entry(buf, off, end, d, node):
+    need(end, off, 3, "NV config entry")
+    b0, b1, b2 = buf[off: off + 3]
+    sel = (b0 & 0x3F) << 8 | b1
+    _u(d, node, "lon.nm.nv_priority", b0 >> 7, off, 1)
+    _u(d, node, "lon.nm.nv_dir", b0 >> 6 & 1, off, 1)
+    _u(d, node, "lon.nm.nv_selector", sel, off, 2)
+    _u(d, node, "lon.nm.nv_turnaround", b2 >> 7, off + 2, 1)
+    _u(d, node, "lon.nm.nv_service", b2 >> 5 & 3, off + 2, 1)
+    _u(d, node, "lon.nm.nv_auth", b2 >> 4 & 1, off + 2, 1)
+    _u(d, node, "lon.nm.nv_addr_index", b2 & 0xF, off + 2, 1)
+    return f"sel 0x{sel:x} addr {b2 & 0xF}"
+
+
+def _nm_query_nv(buf, off, end, d, node):
+    idx, _ = _nv_index(buf, off, end, d, node)
+    return f"index {idx}"
+
+
+def _nm_update_nv(buf, off, end, d, node):
+    idx, o = _nv_index(buf, off, end, d, node)
+    return f"index {idx} " + _nv_entry(buf, o, end, d, node)
+
+
+def _nm_set_mode(buf, off, end, d, node):
+    need(end, off, 1, "node mode")
+    m = buf[off]
+    _u(d, node, "lon.nm.node_mode", m, off, 1)
+    if m == 3 and end - off >= 2:
+        _u(d, node, "lon.nm.node_state", buf[off + 1], off + 1, 1)
+        return f"{NODE_MODES[3]} {NODE_STATES.get(buf[off + 1], hex(buf[off + 1]))}"
+    return NODE_MODES.get(m, f"mode {m}")
+
+
+def _mem_req(buf, off, end, d, node, with_form=False, data=False):
+    need(end, off, 4, "memory request")
+    mode, o1, o2, cnt = buf[off: off + 4]
+    ofs = o1 << 8 | o2
+    _u(d, node, "lon.nm.mem_mode", mode, off, 1)
+    _u(d, node, "lon.nm.mem_offset", ofs, off + 1, 2)
+    _u(d, node, "lon.nm.mem_count", cnt, off + 3, 1)
+    o = off + 4
+    if with_form:
+        need(end, o, 1, "write form")
+        _u(d, node, "lon.nm.mem_form", buf[o], o, 1)
+        o += 1
+    if data:
+        n = min(cnt, end - o)
+        _u(d, node, "lon.nm.mem_data", buf[o: o + n], o, n)
+        if n < cnt:
+            d.note("warn", "malformed", "lon", o, f"Memory data shorter than count ({n} < {cnt})", node)
+    return f"{MEM_MODES.get(mode, mode)} 0x{ofs:04x} count {cnt}"
+
+
+def _nm_read_mem(buf, off, end, d, node):
+    return _mem_req(buf, off, end, d, node)
+
+
+def _nm_write_mem(buf, off, end, d, node):
+    return _mem_req(buf, off, end, d, node, with_form=True, data=True)
+
+
+def _nm_cksum(buf, off, end, d, node):
+    need(end, off, 1, "checksum selector")
+    _u(d, node, "lon.nm.cksum", buf[off], off, 1)
+    return f"0x{buf[off]:02x}"
+
+
+def _nm_sub(buf, off, end, d, node):
+    if off < end:
+        _u(d, node, "lon.nm.sub", buf[off], off, 1)
+        if end - off > 1:
+            _u(d, node, "lon.nm.data", buf[off + 1: end], off + 1, end - off - 1)
+        return f"sub 0x{buf[off]:02x}"
+    return ""
+
+
+def _service_pin(buf, off, end, d, node):
+    need(end, off, 14, "service pin")
+    _u(d, node, "lon.nm.nid", buf[off: off + 6], off, 6)
+    _u(d, node, "lon.nm.program_id", buf[off + 6: off + 14], off + 6, 8)
+    return f"nid {buf[off: off + 6].hex()}"
+
+
+def _mem_data(buf, off, end, d, node):
+    _u(d, node, "lon.nm.mem_data", buf[off:end], off, end - off)
+    return f"{end - off} bytes"
+
+
+def _nd_status(buf, off, end, d, node):
+    need(end, off, 15, "status")
+    g = buf
+    for name, o, n in (("xmit_errors", 0, 2), ("tx_timeouts", 2, 2), ("rcv_tx_full", 4, 2),
+                       ("lost_msgs", 6, 2), ("missed_msgs", 8, 2), ("reset_cause", 10, 1),
+                       ("node_state", 11, 1), ("version", 12, 1), ("error_log", 13, 1),
+                       ("model", 14, 1)):
+        v = g[off + o] << 8 | g[off + o + 1] if n == 2 else g[off + o]
+        _u(d, node, "lon.nd." + name, v, off + o, n)
+    return f"state {NODE_STATES.get(buf[off + 11], hex(buf[off + 11]))}"
+
+
+def _nd_xcvr(buf, off, end, d, node):
+    n = min(7, end - off)
+    _u(d, node, "lon.nd.xcvr_regs", buf[off: off + n], off, n)
+    return ""
+
+
+def _nd_data(buf, off, end, d, node):
+    if end > off:
+        _u(d, node, "lon.nd.data", buf[off:end], off, end - off)
+    return ""
+
+
+def _nm_data(buf, off, end, d, node):
+    if end > off:
+        _u(d, node, "lon.nm.data", buf[off:end], off, end - off)
+    return ""
+
+
+def _none(buf, off, end, d, node):
+    if end > off:
+        d.note("note", "protocol", "lon", off, f"{end - off} unexpected trailing bytes", node)
+    return ""
+
+
+# code -> (request argument decoder, success-response data decoder)
+NM_ARGS = {
+    0x60: (_nm_sub, _nm_data),
+    0x61: (_nm_query_id, _service_pin),
+    0x62: (_nm_respond, _none),
+    0x63: (_nm_update_domain, _none),
+    0x64: (_nm_domain_index, _none),
+    0x65: (_nm_update_key, _none),
+    0x66: (_nm_update_address, _none),
+    0x67: (_nm_query_address, _addr_entry),
+    0x68: (_nm_query_nv, _nv_entry),
+    0x69: (_nm_data, _none),
+    0x6A: (_nm_domain_index, lambda b, o, e, d, n: _domain_entry(b, o, e, d, n, False)),
+    0x6B: (_nm_update_nv, _none),
+    0x6C: (_nm_set_mode, _none),
+    0x6D: (_nm_read_mem, _mem_data),
+    0x6E: (_nm_write_mem, _none),
+    0x6F: (_nm_cksum, _none),
+    0x70: (_nm_sub, _nm_data),
+    0x7F: (_service_pin, _nm_data),
+}
+ND_ARGS = {
+    0x51: (_none, _nd_status),
+    0x52: (_nd_data, _nd_data),
+    0x53: (_none, _none),
+    0x54: (_none, _nd_xcvr),
+    0x56: (_none, _nd_status),
+}
+
+
+# --------------------------------------------------------------------------- APDU
+
+def _apdu_nv(buf, off, end, d, parent, fr):
+    need(end, off, 2, "NV header")
+    v = buf[off] << 8 | buf[off + 1]
+    sel = v & 0x3FFF
+    dr = v >> 14 & 1
+    add = d.add
+    add(parent, "lon.nv", v, off, 2)
+    add(parent, "lon.nv.dir", dr, off, 2)
+    add(parent, "lon.nv.selector", sel, off, 2)
+    n = end - off - 2
+    if n > 0:
+        add(parent, "lon.nv.value", buf[off + 2:end], off + 2, n)
+        what = "NV update" if fr.resp is False else "NV response"
+    elif fr.resp:
+        what = "NV response"
+    else:
+        add(parent, "lon.nv.poll", True, off, 2)
+        what = "NV poll"
+    fr.what = f"{what} sel 0x{sel:x}"
+
+
+def _apdu_app(buf, off, end, d, parent, fr):
+    code = buf[off]
+    d.add(parent, "lon.application", code, off, 1)
+    d.add(parent, "lon.code", code & 0x3F, off, 1)
+    fr.code = code
+    fr.what = f"{'response ' if fr.resp else ''}application code 0x{code:02x}"
+    d.ctx["lon.apdu_code"] = code
+    if not table("lon.apdu").dispatch(code, buf, off, end, d, parent, try_heuristics=True):
+        if end > off + 1:
+            d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
+
+
+def _apdu_ff(buf, off, end, d, parent, fr):
+    code = buf[off]
+    d.add(parent, "lon.ff", code, off, 1)
+    d.add(parent, "lon.code", code & 0x3F, off, 1)
+    fr.code = code
+    fr.what = FF_CODES.get(code) or f"foreign frame 0x{code:02x}"
+    d.ctx["lon.apdu_code"] = code
+    if not table("lon.apdu").dispatch(code, buf, off, end, d, parent, try_heuristics=True):
+        if end > off + 1:
+            d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
+
+
+def _apdu_nd(buf, off, end, d, parent, fr):
+    code = buf[off]
+    d.add(parent, "lon.nd", code, off, 1)
+    d.add(parent, "lon.code", code, off, 1)
+    fr.code = code
+    name = ND_CODES.get(code, f"0x{code:02x}")
+    dec = ND_ARGS.get(code)
+    extra = ""
+    if dec is not None:
+        extra = dec[0](buf, off + 1, end, d, parent)
+    elif end > off + 1:
+        d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
+    fr.what = f"ND {name}" + (f" {extra}" if extra else "")
+
+
+def _apdu_nm(buf, off, end, d, parent, fr):
+    code = buf[off]
+    d.add(parent, "lon.nm", code, off, 1)
+    d.add(parent, "lon.code", code, off, 1)
+    fr.code = code
+    name = NM_CODES.get(code, f"0x{code:02x}")
+    dec = NM_ARGS.get(code)
+    extra = ""
+    if dec is not None:
+        extra = dec[0](buf, off + 1, end, d, parent)
+    elif end > off + 1:
+        d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
+    fr.what = f"NM {name}" + (f" {extra}" if extra else "")
+
+
+# APDU class by first byte: a 256-entry hand-off table
+APDU_CLASS = ([_apdu_app] * 0x40 + [_apdu_ff] * 0x10 + [_apdu_nd] * 0x10 + [_apdu_nm] * 0x20
+              + [_apdu_nv] * 0x80)
+
+
+def dissect_apdu(buf, off, end, d, parent, fr=None):
+    """Decode an APDU (first byte = destination-and-type) into `lon.*` fields."""
+    if fr is None:
+        fr = _Frame()
+        fr.resp = False
+        fr.what = ""
+    need(end, off, 1, "APDU")
+    APDU_CLASS[buf[off]](buf, off, end, d, parent, fr)
+    return fr
+
+
+def decode_response(buf, off, end, d, parent, request_code: int) -> str:
+    """Decode a RESPONSE APDU in context: `request_code` is the NM/ND code of the matched
+    request (from the transaction tracker).  Adds `lon.nm.*`/`lon.nd.*` fields and returns
+    the summary (e.g. "NM update address success")."""
+    need(end, off, 1, "response code")
+    rc = buf[off]
+    if 0x60 <= request_code <= 0x7F:
+        ok = rc == (0x20 | (request_code & 0x1F))
+        fail = rc == (request_code & 0x1F)
+        name = NM_CODES.get(request_code, f"0x{request_code:02x}")
+        d.add(parent, "lon.nm.response", rc, off, 1)
+        d.add(parent, "lon.nm.request", name, off, 1)
+        status = "success" if ok else "failure" if fail else "unexpected"
+        d.add(parent, "lon.nm.status", status, off, 1)
+        extra = ""
+        if ok:
+            dec = NM_ARGS.get(request_code)
+            extra = (dec[1] if dec else _nm_data)(buf, off + 1, end, d, parent)
+        elif end > off + 1:
+            _nm_data(buf, off + 1, end, d, parent)
+        return f"NM {name} {status}" + (f" {extra}" if extra else "")
+    if 0x50 <= request_code <= 0x5F:
+        ok = rc == (0x30 | (request_code & 0x0F))
+        fail = rc == (0x10 | (request_code & 0x0F))
+        name = ND_CODES.get(request_code, f"0x{request_code:02x}")
+        d.add(parent, "lon.nd.response", rc, off, 1)
+        d.add(parent, "lon.nd.request", name, off, 1)
+        status = "success" if ok else "failure" if fail else "unexpected"
+        d.add(parent, "lon.nd.status", status, off, 1)
+        extra = ""
+        if ok:
+            dec = ND_ARGS.get(request_code)
+            extra = (dec[1] if dec else _nd_data)(buf, off + 1, end, d, parent)
+        elif end > off + 1:
+            _nd_data(buf, off + 1, end, d, parent)
+        return f"ND {name} {status}" + (f" {extra}" if extra else "")
+    return f"response code 0x{rc:02x}"
+
+
+# --------------------------------------------------------------------------- L4/L5
+
+def _tid(buf, off, end, d, parent, fr, b0):
+    """TID: 4 bits, or 12 bits in version 2 (one extra byte)."""
+    tid = b0 & 0xF
+    d.add(parent, "lon.trans_no", tid, off, 1)
+    if fr.vers == 2:
+        need(end, off + 1, 1, "12-bit TID low byte")
+        tid = tid << 8 | buf[off + 1]
+        d.add(parent, "lon.tid12", tid, off, 2)
+        fr.tid = tid
+        return off + 2
+    fr.tid = tid
+    return off + 1
+
+
+def _mlist(buf, off, end, d, parent):
+    need(end, off, 1, "M_List length")
+    n = buf[off]
+    d.add(parent, "lon.spdu.mlen", n, off, 1)
+    need(end, off + 1, n, "M_List")
+    ml = buf[off + 1: off + 1 + n]
+    for i, b in enumerate(ml):
+        d.add(parent, "lon.spdu.mlist", b, off + 1 + i, 1)
+    for m in _mlist_members(ml):
+        d.add(parent, "lon.spdu.member", m, off + 1, n)
+    return off + 1 + n
+
+
+def _body_apdu(buf, off, end, d, parent, fr):
+    if off >= end:
+        d.malformed("lon", off, "missing APDU", parent)
+        return
+    d.ctx["lon.apdu"] = (d.source, off, end)
+    APDU_CLASS[buf[off]](buf, off, end, d, parent, fr)
+
+
+def _body_none(buf, off, end, d, parent, fr):
+    if end > off:
+        d.note("warn", "protocol", "lon", off, f"{end - off} bytes after an ACK", parent)
+        d.add(parent, "data.data", buf[off:end], off, end - off)
+
+
+def _body_reminder(buf, off, end, d, parent, fr):
+    o = _mlist(buf, off, end, d, parent)
+    if end > o:
+        d.add(parent, "data.data", buf[o:end], o, end - o)
+
+
+def _body_remmsg(buf, off, end, d, parent, fr):
+    o = _mlist(buf, off, end, d, parent)
+    _body_apdu(buf, o, end, d, parent, fr)
+
+
+TPDU_BODY = {0: _body_apdu, 1: _body_apdu, 2: _body_none, 4: _body_reminder, 5: _body_remmsg}
+SPDU_BODY = {0: _body_apdu, 2: _body_apdu, 4: _body_reminder, 5: _body_remmsg}
+
+
+def _pdu_tpdu(buf, off, end, d, parent, fr):
+    need(end, off, 1, "TPDU")
+    b0 = buf[off]
+    typ = b0 >> 4 & 7
+    add = d.add
+    add(parent, "lon.tpdu", b0, off, 1)
+    add(parent, "lon.auth", b0 >> 7, off, 1)
+    add(parent, "lon.tpdu_type", typ, off, 1)
+    o = _tid(buf, off, end, d, parent, fr, b0)
+    fr.tag = TPDU_TYPES.get(typ) or f"TPDU type {typ}"
+    fr.lon["pdu"] = "tpdu"
+    fr.lon["type"] = fr.tag
+    fr.lon["tid"] = fr.tid
+    fr.lon["auth"] = bool(b0 & 0x80)
+    fr.resp = typ == 2
+    body = TPDU_BODY.get(typ)
+    if body is None:
+        d.note("warn", "protocol", "lon", off, f"Unexpected TPDU type {typ}", parent)
+        if end > o:
+            add(parent, "data.data", buf[o:end], o, end - o)
+        return
+    body(buf, o, end, d, parent, fr)
+
+
+def _pdu_spdu(buf, off, end, d, parent, fr):
+    need(end, off, 1, "SPDU")
+    b0 = buf[off]
+    typ = b0 >> 4 & 7
+    add = d.add
+    add(parent, "lon.spdu", b0, off, 1)
+    add(parent, "lon.auth", b0 >> 7, off, 1)
+    add(parent, "lon.spdu_type", typ, off, 1)
+    o = _tid(buf, off, end, d, parent, fr, b0)
+    fr.tag = SPDU_TYPES.get(typ) or f"SPDU type {typ}"
+    fr.lon["pdu"] = "spdu"
+    fr.lon["type"] = fr.tag
+    fr.lon["tid"] = fr.tid
+    fr.lon["auth"] = bool(b0 & 0x80)
+    fr.resp = typ == 2
+    body = SPDU_BODY.get(typ)
+    if body is None:
+        d.note("warn", "protocol", "lon", off, f"Unexpected SPDU type {typ}", parent)
+        if end > o:
+            add(parent, "data.data", buf[o:end], o, end - o)
+        return
+    body(buf, o, end, d, parent, fr)
+
+
+def _pdu_auth(buf, off, end, d, parent, fr):
+    need(end, off, 1, "AuthPDU")
+    b0 = buf[off]
+    fmt = b0 >> 6
+    typ = b0 >> 4 & 3
+    add = d.add
+    add(parent, "lon.authpdu", b0, off, 1)
+    add(parent, "lon.authpdu_addrfmt", fmt, off, 1)
+    add(parent, "lon.authpdu_type", typ, off, 1)
+    o = _tid(buf, off, end, d, parent, fr, b0)
+    fr.tag = AUTH_TYPES[typ]
+    fr.lon["pdu"] = "auth"
+    fr.lon["type"] = fr.tag
+    fr.lon["tid"] = fr.tid
+    fr.lon["auth"] = True
+    fr.resp = typ >= 2
+    need(end, o, 8, "AuthPDU value")
+    add(parent, "lon.authpdu_value", buf[o: o + 8], o, 8)
+    o += 8
+    if fmt == 1:
+        need(end, o, 1, "AuthPDU group")
+        add(parent, "lon.authpdu_group", buf[o], o, 1)
+        o += 1
+    if end > o:
+        d.note("warn", "protocol", "lon", o, f"{end - o} bytes after the AuthPDU", parent)
+        add(parent, "data.data", buf[o:end], o, end - o)
+
+
+def _pdu_apdu(buf, off, end, d, parent, fr):
+    fr.tag = "APDU"
+    fr.lon["pdu"] = "apdu"
+    fr.lon["type"] = "UNACKD"
+    fr.lon["tid"] = None
+    fr.lon["auth"] = False
+    fr.resp = False
+    _body_apdu(buf, off, end, d, parent, fr)
+
+
+PDU_BY_FMT = (_pdu_tpdu, _pdu_spdu, _pdu_auth, _pdu_apdu)
+
+# --------------------------------------------------------------------------- L3 addresses
+# each: fn(buf, off, end, d, parent, lon) -> offset after the address field
+
+
+def _addr0(buf, off, end, d, parent, lon):
+    need(end, off, 3, "address (broadcast)")
+    dn = buf[off + _O["0"]["dst_subnet"]]
+    d.add(parent, "lon.dstnet", dn, off + 2, 1)
+    lon["dst_type"] = "bcast"
+    lon["dst_subnet"] = dn
+    d.dst = f"bcast {dn}" if dn else "bcast"
+    return off + 3
+
+
+def _addr1(buf, off, end, d, parent, lon):
+    need(end, off, 3, "address (multicast)")
+    g = buf[off + _O["1"]["group"]]
+    d.add(parent, "lon.dstgrp", g, off + 2, 1)
+    lon["dst_type"] = "group"
+    lon["group"] = g
+    d.dst = f"grp {g}"
+    return off + 3
+
+
+def _addr2(buf, off, end, d, parent, lon):
+    O = _O["2a"] if buf[off + 1] & 0x80 else _O["2b"]
+    n = 4 if buf[off + 1] & 0x80 else 6
+    need(end, off, n, "address (2a)" if n == 4 else "address (2b)")
+    dn = buf[off + O["dst_subnet"]]
+    nd = buf[off + O["dst_node"]] & 0x7F
+    add = d.add
+    add(parent, "lon.dstnet", dn, off + 2, 1)
+    add(parent, "lon.dstnode", nd, off + 3, 1)
+    lon["dst_subnet"] = dn
+    lon["dst_node"] = nd
+    d.dst = f"{dn}/{nd}"
+    if n == 4:
+        lon["dst_type"] = "unicast"
+        return off + 4
+    g = buf[off + O["group"]]
+    m = buf[off + O["member"]]
+    add(parent, "lon.grp", g, off + 4, 1)
+    add(parent, "lon.grpmem", m, off + 5, 1)
+    lon["dst_type"] = "groupack"
+    lon["group"] = g
+    lon["member"] = m
+    return off + 6
+
+
+def _addr3(buf, off, end, d, parent, lon):
+    need(end, off, 9, "address (Neuron ID)")
+    dn = buf[off + 2]
+    o = off + _O["3"]["nid"]
+    nid = buf[o: o + 6]
+    d.add(parent, "lon.dstnet", dn, off + 2, 1)
+    d.add(parent, "lon.uid", nid, o, 6)
+    lon["dst_type"] = "nid"
+    lon["dst_subnet"] = dn
+    lon["nid"] = nid
+    d.dst = nid.hex()
+    return off + 9
+
+
+ADDR_BY_FMT = (_addr0, _addr1, _addr2, _addr3)
+
+
+# --------------------------------------------------------------------------- frame
+
+def dissect_npdu(buf, off, end, d, parent, layer_off=None, frame_off=None):
+    """NPDU (network header byte onwards) up to `end` (CRC excluded)."""
+    need(end, off, 1, "NPDU header")
+    b = buf[off]
+    vers = b >> 6
+    pf = b >> 4 & 3
+    af = b >> 2 & 3
+    dl = b & 3
+    add = d.add
+    add(parent, "lon.npdu", b, off, 1)
+    add(parent, "lon.vers", vers, off, 1)
+    add(parent, "lon.pdufmt", pf, off, 1)
+    add(parent, "lon.addrfmt", af, off, 1)
+    add(parent, "lon.domainlen", dl, off, 1)
+    o = off + 1
+    need(end, o, 2, "source address")
+    sn = buf[o]
+    snode = buf[o + 1] & 0x7F
+    add(parent, "lon.srcnet", sn, o, 1)
+    add(parent, "lon.srcnode", snode, o + 1, 1)
+    lon = {"src_subnet": sn, "src_node": snode, "dst_type": None, "dst_subnet": None,
+           "dst_node": None, "group": None, "member": None, "nid": None, "domain": b"",
+           "pdu": None, "type": None, "tid": None, "auth": False, "version": vers}
+    d.ctx["lon"] = lon
+    d.src = f"{sn}/{snode}"
+    o = ADDR_BY_FMT[af](buf, o, end, d, parent, lon)
+    n = DOMAIN_BYTES[dl]
+    need(end, o, n, "domain")
+    dom = buf[o: o + n]
+    add(parent, "lon.domain", dom, o, n)
+    lon["domain"] = dom
+    o += n
+    fr = _Frame()
+    fr.lon = lon
+    fr.vers = vers
+    fr.tid = None
+    fr.what = ""
+    fr.resp = False
+    fr.code = None
+    fr.tag = ""
+    if vers == 1:
+        d.note("note", "protocol", "lon", off, "Protocol version 1 (encapsulated IP)", parent)
+    elif vers == 3:
+        d.note("warn", "protocol", "lon", off, "Unknown protocol version 3", parent)
+    try:
+        PDU_BY_FMT[pf](buf, o, end, d, parent, fr)
+    finally:
+        tag = fr.tag
+        tid = f" [tid {fr.tid}]" if fr.tid is not None else ""
+        what = fr.what
+        d.info = (f"{tag} {what}{tid}" if what else f"{tag}{tid}") if tag != "APDU" else (what or "APDU")
+    return fr
+
+
+def dissect_frame(buf, off, end, d, parent, crc: bool | None = None):
+    """A LonTalk frame `[LPDU hdr][NPDU][CRC-16]`.
+
+    crc=None: the CRC is optional (CN/IP, LINKTYPE_USER0): status "good" when the last two
+    bytes verify, else "absent".  crc=True: the CRC is expected (NI uplink): "good"/"bad"
+    (a bad CRC is an expert item; the frame is still decoded).  crc=False: no CRC."""
+    node = d.layer("lon", "ISO/IEC 14908-1 LonTalk", off, end - off)
+    try:
+        need(end, off, 1, "LPDU header")
+        fend = end
+        status = "absent"
+        if crc is not False and end - off >= 4:
+            c = crc16(buf[off:end - 2])
+            got = buf[end - 2] << 8 | buf[end - 1]
+            if c == got:
+                status = "good"
+                fend = end - 2
+            elif crc:
+                status = "bad"
+                fend = end - 2
+        elif crc:
+            status = "bad"
+        p = buf[off]
+        add = d.add
+        add(node, "lon.ppdu", p, off, 1)
+        add(node, "lon.prio", p >> 7, off, 1)
+        add(node, "lon.alt_path", p >> 6 & 1, off, 1)
+        add(node, "lon.delta_bl", p & 0x3F, off, 1)
+        if status != "absent":
+            add(node, "lon.crc", buf[end - 2] << 8 | buf[end - 1], end - 2, 2)
+        add(node, "lon.crc.status", status, end - 2 if status != "absent" else end, 0 if status == "absent" else 2)
+        if status == "bad":
+            d.note("warn", "checksum", "lon", end - 2,
+                   f"Bad CRC-16 (expected 0x{crc16(buf[off:end - 2]):04x})", node)
+        dissect_npdu(buf, off + 1, fend, d, node)
+    except Truncated as e:
+        d.malformed("lon", e.offset, str(e), node)
+    return node
+
+
+def dissect_l2_auto(buf, off, end, d, parent):
+    """lon.frame "l2": raw frame, CRC optional."""
+    dissect_frame(buf, off, end, d, parent, None)
+
+
+def dissect_l2_crc(buf, off, end, d, parent):
+    """Raw frame with CRC (NI uplink)."""
+    dissect_frame(buf, off, end, d, parent, True)
+
+
+def dissect_l2_nocrc(buf, off, end, d, parent):
+    dissect_frame(buf, off, end, d, parent, False)
+
+
+table("lon.frame", "raw LonTalk frames").register("l2", "lon", dissect_l2_auto)
+table("lon.frame").register("l2-crc", "lon", dissect_l2_crc)
+table("lon.frame").register("l2-nocrc", "lon", dissect_l2_nocrc)
+table("cnip.protocol", "CN/IP protocol").register(0, "lon", dissect_l2_auto)
+
+
+# --------------------------------------------------------------------------- builders
+
+def build_frame(*, prio=0, alt_path=0, delta_bl=0, vers=0, pdu="apdu", addr="2a",
+                src_subnet=1, src_node=1, dst_subnet=0, dst_node=0, group=0, member=0,
+                nid=b"\0" * 6, domain=b"", tpdu_type=0, spdu_type=0, auth=False, tid=0,
+                mlist=b"", auth_type=0, auth_fmt=None, auth_value=b"\0" * 8, auth_group=None,
+                apdu=b"", crc=True) -> bytes:
+    """Build a LonTalk frame `[LPDU hdr][NPDU][CRC]`.
+
+    addr: "0" broadcast (dst_subnet), "1" multicast (group), "2a" unicast
+    (dst_subnet/dst_node), "2b" group ack (dst_subnet/dst_node/group/member), "3" Neuron ID
+    (dst_subnet, nid).  domain: 0/1/3/6 bytes.  vers 2 adds the low TID byte (tid is then
+    12-bit).  pdu: "tpdu" (tpdu_type 0 ACKD, 1 UNACKD_RPT, 2 ACK, 4 REMINDER, 5 REM/MSG),
+    "spdu" (spdu_type 0 REQUEST, 2 RESPONSE, 4 REMINDER, 5 REM/MSG), "auth" (auth_type 0-3,
+    auth_fmt defaults to the address format, auth_value 8 bytes, auth_group for fmt 1),
+    "apdu" (unacknowledged).  mlist: M_List bytes for REMINDER / REM/MSG.  apdu: the APDU
+    bytes (code first).  crc: append the CRC-16/GENIBUS."""
+    afmt = {"0": 0, "1": 1, "2a": 2, "2b": 2, "3": 3}[str(addr)]
+    pf = {"tpdu": 0, "spdu": 1, "auth": 2, "apdu": 3}[pdu]
+    dl = DOMAIN_BYTES.index(len(domain))
+    out = bytearray(L2HDR.build({"ppdu": (prio & 1) << 7 | (alt_path & 1) << 6 | delta_bl & 0x3F,
+                                 "npdu": (vers & 3) << 6 | pf << 4 | afmt << 2 | dl}))
+    a = str(addr)
+    sel = 0 if a == "2b" else 0x80
+    vals = {"src_subnet": src_subnet, "src_node": sel | (src_node & 0x7F), "dst_subnet": dst_subnet,
+            "dst_node": 0x80 | (dst_node & 0x7F), "group": group, "member": member, "nid": bytes(nid)}
+    out += ADDR_LAYOUTS[a].build(vals)
+    out += bytes(domain)
+
+    def tidb(hi_byte):
+        if vers == 2:
+            return bytes([hi_byte | (tid >> 8 & 0xF), tid & 0xFF])
+        return bytes([hi_byte | (tid & 0xF)])
+
+    if pdu in ("tpdu", "spdu"):
+        typ = tpdu_type if pdu == "tpdu" else spdu_type
+        out += tidb((0x80 if auth else 0) | (typ & 7) << 4)
+        if typ in (4, 5):
+            out += bytes([len(mlist)]) + bytes(mlist)
+        if typ in (0, 1, 5) or (pdu == "spdu" and typ == 2):
+            out += bytes(apdu)
+    elif pdu == "auth":
+        f = afmt if auth_fmt is None else auth_fmt
+        out += tidb((f & 3) << 6 | (auth_type & 3) << 4)
+        out += bytes(auth_value)
+        if f == 1:
+            out.append((group if auth_group is None else auth_group) & 0xFF)
+    else:
+        out += bytes(apdu)
+    if crc:
+        c = crc16(out)
+        out += bytes([c >> 8, c & 0xFF])
+    return bytes(out)
+
+
+def build_nv(selector: int, value: bytes = b"", direction: int = 0) -> bytes:
+    """NV APDU: 2-byte header (bit 15 set, bit 14 direction, 14-bit selector) + value."""
+    return NV_HDR.build({"nv": 0x8000 | (direction & 1) << 14 | selector & 0x3FFF}) + bytes(value)
+
+
+__all__ = ["crc16", "build_frame", "build_nv", "dissect_frame", "dissect_npdu", "dissect_apdu",
+           "decode_response", "NM_CODES", "ND_CODES"]
