@@ -39,6 +39,7 @@ _STAGES: dict[str, tuple[int, Callable[["Pipeline"], Stage]]] = {}
 # the pipeline works while parts of the product are still being built.
 STAGE_MODULES = [
     "analyzer.tcpstage",      # TCP stream reassembly -> tcp.port PDUs
+    "analyzer.dlms_streams",  # wrapper/HDLC over TCP, HDLC + adaptation segment reassembly
     "analyzer.lontrack",      # LonTalk transactions, responses in context
     "analyzer.associations",  # DLMS association tracking
     "analyzer.decrypt",       # decryption stage

@@ -1,0 +1,171 @@
+"""DLMS lower-layer stage (pipeline order 12, after TCP reassembly, before association
+tracking and decryption).
+
+- Registers the IEC 62056-47 wrapper and HDLC (62056-46) as PDU protocols of the TCP
+  stage (`analyzer.tcpstage.register_stream_protocol`), limited to the DLMS ports 4059 and
+  4060-4069: one PDU over several segments and several PDUs per segment both work.
+- Reassembles segmented HDLC I-frames per direction (flow + HDLC address pair) and
+  segmented IEC 62056-8-8 adaptation PDUs per (LonTalk source, destination, SAP pair);
+  the reassembled APDU is dissected in a new data source ("Reassembled HDLC" /
+  "Reassembled ADP") on the packet holding the last segment.  What a packet needs for a
+  later re-dissection is kept in `pkt.aux["dlms_streams"]`.
+- Applies the adaptation profile given to the pipeline (`Pipeline(profile=PATH or
+  Profile)`), so that `--profile FILE` reaches the pure dissectors once.
+"""
+from __future__ import annotations
+
+from dissectors.core import FT_BYTES, FT_UINT, Dissection, field, table
+from dissectors import hdlc as _hdlc
+from dissectors import wrapper as _wrapper
+from dissectors import adaptation as _adp
+
+from .pipeline import Stage, register_stage
+
+try:
+    from .tcpstage import register_stream_protocol
+except ImportError:  # pragma: no cover - the TCP stage is part of the product
+    register_stream_protocol = None
+
+field("hdlc.reassembled.length", FT_UINT, "Length of the reassembled HDLC information field")
+field("hdlc.reassembled.frames", FT_UINT, "Number of HDLC segments reassembled")
+field("adp.reassembled.length", FT_UINT, "Length of the reassembled adaptation APDU")
+field("adp.reassembled.segments", FT_UINT, "Number of adaptation segments reassembled")
+field("hdlc.reassembled.data", FT_BYTES, "Reassembled information field (no xDLMS dissector)")
+
+MAX_REASSEMBLY = 1 << 20     # bytes kept per direction before giving up
+LLC_LEN = 3
+
+if register_stream_protocol is not None:
+    register_stream_protocol("wrapper", _wrapper.stream_detect, _wrapper.stream_pdu_len,
+                             _wrapper.stream_dissect, ports=_wrapper.DLMS_PORTS)
+    register_stream_protocol("hdlc", _hdlc.stream_detect, _hdlc.stream_pdu_len,
+                             _hdlc.stream_dissect, ports=_wrapper.DLMS_PORTS)
+
+
+def _flow_key(d: Dissection) -> tuple:
+    t = d.ctx.get("tcp")
+    if t is not None:
+        return ("tcp",) + tuple(t.get("flow", ()))
+    return ("udp", d.ctx.get("ip.src"), d.ctx.get("udp.srcport"), d.ctx.get("ip.dst"),
+            d.ctx.get("udp.dstport"))
+
+
+class _Pending:
+    __slots__ = ("data", "frames", "count")
+
+    def __init__(self):
+        self.data = bytearray()
+        self.frames: list[int] = []
+        self.count = 0
+
+
+class DlmsStreamStage(Stage):
+    name = "dlms_streams"
+
+    def __init__(self, pipeline):
+        super().__init__(pipeline)
+        prof = getattr(pipeline, "profile", None)
+        if prof is not None:
+            _adp.use_profile(prof)
+        self.hdlc: dict[tuple, _Pending] = {}
+        self.adp: dict[tuple, dict] = {}
+
+    # ---------------------------------------------------------------- first pass
+    def _hdlc_first(self, pkt, d: Dissection, out: list) -> None:
+        flow = _flow_key(d)
+        for f in d.ctx.get("hdlc.frames", ()):
+            key = flow + (f["dst"], f["src"])
+            data = d.sources[f["source"]][1][f["offset"]:f["offset"] + f["length"]]
+            st = self.hdlc.get(key)
+            if f["segmented"]:
+                if st is None or f["llc"]:
+                    if st is not None and st.data:
+                        out.append(("note", "hdlc", "segmented HDLC message restarted before its last segment"))
+                    st = self.hdlc[key] = _Pending()
+                st.data += data
+                st.count += 1
+                st.frames.append(pkt.number)
+                if len(st.data) > MAX_REASSEMBLY:
+                    del self.hdlc[key]
+                    out.append(("note", "hdlc", "HDLC reassembly abandoned (too long)"))
+                continue
+            if st is not None:
+                del self.hdlc[key]
+                if f.get("pending"):
+                    full = bytes(st.data) + bytes(data)
+                    out.append(("hdlc", full, st.count + 1, st.frames + [pkt.number]))
+                else:
+                    out.append(("note", "hdlc", "segmented HDLC message not finished (new message started)"))
+            elif f.get("pending"):
+                # an I-frame without LLC and no segment before it: dissect as it is
+                out.append(("hdlc", bytes(data), 1, [pkt.number]))
+
+    def _adp_first(self, pkt, d: Dissection, out: list) -> None:
+        for s in d.ctx.get("adp.segments", ()):
+            key = (s["src"], s["dst"], s["client"], s["server"])
+            data = d.sources[s["source"]][1][s["offset"]:s["offset"] + s["length"]]
+            st = self.adp.get(key)
+            if st is None or s["number"] == 0:
+                st = self.adp[key] = {"parts": {}, "frames": []}
+            st["parts"][s["number"]] = bytes(data)
+            st["frames"].append(pkt.number)
+            if sum(len(x) for x in st["parts"].values()) > MAX_REASSEMBLY:
+                del self.adp[key]
+                continue
+            if s["last"]:
+                del self.adp[key]
+                nums = sorted(st["parts"])
+                if nums != list(range(len(nums))):
+                    out.append(("note", "adp", f"adaptation segments missing (have {nums})"))
+                    continue
+                full = b"".join(st["parts"][n] for n in nums)
+                out.append(("adp", full, len(nums), st["frames"]))
+
+    # ---------------------------------------------------------------- every pass
+    def process(self, pkt, d: Dissection, first_pass: bool) -> None:
+        if first_pass:
+            if not d.ctx.get("hdlc.frames") and not d.ctx.get("adp.segments"):
+                return
+            out: list = []
+            self._hdlc_first(pkt, d, out)
+            self._adp_first(pkt, d, out)
+            if out:
+                pkt.aux["dlms_streams"] = out
+        items = pkt.aux.get("dlms_streams")
+        if not items:
+            return
+        parent = d.root
+        for it in items:
+            if it[0] == "note":
+                d.note("note", "sequence", it[1], 0, it[2], parent)
+                continue
+            kind, data, count, frames = it
+            old = d.source
+            if kind == "hdlc":
+                apdu_off = LLC_LEN if len(data) >= LLC_LEN and data[0] == 0xE6 and data[1] in (0xE6, 0xE7) else 0
+                if count > 1:
+                    d.new_source("Reassembled HDLC", data)
+                    lbl = d.label(parent, f"[{count} HDLC segments ({len(data)} bytes): "
+                                          + " ".join(f"#{n}" for n in frames) + "]", 0, len(data))
+                    d.add(lbl, "hdlc.reassembled.length", len(data), 0, len(data))
+                    d.add(lbl, "hdlc.reassembled.frames", count, 0, len(data))
+                else:
+                    d.new_source("HDLC information", data)
+                try:
+                    if apdu_off < len(data) and not table("dlms").dispatch("apdu", data, apdu_off, len(data), d, parent):
+                        d.add(parent, "hdlc.reassembled.data", data[apdu_off:], apdu_off, len(data) - apdu_off)
+                finally:
+                    d.source = old
+            elif kind == "adp":
+                d.new_source("Reassembled ADP", data)
+                lbl = d.label(parent, f"[{count} adaptation segments ({len(data)} bytes): "
+                                      + " ".join(f"#{n}" for n in frames) + "]", 0, len(data))
+                d.add(lbl, "adp.reassembled.length", len(data), 0, len(data))
+                d.add(lbl, "adp.reassembled.segments", count, 0, len(data))
+                try:
+                    table("dlms").dispatch("apdu", data, 0, len(data), d, parent)
+                finally:
+                    d.source = old
+
+
+register_stage(12, "dlms_streams", DlmsStreamStage)
