@@ -20,7 +20,8 @@ from __future__ import annotations
 import struct
 
 from . import acse as _acse
-from .axdr import TYPE_NAMES, dissect_data, encode, encode_length, read_length
+from .axdr import (TYPE_NAMES, datetime_iso, dissect_data, encode, encode_length, looks_like_datetime,
+                   read_length)
 from .core import (FT_BOOL, FT_BYTES, FT_STR, FT_UINT, Truncated, field, need, table)
 from .cosem_names import attribute_name, class_name, method_name, obis_name
 
@@ -692,7 +693,6 @@ def _data_notification(s: _P, p: int, node) -> str:
     if ce > cs:
         s.d.add(node, "dlms.date_time", bytes(s.buf[cs:ce]), cs, ce - cs)
         if ce - cs == 12:
-            from .axdr import datetime_iso
             s.d.add(None, "dlms.data.datetime", datetime_iso(s.buf, cs), cs, 12)
     op = _op(s)
     q, v = _data(s, q, node, "notification-body")
@@ -1272,7 +1272,9 @@ def _value_info(op: dict, res: str) -> str:
     if isinstance(v, list):
         return f"{len(v)} element(s)"
     if isinstance(v, bytes):
-        return v.hex() if len(v) <= 16 else f"{len(v)} bytes"
+        if len(v) == 12 and looks_like_datetime(v):
+            return datetime_iso(v)
+        return (v.hex() or "(empty)") if len(v) <= 16 else f"{len(v)} bytes"
     return str(v) if v is not None else "null"
 
 

@@ -1,0 +1,405 @@
+"""xDLMS APDU reassembly and request context (pipeline stage "reassembly", order 50).
+
+Per association (or, without association tracking, per transport flow) — never one global
+table — this stage:
+
+- reassembles block transfers: GET with datablocks (get-response-with-datablock + get-next),
+  SET with datablocks, ACTION with pblocks (both directions), SN read/write data blocks, and
+  general-block-transfer (windows, streaming).  Lost and duplicate blocks become expert
+  items.  The reassembled bytes are dissected in a new data source "Reassembled xDLMS"
+  (A-XDR Data for GET/SET/ACTION/SN blocks, a whole APDU for GBT) on the packet carrying the
+  last block, with `dlms.fragment` (frame numbers of the parts), `dlms.fragment.count`,
+  `dlms.reassembled_length`, and `dlms.reassembled_in` on every part;
+- attaches the request's class, OBIS and attribute/method to the response (matched by
+  invoke id; a get-response has no OBIS on the wire), so that
+  `dlms.obis == 0.0.1.0.0.255 && dlms.apdu == "get-response"` works;
+- maps SN short names to class/attribute once the association's SN object list
+  (read of 0xFA08) has been seen.
+
+Blocks come from `ctx["dlms.blocks"]`, which the xDLMS dissector fills for every APDU it
+dissects — plain ones and the plaintext the decryption stage (order 40) dissected — so
+decrypted block transfers are reassembled the same way.  What a packet needs for a later
+full re-dissection is kept in `pkt.aux["reasm"]`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from dissectors.core import FT_UINT, field
+from dissectors import xdlms as _xdlms
+from dissectors.axdr import dissect_data
+from dissectors.cosem_names import SNMap, attribute_name, class_name, method_name, obis_name
+
+from .pipeline import Stage, register_stage
+
+field("dlms.fragment", FT_UINT, "Frame carrying a part of this reassembled APDU/data")
+field("dlms.fragment.count", FT_UINT, "Number of parts reassembled")
+field("dlms.reassembled_in", FT_UINT, "This block is reassembled in frame")
+field("dlms.reassembled_length", FT_UINT, "Length of the reassembled APDU/data")
+field("dlms.request_in", FT_UINT, "Request (with class/OBIS/attribute) is in frame")
+
+MAX_RUN_BYTES = 16 << 20    # give up a block run beyond this (memory bound per run)
+MAX_RUNS = 4096             # open runs kept per stage (oldest dropped)
+
+_ATTACH = ("class_id", "obis", "attribute_id", "method_id")
+
+
+class _Run:
+    __slots__ = ("blocks", "frames", "pkts", "first", "last_bn", "size", "service", "dir", "iid")
+
+    def __init__(self, service, direction, iid):
+        self.blocks: dict[int, bytes] = {}
+        self.frames: list[int] = []
+        self.pkts: list = []
+        self.first: dict | None = None
+        self.last_bn: int | None = None
+        self.size = 0
+        self.service = service
+        self.dir = direction
+        self.iid = iid
+
+
+def _endpoints(d) -> tuple[str, str]:
+    """Source/destination endpoint strings from the flat fields (fallback without the
+    association stage)."""
+    t = d.ctx.get("dlms.transport")
+    if t is not None:
+        return str(t[1]), str(t[2])
+    f = d.fields
+    ctx = d.ctx
+
+    def first(*names):
+        for n in names:
+            v = f.get(n)
+            if v:
+                return v[-1]
+            if n in ctx:
+                return ctx[n]
+        return None
+    src_ip, dst_ip = first("ip.src", "ipv6.src"), first("ip.dst", "ipv6.dst")
+    sp, dp = first("tcp.srcport", "udp.srcport"), first("tcp.dstport", "udp.dstport")
+    if src_ip is not None or sp is not None:
+        ws, wd = first("wrapper.srcport"), first("wrapper.dstport")
+        a, b = f"{src_ip}:{sp}", f"{dst_ip}:{dp}"
+        if ws is not None:
+            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
+        return a, b
+    lon = ctx.get("lon")
+    if lon:
+        return (f"{lon.get('src_subnet')}/{lon.get('src_node')}",
+                f"{lon.get('dst_subnet')}/{lon.get('dst_node')}" if lon.get("dst_subnet") is not None
+                else str(lon.get("group") or lon.get("nid")))
+    hs, hd = first("hdlc.src"), first("hdlc.dst")
+    if hs is not None:
+        return f"hdlc:{hs}", f"hdlc:{hd}"
+    return d.src or "?", d.dst or "?"
+
+
+def flow_key(d) -> tuple:
+    """The association (when tracked) or the direction-neutral transport flow."""
+    aid = d.fields.get("dlms.assoc_id")
+    if aid:
+        return ("assoc", aid[-1])
+    t = d.ctx.get("dlms.transport")
+    if t is not None:
+        return ("transport", t[0])
+    a, b = _endpoints(d)
+    return ("flow",) + tuple(sorted((a, b)))
+
+
+class Reassembly(Stage):
+    name = "reassembly"
+
+    def __init__(self, pipeline):
+        super().__init__(pipeline)
+        self.pending: dict[tuple, dict] = {}          # (flow, service, invoke id) -> request info
+        self.pending_sn: dict[tuple, list] = {}       # flow -> FIFO of SN read/write request op lists
+        self.runs: dict[tuple, _Run] = {}
+        self.sn_maps: dict[tuple, SNMap] = {}
+        self.completed = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _set(self, pkt, d, name: str, value: Any) -> None:
+        d.add(None, name, value, 0, 0)
+        pkt.aux.setdefault("reasm", {}).setdefault("fields", []).append((name, value))
+
+    def _note(self, pkt, d, severity: str, group: str, msg: str) -> None:
+        d.note(severity, group, "dlms", 0, msg, d.root)
+        pkt.aux.setdefault("reasm", {}).setdefault("notes", []).append((severity, group, msg))
+
+    def _attach(self, pkt, d, op: dict, info: dict) -> None:
+        """Give a response op the request's class/OBIS/attribute (fields too)."""
+        for k in _ATTACH:
+            v = info.get(k)
+            if v is not None and op.get(k) is None:
+                op[k] = v
+                self._set(pkt, d, f"dlms.{k}", v)
+        cid, obis = info.get("class_id"), info.get("obis")
+        if cid is not None:
+            cn = class_name(cid)
+            if cn:
+                self._set(pkt, d, "dlms.class_name", cn)
+            if info.get("attribute_id") is not None:
+                an = attribute_name(cid, info["attribute_id"])
+                if an:
+                    self._set(pkt, d, "dlms.attribute_name", an)
+            if info.get("method_id") is not None:
+                mn = method_name(cid, info["method_id"])
+                if mn:
+                    self._set(pkt, d, "dlms.method_name", mn)
+        if obis:
+            on = obis_name(obis)
+            if on:
+                self._set(pkt, d, "dlms.obis_name", on)
+        if info.get("frame") is not None and info["frame"] != pkt.number:
+            self._set(pkt, d, "dlms.request_in", info["frame"])
+
+    # ------------------------------------------------------------------ stage
+    def process(self, pkt, d, first_pass: bool) -> None:
+        if not first_pass:
+            self._replay(pkt, d)
+            return
+        ctx = d.ctx
+        ops = ctx.get("dlms.ops")
+        blocks = ctx.get("dlms.blocks")
+        if not ops and not blocks:
+            return
+        flow = flow_key(d)
+        n_ops = len(ops) if ops else 0
+        if ops:
+            self._requests_and_responses(pkt, d, flow, ops[:n_ops])
+        if blocks:
+            i = 0
+            while i < len(blocks):      # reassembled GBT APDUs may append more blocks
+                self._block(pkt, d, flow, blocks[i])
+                i += 1
+        ops = ctx.get("dlms.ops") or []
+        if len(ops) > n_ops:           # ops of reassembled data/APDUs
+            self._requests_and_responses(pkt, d, flow, ops[n_ops:])
+        if len(self.runs) > MAX_RUNS:
+            for k in list(self.runs)[: len(self.runs) - MAX_RUNS]:
+                del self.runs[k]
+
+    # ---- request/response context
+    def _requests_and_responses(self, pkt, d, flow, ops: list) -> None:
+        resp_index: dict[tuple, int] = {}
+        sn_req: list = []
+        for op in ops:
+            svc, direction, iid = op.get("service"), op.get("dir"), op.get("invoke_id")
+            if svc in ("get", "set", "action"):
+                key = (flow, svc, iid)
+                if direction == "request":
+                    if op.get("class_id") is not None:
+                        info = {k: op.get(k) for k in _ATTACH}
+                        info["frame"] = pkt.number
+                        cur = self.pending.get(key)
+                        if cur is not None and cur.get("frame") == pkt.number and "list" in cur:
+                            cur["list"].append(info)
+                        elif op.get("choice", "").startswith("with-list"):
+                            self.pending[key] = {"frame": pkt.number, "list": [info]}
+                        else:
+                            self.pending[key] = info
+                    continue
+                if direction == "response":
+                    req = self.pending.get(key)
+                    if req is None:
+                        continue
+                    if "list" in req:
+                        i = resp_index.get(key, 0)
+                        resp_index[key] = i + 1
+                        if i < len(req["list"]):
+                            self._attach(pkt, d, op, req["list"][i])
+                        if i + 1 >= len(req["list"]) and not op.get("partial"):
+                            self.pending.pop(key, None)
+                    else:
+                        self._attach(pkt, d, op, req)
+                        if not op.get("partial") and op.get("choice") not in ("datablock",):
+                            self.pending.pop(key, None)
+            elif svc in ("read", "write") and direction == "request":
+                sn_req.append(op)
+                self._sn_lookup(pkt, d, flow, op)
+            elif svc in ("read", "write") and direction == "response":
+                fifo = self.pending_sn.get(flow)
+                if fifo:
+                    reqs = fifo[0]
+                    idx = resp_index.get((flow, "sn"), 0)
+                    resp_index[(flow, "sn")] = idx + 1
+                    if idx < len(reqs):
+                        rq = reqs[idx]
+                        self._attach(pkt, d, op, rq)
+                        if rq.get("short_name") == 0xFA08 and isinstance(op.get("value"), list):
+                            m = self.sn_maps.setdefault(flow, SNMap())
+                            n = m.add_object_list(op["value"])
+                            if n:
+                                self._note(pkt, d, "chat", "protocol", f"SN object list: {n} objects learned")
+                    if idx + 1 >= len(reqs):
+                        fifo.pop(0)
+        if sn_req:
+            self.pending_sn.setdefault(flow, []).append(sn_req)
+            if len(self.pending_sn[flow]) > 64:
+                self.pending_sn[flow].pop(0)
+
+    def _sn_lookup(self, pkt, d, flow, op: dict) -> None:
+        sn = op.get("short_name")
+        m = self.sn_maps.get(flow)
+        if sn is None or m is None:
+            return
+        r = m.lookup(sn)
+        if r is not None:
+            self._attach(pkt, d, op, r)
+
+    # ---- blocks
+    def _block(self, pkt, d, flow, b: dict) -> None:
+        svc = b.get("service")
+        if svc == "gbt":
+            src, _dst = _endpoints(d)
+            key = (flow, "gbt", src)
+        elif svc in ("read", "write"):
+            key = (flow, svc, b.get("dir"))
+        else:
+            key = (flow, svc, b.get("dir"), b.get("invoke_id"))
+        if b.get("error"):
+            run = self.runs.pop(key, None)
+            self._note(pkt, d, "warn", "sequence",
+                       f"{svc} block transfer aborted at block {b.get('block_number')}: {b['error']}")
+            return
+        bn = b.get("block_number")
+        data = b.get("data") or b""
+        run = self.runs.get(key)
+        if run is None:
+            if svc == "gbt" and not data and b.get("last") is False:
+                return      # an empty GBT acknowledgement
+            run = self.runs[key] = _Run(svc, b.get("dir"), b.get("invoke_id"))
+        if svc == "gbt" and not data and not run.blocks:
+            return
+        if b.get("first") is not None:
+            run.first = b["first"]
+        if bn in run.blocks:
+            self._note(pkt, d, "warn", "sequence", f"Duplicate {svc} block {bn} (first in frame "
+                       f"{run.frames[sorted(run.blocks).index(bn)] if len(run.frames) == len(run.blocks) else '?'})")
+            if not b.get("last"):
+                return
+        elif run.last_bn is not None and bn != run.last_bn + 1:
+            if bn > run.last_bn + 1:
+                self._note(pkt, d, "warn", "sequence",
+                           f"Lost {svc} block(s) {run.last_bn + 1}..{bn - 1} before block {bn}")
+            else:
+                self._note(pkt, d, "warn", "sequence", f"Out-of-order {svc} block {bn} after {run.last_bn}")
+        run.blocks[bn] = data
+        if pkt.number not in run.frames:
+            run.frames.append(pkt.number)
+            run.pkts.append(pkt)
+        run.last_bn = bn if run.last_bn is None else max(run.last_bn, bn)
+        run.size += len(data)
+        if run.size > MAX_RUN_BYTES:
+            self._note(pkt, d, "warn", "malformed", f"{svc} block transfer exceeds {MAX_RUN_BYTES} bytes; dropped")
+            self.runs.pop(key, None)
+            return
+        if not b.get("last"):
+            return
+        self.runs.pop(key, None)
+        order = sorted(run.blocks)
+        missing = []
+        if order:
+            missing = [n for n in range(order[0], order[-1] + 1) if n not in run.blocks]
+        if missing:
+            self._note(pkt, d, "error", "sequence",
+                       f"Reassembly of {svc} incomplete: block(s) {missing[:8]}{'…' if len(missing) > 8 else ''} missing")
+        payload = b"".join(run.blocks[n] for n in order)
+        kind = "apdu" if svc == "gbt" else "data"
+        info = self._request_info(flow, run)
+        entry = {"data": payload, "kind": kind, "service": svc, "dir": run.dir, "iid": run.iid,
+                 "frames": list(run.frames), "info": info}
+        pkt.aux.setdefault("reasm", {}).setdefault("sources", []).append(entry)
+        self.completed += 1
+        self._dissect_reassembled(pkt, d, entry, first_pass=True)
+        for rp in run.pkts:
+            if rp is pkt:
+                continue
+            rp.aux.setdefault("reasm", {}).setdefault("fields", []).append(("dlms.reassembled_in", pkt.number))
+            if rp.d is not None:
+                rp.d.fields.setdefault("dlms.reassembled_in", []).append(pkt.number)
+
+    def _request_info(self, flow, run: _Run) -> dict | None:
+        if run.first is not None and "list" not in run.first:
+            return dict(run.first)
+        if run.service in ("get", "set", "action"):
+            req = self.pending.get((flow, run.service, run.iid))
+            if req is not None and "list" not in req:
+                if run.dir == "response":
+                    self.pending.pop((flow, run.service, run.iid), None)
+                return dict(req)
+        return None
+
+    def _dissect_reassembled(self, pkt, d, entry: dict, first_pass: bool) -> None:
+        data = entry["data"]
+        old = d.source
+        d.new_source("Reassembled xDLMS", data)
+        try:
+            frames = entry["frames"]
+            node = None
+            if entry["kind"] == "apdu":
+                _xdlms.dissect_apdu(data, 0, len(data), d, d.root)
+                node = d.root.children[-1] if d.root is not None and d.root.children else None
+            else:
+                node = d.layer("dlms", f"Reassembled xDLMS data ({len(data)} bytes, {len(frames)} parts)",
+                               0, len(data))
+                try:
+                    _end, value = dissect_data(data, 0, len(data), d, node)
+                    if _end < len(data):
+                        d.note("warn", "malformed", "dlms", _end,
+                               f"{len(data) - _end} trailing byte(s) after the reassembled data", node)
+                    result = "success"
+                except Exception as exc:   # damaged reassembly: keep what decoded
+                    d.malformed("dlms", getattr(exc, "offset", 0), f"reassembled data: {exc}", node)
+                    value, result = None, "malformed"
+                op = {"service": entry["service"], "dir": entry["dir"], "invoke_id": entry["iid"],
+                      "class_id": None, "obis": None, "attribute_id": None, "method_id": None,
+                      "value": value, "result": result, "reassembled": True}
+                info = entry.get("info") or {}
+                for k in _ATTACH:
+                    if info.get(k) is not None:
+                        op[k] = info[k]
+                if first_pass:
+                    d.ctx.setdefault("dlms.ops", []).append(op)
+                self._info_fields(d, info)
+                d.info = (f"{d.info} [reassembled {len(data)} bytes from {len(frames)} blocks]"
+                          if d.info else f"reassembled {entry['service']} data ({len(data)} bytes)")
+            d.add(node, "dlms.reassembled_length", len(data), 0, len(data))
+            d.add(node, "dlms.fragment.count", len(frames), 0, 0)
+            for f in frames:
+                d.add(node, "dlms.fragment", f, 0, 0, f"Frame {f}" if node is not None else None)
+        finally:
+            d.source = old
+
+    @staticmethod
+    def _info_fields(d, info: dict) -> None:
+        """Class/OBIS/attribute of the reassembled data (once per packet)."""
+        for k in _ATTACH:
+            v = info.get(k)
+            if v is not None and v not in d.fields.get(f"dlms.{k}", ()):
+                d.add(None, f"dlms.{k}", v, 0, 0)
+        on = obis_name(info["obis"]) if info.get("obis") else None
+        if on and on not in d.fields.get("dlms.obis_name", ()):
+            d.add(None, "dlms.obis_name", on, 0, 0)
+
+    # ---- second pass
+    def _replay(self, pkt, d) -> None:
+        r = pkt.aux.get("reasm")
+        if not r:
+            return
+        for name, value in r.get("fields", ()):
+            d.add(None, name, value, 0, 0)
+        for severity, group, msg in r.get("notes", ()):
+            d.note(severity, group, "dlms", 0, msg, d.root)
+        for entry in r.get("sources", ()):
+            self._dissect_reassembled(pkt, d, entry, first_pass=False)
+            info = entry.get("info") or {}
+
+    def incomplete(self) -> list[dict]:
+        """Block transfers still open (no last block seen)."""
+        return [{"service": run.service, "frames": list(run.frames), "blocks": sorted(run.blocks)}
+                for run in self.runs.values()]
+
+
+register_stage(50, "reassembly", Reassembly)
