@@ -1,0 +1,212 @@
+"""`lonscope decode` / `lonscope fields` through the real console script; tshark is the
+independent source for the Ethernet/IP/TCP values of the shared captures."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+HT = "htanwar922-wireshark-dlms"
+
+
+def run(cmd, *args, check=True, **kw):
+    p = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=120, **kw)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def tshark_fields(tshark, path, fields, flt=None, extra=()):
+    args = [tshark, "-r", str(path), "-T", "fields", *extra]
+    for f in fields:
+        args += ["-e", f]
+    if flt:
+        args += ["-Y", flt]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+@pytest.mark.parametrize("name", ["Output.pcap", "Output-Ciphered-HLS-AuthEnc.pcap", "Output-Ciphered.pcap"])
+def test_fields_match_tshark(lonscope_cmd, tshark, pcaps, name):
+    path = pcaps / HT / name
+    ours = run(lonscope_cmd, "decode", path, "-T", "fields", "-e", "frame.number", "-e", "ip.src",
+               "-e", "ip.dst", "-e", "ip.ttl", "-e", "tcp.srcport", "-e", "tcp.dstport",
+               "-e", "tcp.seq", "-e", "tcp.len", "-e", "frame.len", "-Y", "tcp").stdout
+    theirs = tshark_fields(tshark, path, ["frame.number", "ip.src", "ip.dst", "ip.ttl", "tcp.srcport",
+                                         "tcp.dstport", "tcp.seq_raw", "tcp.len", "frame.len"], "tcp && !icmp")
+    assert ours.count("\n") > 200
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("name,flt", [
+    ("Output-Ciphered.pcap", "tcp.srcport == 4064"),
+    ("Output-Ciphered.pcap", "tcp.port == 4064 and ip.ttl == 64"),
+    ("Output-Ciphered.pcap", "udp.port == 53"),
+    ("Output-Ciphered.pcap", "ip.addr == 127.0.0.53 and udp"),
+    ("Output.pcap", "tcp.len > 100 and tcp.flags.push"),
+    ("Output.pcap", "ip.ttl in {60..70} && !(tcp.dstport eq 4063)"),
+    ("Output-Ciphered.pcap", "tcp.flags & 0x02"),
+    ("Output-Ciphered.pcap", "tcp.flags & 0x12 == 0x12"),
+    ("Output.pcap", "tcp.len >= 1000 || frame.len < 70"),
+    ("Output.pcap", "tcp.port in {4063, 9999} and frame.number <= 10"),
+    ("Output-EPRI.pcap", "tcp.srcport != 4059"),
+])
+def test_display_filter_matches_tshark(lonscope_cmd, tshark, pcaps, name, flt):
+    path = pcaps / HT / name
+    ours = run(lonscope_cmd, "decode", path, "-Y", flt, "-T", "fields", "-e", "frame.number").stdout
+    # ICMP errors quote an inner IP/TCP/UDP header that tshark decodes and we do not
+    theirs = tshark_fields(tshark, path, ["frame.number"], f"({flt}) && !icmp")
+    assert ours == theirs
+    assert ours.strip()
+
+
+def test_fields_options(lonscope_cmd, pcaps):
+    path = pcaps / HT / "Output.pcap"
+    out = run(lonscope_cmd, "decode", path, "-c", "2", "-e", "frame.number", "-e", "ip.src",
+              "-e", "tcp.dstport", "-e", "frame.time_relative", "-E", "header=y",
+              "-E", "separator=,", "-E", "quote=d").stdout.splitlines()
+    assert out[0] == "frame.number,ip.src,tcp.dstport,frame.time_relative"
+    assert out[1] == '"1","127.0.0.1","4063","0.000000000"'
+    assert out[2] == '"2","127.0.0.1","38966","0.006898000"'
+    assert len(out) == 3
+    # several occurrences: ip.addr holds source and destination
+    out = run(lonscope_cmd, "decode", path, "-c", "1", "-T", "fields", "-e", "tcp.port",
+              "-E", "occurrence=a").stdout
+    assert out == "38966,4063\n"
+    out = run(lonscope_cmd, "decode", path, "-c", "1", "-T", "fields", "-e", "tcp.port",
+              "-E", "occurrence=l", "-E", "separator=/s").stdout
+    assert out == "4063\n"
+    out = run(lonscope_cmd, "decode", path, "-c", "1", "-T", "fields", "-e", "tcp.port",
+              "-E", "aggregator=/s").stdout
+    assert out == "38966 4063\n"
+
+
+def test_text_summary_and_count(lonscope_cmd, pcaps):
+    path = pcaps / HT / "Output.pcap"
+    lines = run(lonscope_cmd, "decode", path, "-c", "3").stdout.splitlines()
+    assert len(lines) == 3
+    cols = lines[1].split()
+    assert cols[0] == "2" and cols[1] == "0.006898"
+    assert cols[2] == "127.0.0.1" and cols[4] == "127.0.0.1"
+    assert "117" in cols     # frame length
+
+
+def test_verbose_tree_and_hexdump_match_tshark(lonscope_cmd, tshark, pcaps):
+    path = pcaps / HT / "Output.pcap"
+    out = run(lonscope_cmd, "decode", path, "-c", "1", "-V", "-x").stdout
+    assert out.startswith("Frame 1:")
+    assert "Transmission Control Protocol" in out
+    assert "    Source Port: 38966" in out
+    ours_hex = [l for l in out.splitlines() if l[:4].isalnum() and l[4:6] == "  "]
+    p = subprocess.run([tshark, "-r", str(path), "-c", "1", "-x"], capture_output=True, text=True)
+    theirs_hex = [l for l in p.stdout.splitlines() if l.strip()]
+    assert ours_hex == theirs_hex
+
+
+def test_jsonl_and_json(lonscope_cmd, tshark, pcaps):
+    path = pcaps / HT / "Output-EPRI.pcap"
+    lines = run(lonscope_cmd, "decode", path, "-T", "jsonl").stdout.splitlines()
+    objs = [json.loads(l) for l in lines]
+    theirs = tshark_fields(tshark, path, ["frame.number", "tcp.srcport", "ip.ttl", "frame.time_epoch"]).splitlines()
+    assert len(objs) == len(theirs) == 52
+    for o, t in zip(objs, theirs):
+        num, sport, ttl, epoch = t.split("\t")
+        assert set(o) == {"number", "time", "protocols", "source", "destination", "info", "fields", "expert"}
+        assert o["number"] == int(num)
+        assert o["fields"]["tcp.srcport"] == int(sport)          # numbers stay numbers
+        assert o["fields"]["ip.ttl"] == int(ttl)
+        assert abs(o["time"] - float(epoch)) < 1e-6
+        assert o["protocols"].startswith("eth:ip:tcp")
+    arr = json.loads(run(lonscope_cmd, "decode", path, "-T", "json", "-V", "-c", "2").stdout)
+    assert [o["number"] for o in arr] == [1, 2]
+    tcp = [n for n in arr[0]["tree"] if n["field"] == "tcp"][0]
+    assert any(c.get("field") == "tcp.srcport" and c["value"] == arr[0]["fields"]["tcp.srcport"]
+               for c in tcp["children"])
+    assert json.loads(run(lonscope_cmd, "decode", path, "-T", "json", "-Y", "tcp.port == 1").stdout) == []
+
+
+def test_multiple_files_numbering(lonscope_cmd, pcaps):
+    a = pcaps / HT / "Output-Ciphered-Director.pcap"
+    out = run(lonscope_cmd, "decode", a, a, "-e", "frame.number", "-e", "tcp.dstport").stdout.splitlines()
+    assert [l.split("\t")[0] for l in out] == ["1", "2", "3", "4", "5", "6"]
+    assert out[0].split("\t")[1] == out[3].split("\t")[1] == "4059"
+
+
+def test_errors_are_one_line(lonscope_cmd, pcaps, tmp_path):
+    path = pcaps / HT / "Output.pcap"
+    p = run(lonscope_cmd, "decode", path, "-Y", "tcp.port ==", check=False)
+    assert p.returncode == 2
+    assert p.stderr == "lonscope: filter error at column 12: expected a value after '=='\n"
+    assert p.stdout == ""
+    p = run(lonscope_cmd, "decode", path, "-Y", "nosuch.thing", check=False)
+    assert p.returncode == 2 and "'nosuch.thing' is not a valid field" in p.stderr
+    p = run(lonscope_cmd, "decode", tmp_path / "missing.pcap", check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("lonscope: ")
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"this is not a capture file at all\n" * 4)
+    p = run(lonscope_cmd, "decode", junk, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    p = run(lonscope_cmd, "decode", path, "-e", "no.such.field", check=False)
+    assert p.returncode == 2 and "no.such.field" in p.stderr
+    p = run(lonscope_cmd, "decode", path, "-T", "fields", check=False)
+    assert p.returncode == 2 and "-e" in p.stderr
+    p = run(lonscope_cmd, "decode", path, "-E", "occurrence=x", "-e", "ip.src", check=False)
+    assert p.returncode == 2 and "occurrence" in p.stderr
+
+
+def test_truncated_capture(lonscope_cmd, tshark, pcaps, tmp_path):
+    src = (pcaps / HT / "Output-EPRI.pcap").read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(src[:len(src) * 2 // 3])
+    p = run(lonscope_cmd, "decode", cut, "-e", "frame.number", "-e", "tcp.srcport", check=False)
+    assert p.returncode == 0
+    theirs = tshark_fields(tshark, pcaps / HT / "Output-EPRI.pcap", ["frame.number", "tcp.srcport"])
+    n = p.stdout.count("\n")
+    assert 20 < n < 52
+    assert p.stdout == "".join(theirs.splitlines(True)[:n])
+    assert p.stderr.startswith(f"lonscope: ") and "truncated" in p.stderr and p.stderr.count("\n") == 1
+    head = tmp_path / "head.pcap"
+    head.write_bytes(src[:30])       # a header and a broken first record: nothing readable
+    p = run(lonscope_cmd, "decode", head, check=False)
+    assert p.returncode != 0 and p.stdout == "" and p.stderr.startswith("lonscope: ")
+
+
+def test_broken_pipe_is_quiet(lonscope_cmd, pcaps, tmp_path):
+    src = (pcaps / HT / "Output.pcap").read_bytes()
+    big = tmp_path / "big.pcap"
+    big.write_bytes(src[:24] + src[24:] * 40)
+    p = subprocess.Popen([*lonscope_cmd, "decode", str(big)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    rc = p.wait(timeout=60)
+    assert first.split()[0] == b"1"
+    assert rc == 0, err
+    assert err == b""
+
+
+def test_keys_options(lonscope_cmd, pcaps, tmp_path):
+    path = pcaps / HT / "Output-EPRI.pcap"
+    p = run(lonscope_cmd, "decode", path, "--keys", tmp_path / "nokeys.toml", check=False)
+    assert p.returncode == 2 and p.stderr.startswith("lonscope: ") and p.stderr.count("\n") == 1
+    p = run(lonscope_cmd, "decode", path, "-c", "1", "--key", "ek=000102030405060708090A0B0C0D0E0F",
+            "-e", "tcp.dstport")
+    assert p.stdout == "4059\n"
+    p = run(lonscope_cmd, "decode", path, "--key", "ek=zz", check=False)
+    assert p.returncode == 2 and "zz" not in p.stderr.replace("ek=zz", "") or p.returncode == 2
+
+
+def test_fields_command(lonscope_cmd):
+    out = run(lonscope_cmd, "fields").stdout.splitlines()
+    rows = [l.split("\t") for l in out]
+    assert all(len(r) == 3 for r in rows)
+    names = [r[0] for r in rows]
+    assert names == sorted(names)
+    assert ["tcp.srcport", "uint", "Source Port"] in rows
+    assert ["frame.number", "uint", "Frame number"] in rows
+    pre = run(lonscope_cmd, "fields", "--prefix", "ip.").stdout.splitlines()
+    assert pre and all(l.startswith("ip.") for l in pre)
+    assert "ip.src\t" in "\n".join(pre)
