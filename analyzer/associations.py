@@ -1,0 +1,669 @@
+"""DLMS association tracking (pipeline stage, order 30).
+
+An association lives on one transport: an IP flow (addresses, ports and wrapper wPorts), a
+LonTalk pair (subnet/node or Neuron ID in one domain, the real target behind a repeater), or
+an HDLC address pair.  Its lifecycle is AARQ -> AARE -> HLS pass 3/4 -> data -> RLRQ/RLRE
+(or a new AARQ, a TCP reset, or a long silence).  It holds what the decryption stage needs:
+system titles (from AARQ/AARE and from general-* APDUs), the dedicated key learned from a
+decrypted InitiateRequest (only there, never in the key ring), the mechanism and challenges,
+the security suite, conformance and PDU sizes; and what users want to see: request/response
+matching by invoke id with response times, counts, HLS status.
+
+APDU positions: every call of the `dlms` table's "apdu" dissector is recorded in
+`ctx["dlms.apdus"]` (source, offset, end, and what it appended to `ctx["dlms.ops"]`,
+`ctx["dlms.ciphered"]`, `ctx["dlms.acse"]`) so that each APDU of a packet (several wrapper
+PDUs, decrypted plaintext) is seen once, in order.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from dissectors.core import FT_BYTES, FT_FLOAT, FT_STR, FT_UINT, field, table
+
+from . import dlmscrypto as dc
+from .pipeline import Stage, register_stage
+
+field("dlms.assoc_id", FT_UINT, "Association number (lonscope association tracking)")
+field("dlms.assoc_state", FT_STR, "Association state after this packet")
+field("dlms.response_in", FT_UINT, "The response to this request is in frame")
+field("dlms.response_to", FT_UINT, "This is a response to the request in frame")
+field("dlms.time", FT_FLOAT, "Time since the request (seconds)")
+HLS_LABELS = {"verified": "verified", "failed": "FAILED", "no-key": "no key to verify"}
+field("dlms.sec.hls_pass3", FT_STR, "HLS pass 3 (client's f(StoC)): verified / failed / no-key")
+field("dlms.sec.hls_pass4", FT_STR, "HLS pass 4 (server's f(CtoS)): verified / failed / no-key")
+field("dlms.sec.hls_value", FT_BYTES, "HLS pass 3/4 value (f(challenge))")
+
+# APDU tags by direction (plain, glo, ded); the rest (general-*, 0x00) by endpoint.
+CLIENT_TAGS = frozenset([0x60, 0x62, 0x01, 0x21, 0x41, 0x05, 0x25, 0x45, 0x06, 0x26, 0x46,
+                         0x16, 0x36, 0x56, 0xC0, 0xC1, 0xC3, 0xC8, 0xC9, 0xCB, 0xD0, 0xD1, 0xD3, 0xD9, 0xE6])
+SERVER_TAGS = frozenset([0x61, 0x63, 0x08, 0x28, 0x48, 0x0C, 0x2C, 0x4C, 0x0D, 0x2D, 0x4D,
+                         0x0E, 0x2E, 0x4E, 0x0F, 0x18, 0x38, 0x58, 0xC2, 0xCA, 0xD2, 0xC4, 0xC5, 0xC7,
+                         0xCC, 0xCD, 0xCF, 0xD4, 0xD5, 0xD7, 0xD8, 0xDA, 0xE7])
+REQUEST_TAGS = frozenset([0xC0, 0xC1, 0xC3, 0xD9, 0x05, 0x06])
+RESPONSE_TAGS = frozenset([0xC4, 0xC5, 0xC7, 0xDA, 0x0C, 0x0D])
+ERROR_TAGS = frozenset([0xD8, 0x0E])
+IDLE_TIMEOUT_NS = 3600 * 10**9
+HLS_OBIS = "0.0.40.0.0.255"
+
+
+# --------------------------------------------------------------------------- APDU recorder
+
+def _install_recorder() -> None:
+    """Wrap the "dlms"/"apdu" dissector so every APDU's position is recorded per packet."""
+    tbl = table("dlms")
+    e = tbl.entries.get("apdu")
+    if e is None or getattr(e[1], "_lonscope_recorder", False):
+        return
+    proto, fn = e
+
+    def recorded(buf, off, end, d, parent, _fn=fn):
+        ctx = d.ctx
+        ops = ctx.setdefault("dlms.ops", [])
+        cip = ctx.setdefault("dlms.ciphered", [])
+        n_ops, n_cip = len(ops), len(cip)
+        prev_acse = ctx.pop("dlms.acse", None)
+        rec = {"source": d.source, "offset": off, "end": end,
+               "tag": buf[off] if off < end else None}
+        lst = ctx.setdefault("dlms.apdus", [])
+        lst.append(rec)
+        try:
+            return _fn(buf, off, end, d, parent)
+        finally:
+            ops = ctx.get("dlms.ops", ops)
+            cip = ctx.get("dlms.ciphered", cip)
+            rec["ops"] = ops[n_ops:]
+            rec["ciphered"] = cip[n_cip:]
+            acse = ctx.get("dlms.acse")
+            rec["acse"] = acse
+            if acse is None and prev_acse is not None:
+                ctx["dlms.acse"] = prev_acse
+            try:
+                rec["bytes"] = bytes(buf[off:end])
+            except Exception:
+                rec["bytes"] = b""
+
+    recorded._lonscope_recorder = True
+    tbl.entries["apdu"] = (proto, recorded)
+
+
+# --------------------------------------------------------------------------- transport
+
+def transport_of(d) -> tuple[tuple, str, str, str]:
+    """(association key, source endpoint, destination endpoint, description)."""
+    ctx = d.ctx
+    f = d.fields
+    wsrc = f.get("wrapper.srcport")
+    wdst = f.get("wrapper.dstport")
+    ws = wsrc[0] if wsrc else None
+    wd = wdst[0] if wdst else None
+    tcp = ctx.get("tcp")
+    lon = ctx.get("lon")
+    if tcp is not None:
+        s, sp, t, tp = tcp["flow"]
+        a, b = f"{s}:{sp}", f"{t}:{tp}"
+        if ws is not None:
+            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
+        return ("tcp",) + tuple(sorted((a, b))), a, b, "TCP"
+    if "udp.srcport" in ctx:
+        a = f"{ctx.get('ip.src', '')}:{ctx['udp.srcport']}"
+        b = f"{ctx.get('ip.dst', '')}:{ctx['udp.dstport']}"
+        if ws is not None:
+            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
+        return ("udp",) + tuple(sorted((a, b))), a, b, "UDP"
+    if lon is not None:
+        dom = bytes(lon.get("domain") or b"").hex()
+        a = f"{lon.get('src_subnet')}/{lon.get('src_node')}"
+        tgt = f.get("lonproxy.target")
+        if tgt:
+            b = str(tgt[-1]) if not isinstance(tgt[-1], bytes) else tgt[-1].hex()
+        elif lon.get("dst_type") == "nid" and lon.get("nid") is not None:
+            nid = lon.get("nid")
+            b = nid.hex() if isinstance(nid, (bytes, bytearray)) else str(nid)
+        elif lon.get("dst_type") in ("group", "groupack") or lon.get("group") is not None and lon.get("dst_subnet") is None:
+            b = f"grp {lon.get('group')}"
+        else:
+            b = f"{lon.get('dst_subnet')}/{lon.get('dst_node')}"
+        # a response through a repeater comes back from the repeater: the real peer is in
+        # the proxy's source field when present
+        src_real = f.get("lonproxy.source")
+        if src_real:
+            a = str(src_real[-1]) if not isinstance(src_real[-1], bytes) else src_real[-1].hex()
+        if b.startswith("grp"):
+            return ("lon", dom, a, b), a, b, "LonTalk"
+        return ("lon", dom) + tuple(sorted((a, b))), a, b, "LonTalk"
+    hs, hd = f.get("hdlc.src"), f.get("hdlc.dst")
+    if hs and hd:
+        a, b = f"hdlc:{hs[0]:#x}", f"hdlc:{hd[0]:#x}"
+        return ("hdlc",) + tuple(sorted((a, b))), a, b, "HDLC"
+    return ("unknown",), d.src or "?", d.dst or "?", "unknown"
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+def parse_initiate_request(pt: bytes) -> dict | None:
+    """InitiateRequest (A-XDR): dedicated key, version, conformance, max PDU size."""
+    try:
+        if not pt or pt[0] != 0x01:
+            return None
+        p = 1
+        out: dict[str, Any] = {"dedicated_key": None}
+        if pt[p] == 0x01:
+            n = pt[p + 1]
+            if p + 2 + n > len(pt):
+                return None
+            out["dedicated_key"] = bytes(pt[p + 2:p + 2 + n])
+            p += 2 + n
+        else:
+            p += 1
+        p += 2 if pt[p] == 0x01 else 1       # response-allowed DEFAULT
+        p += 2 if pt[p] == 0x01 else 1       # proposed-quality-of-service OPTIONAL
+        out["version"] = pt[p]
+        p += 1
+        if pt[p:p + 2] == b"\x5f\x1f" and p + 7 <= len(pt):
+            out["conformance"] = int.from_bytes(pt[p + 4:p + 7], "big")
+            p += 7
+        if p + 2 <= len(pt):
+            out["max_pdu"] = struct.unpack_from(">H", pt, p)[0]
+        return out
+    except IndexError:
+        return None
+
+
+def parse_initiate_response(pt: bytes) -> dict | None:
+    try:
+        if not pt or pt[0] != 0x08:
+            return None
+        p = 1
+        p += 2 if pt[p] == 0x01 else 1
+        out: dict[str, Any] = {"version": pt[p]}
+        p += 1
+        if pt[p:p + 2] == b"\x5f\x1f" and p + 7 <= len(pt):
+            out["conformance"] = int.from_bytes(pt[p + 4:p + 7], "big")
+            p += 7
+        if p + 4 <= len(pt):
+            out["max_pdu"], out["vaa_name"] = struct.unpack_from(">HH", pt, p)
+        return out
+    except IndexError:
+        return None
+
+
+def _axdr_len(b: bytes, p: int) -> tuple[int, int]:
+    n = b[p]
+    if n < 0x80:
+        return n, p + 1
+    k = n & 0x7F
+    return int.from_bytes(b[p + 1:p + 1 + k], "big"), p + 1 + k
+
+
+def hls_value(apdu: bytes) -> tuple[str, bytes, int | None] | None:
+    """If `apdu` (plaintext) carries an HLS pass value: ("pass3"|"pass4", value, invoke id).
+    LN: ACTION 15/0.0.40.0.0.255/1 and its response; SN: 0xFA58 via WriteRequest,
+    parameterized ReadRequest, or the ReadResponse data."""
+    try:
+        t = apdu[0]
+        if t == 0xC3 and apdu[1] == 0x01 and apdu[3:13] == bytes.fromhex("000F0000280000FF0101"):
+            if apdu[13] == 0x09:
+                n, p = _axdr_len(apdu, 14)
+                return "pass3", bytes(apdu[p:p + n]), apdu[2] & 0x0F
+        if t == 0xC7 and apdu[1] == 0x01 and apdu[3] == 0x00 and apdu[4] == 0x01 and apdu[5] == 0x00 \
+                and apdu[6] == 0x09:
+            n, p = _axdr_len(apdu, 7)
+            return "pass4", bytes(apdu[p:p + n]), apdu[2] & 0x0F
+        if t == 0x06 and apdu[1] == 0x01 and apdu[2] == 0x02 and apdu[3:5] == b"\xfa\x58" \
+                and apdu[5] == 0x01 and apdu[6] == 0x09:
+            n, p = _axdr_len(apdu, 7)
+            return "pass3", bytes(apdu[p:p + n]), None
+        if t == 0x05 and apdu[1] == 0x01 and apdu[2] == 0x04 and apdu[3:5] == b"\xfa\x58" and apdu[6] == 0x09:
+            n, p = _axdr_len(apdu, 7)
+            return "pass3", bytes(apdu[p:p + n]), None
+    except IndexError:
+        return None
+    return None
+
+
+def sn_read_response_value(apdu: bytes) -> bytes | None:
+    try:
+        if apdu[0] == 0x0C and apdu[1] == 0x01 and apdu[2] == 0x00 and apdu[3] == 0x09:
+            n, p = _axdr_len(apdu, 4)
+            return bytes(apdu[p:p + n])
+    except IndexError:
+        return None
+    return None
+
+
+def invoke_id(apdu: bytes) -> int | None:
+    try:
+        t = apdu[0]
+        if 0xC0 <= t <= 0xC7:
+            return apdu[2] & 0x0F
+        if t in (0xD9, 0xDA):
+            return int.from_bytes(apdu[1:5], "big") & 0xFFFFFF
+    except IndexError:
+        return None
+    return None
+
+
+def is_error_response(apdu: bytes) -> bool:
+    try:
+        t = apdu[0]
+        if t in ERROR_TAGS:
+            return True
+        if t == 0xC4 and apdu[1] == 0x01:
+            return apdu[3] == 0x01
+        if t == 0xC5 and apdu[1] == 0x01:
+            return apdu[3] != 0x00
+        if t == 0xC7 and apdu[1] == 0x01:
+            return apdu[3] != 0x00
+    except IndexError:
+        return False
+    return False
+
+
+# --------------------------------------------------------------------------- association
+
+class Association:
+    __slots__ = ("id", "key", "transport", "client", "server", "client_title", "server_title",
+                 "mechanism", "context", "suite", "security", "policy_dedicated", "conformance",
+                 "client_max_pdu", "server_max_pdu", "dedicated_key", "dedicated_key_frame",
+                 "state", "result", "diagnostic",
+                 "first_frame", "last_frame", "first_ns", "last_ns", "requests", "responses",
+                 "errors", "ctos", "stoc", "f_stoc", "f_ctos", "hls_pass3", "hls_pass4",
+                 "pass3_frame", "pass4_frame", "lls_password", "lls_frame", "aarq_frame", "aare_frame",
+                 "pending", "pending_sn", "response_times", "keyset", "plain_after_assoc",
+                 "ciphered_count", "plain_count", "frames", "release_frame", "calling_titles")
+
+    def __init__(self, aid: int, key: tuple, transport: str, client: str, server: str, frame: int, ns: int):
+        self.id = aid
+        self.key = key
+        self.transport = transport
+        self.client = client
+        self.server = server
+        self.client_title = None
+        self.server_title = None
+        self.mechanism = None
+        self.context = None
+        self.suite = None
+        self.security = set()          # {"auth", "enc"} seen on protected APDUs
+        self.policy_dedicated = False
+        self.conformance = None
+        self.client_max_pdu = None
+        self.server_max_pdu = None
+        self.dedicated_key = None
+        self.dedicated_key_frame = None
+        self.state = "open"
+        self.result = None
+        self.diagnostic = None
+        self.first_frame = self.last_frame = frame
+        self.first_ns = self.last_ns = ns
+        self.requests = self.responses = self.errors = 0
+        self.ctos = self.stoc = self.f_stoc = self.f_ctos = None
+        self.hls_pass3 = self.hls_pass4 = None
+        self.pass3_frame = self.pass4_frame = None
+        self.lls_password = None
+        self.lls_frame = None
+        self.aarq_frame = self.aare_frame = None
+        self.pending: dict[int, tuple] = {}
+        self.pending_sn: list[tuple] = []
+        self.response_times: list[float] = []
+        self.keyset = None
+        self.plain_after_assoc = 0
+        self.ciphered_count = 0
+        self.plain_count = 0
+        self.frames: list[int] = []
+        self.release_frame = None
+        self.calling_titles = []
+
+    def __repr__(self) -> str:   # the dedicated key never appears
+        return (f"Association(id={self.id}, {self.client} -> {self.server}, state={self.state}, "
+                f"mechanism={self.mechanism})")
+
+    def title_of(self, direction: str) -> bytes | None:
+        return self.client_title if direction == "c2s" else self.server_title
+
+    def peer_title_of(self, direction: str) -> bytes | None:
+        return self.server_title if direction == "c2s" else self.client_title
+
+    @property
+    def mechanism_name(self) -> str | None:
+        return None if self.mechanism is None else dc.MECHANISMS.get(self.mechanism, str(self.mechanism))
+
+    @property
+    def context_name(self) -> str | None:
+        return {1: "LN", 2: "SN", 3: "LN-ciphered", 4: "SN-ciphered"}.get(self.context, self.context)
+
+    def to_dict(self) -> dict:
+        rt = self.response_times
+        return {
+            "assoc_id": self.id, "transport": self.transport, "client": self.client, "server": self.server,
+            "client_title": self.client_title.hex() if self.client_title else None,
+            "server_title": self.server_title.hex() if self.server_title else None,
+            "mechanism": self.mechanism_name, "context": self.context_name,
+            "security": "+".join(sorted(self.security)) or "none",
+            "suite": self.suite, "dedicated_key": self.dedicated_key is not None,
+            "state": self.state, "result": self.result,
+            "first_frame": self.first_frame, "last_frame": self.last_frame,
+            "first_time": self.first_ns / 1e9, "last_time": self.last_ns / 1e9,
+            "requests": self.requests, "responses": self.responses, "errors": self.errors,
+            "hls_pass3": self.hls_pass3, "hls_pass4": self.hls_pass4,
+            "mean_response_time": (sum(rt) / len(rt)) if rt else None,
+            "max_response_time": max(rt) if rt else None,
+            "keyset": self.keyset, "conformance": self.conformance,
+            "client_max_pdu": self.client_max_pdu, "server_max_pdu": self.server_max_pdu,
+        }
+
+
+def _ctx_name(context) -> int | None:
+    if isinstance(context, int):
+        return context
+    return {"LN": 1, "SN": 2, "LN-ciphered": 3, "SN-ciphered": 4}.get(context)
+
+
+class Associations(Stage):
+    """Stage "associations": `records` is the list of Association objects in order."""
+    name = "associations"
+
+    def __init__(self, pipeline):
+        super().__init__(pipeline)
+        _install_recorder()
+        self.records: list[Association] = []
+        self.current: dict[tuple, Association] = {}
+        self.by_id: dict[int, Association] = {}
+        self.events: list[dict] = []     # observations for the audit (HLS values, titles, LLS...)
+
+    # ---- public API
+    def list(self) -> list[dict]:
+        return [a.to_dict() for a in self.records]
+
+    def get(self, aid: int) -> Association | None:
+        return self.by_id.get(aid)
+
+    # ---- per packet
+    def process(self, pkt, d, first_pass: bool) -> None:
+        if not first_pass:
+            self._replay(pkt, d)
+            return
+        apdus = d.ctx.get("dlms.apdus")
+        if not apdus:
+            # keep track of resets on a flow with an open association
+            tcp = d.ctx.get("tcp")
+            if tcp is not None and tcp.get("flags", 0) & 0x04:
+                key, *_ = transport_of(d)
+                a = self.current.get(key)
+                if a is not None and a.state not in ("released", "aborted"):
+                    a.state = "aborted"
+            return
+        key, src, dst, kind = transport_of(d)
+        d.ctx["dlms.transport"] = (key, src, dst)
+        for rec in list(apdus):
+            if rec.get("source", 0) != 0 and rec.get("decrypted"):
+                continue
+            self.observe(pkt, d, rec, key, src, dst, kind)
+
+    def assoc_for(self, d) -> Association | None:
+        t = d.ctx.get("dlms.transport")
+        if t is None:
+            return None
+        return self.current.get(t[0])
+
+    def direction(self, a: Association, tag: int | None, src: str) -> str:
+        if tag in CLIENT_TAGS:
+            return "c2s"
+        if tag in SERVER_TAGS:
+            return "s2c"
+        if src == a.client:
+            return "c2s"
+        if src == a.server:
+            return "s2c"
+        return "c2s"
+
+    def _new(self, key, src, dst, kind, pkt, client_is_src=True) -> Association:
+        aid = len(self.records) + 1
+        a = Association(aid, key, kind, src if client_is_src else dst, dst if client_is_src else src,
+                        pkt.number, pkt.ts_ns)
+        self.records.append(a)
+        self.by_id[aid] = a
+        self.current[key] = a
+        return a
+
+    def _set(self, pkt, d, name, value) -> None:
+        parent = None
+        if d.root is not None:
+            parent = d.ctx.get("assoc.node")
+            if parent is None:
+                aid = value if name == "dlms.assoc_id" else None
+                parent = d.label(d.root, f"[DLMS association {aid}]" if aid else "[DLMS association]", 0, 0)
+                d.ctx["assoc.node"] = parent
+        d.add(parent, name, value, 0, 0)
+        pkt.aux.setdefault("assoc.fields", []).append((name, value))
+
+    def observe(self, pkt, d, rec: dict, key, src, dst, kind, plaintext: bytes | None = None,
+                decrypted: bool = False) -> Association | None:
+        """One APDU (plain, or the plaintext of a decrypted one)."""
+        apdu = plaintext if plaintext is not None else rec.get("bytes") or b""
+        tag = apdu[0] if apdu else rec.get("tag")
+        a = self.current.get(key)
+        ns = pkt.ts_ns
+        if tag == 0x60 and not decrypted:
+            if a is not None and a.state not in ("released", "aborted", "rejected"):
+                a.state = "replaced"
+            a = self._new(key, src, dst, kind, pkt, True)
+            a.aarq_frame = pkt.number
+        elif a is None or (ns - a.last_ns > IDLE_TIMEOUT_NS and tag not in (0x61, 0x63)) or \
+                a.state in ("released", "aborted", "rejected", "replaced") and tag not in (0x61, 0x63):
+            if a is not None and a.state not in ("released", "aborted", "rejected"):
+                a.state = "timeout"
+            # data without a visible AARQ (pre-established or capture started late)
+            client_is_src = tag not in SERVER_TAGS
+            a = self._new(key, src, dst, kind, pkt, client_is_src)
+            a.state = "pre-established"
+        direction = self.direction(a, tag, src)
+        if a.last_frame != pkt.number or not a.frames or a.frames[-1] != pkt.number:
+            a.frames.append(pkt.number)
+        a.last_frame = pkt.number
+        a.last_ns = ns
+        if not decrypted:
+            if "dlms.assoc_id" not in d.fields or a.id not in d.fields["dlms.assoc_id"]:
+                self._set(pkt, d, "dlms.assoc_id", a.id)
+        acse = rec.get("acse") if not decrypted else None
+        if acse:
+            self._acse(pkt, d, a, acse, tag)
+        if tag in (0x60, 0x61, 0x62, 0x63):
+            return a
+        if not decrypted and rec.get("ciphered"):
+            return a        # the decryption stage calls back with the plaintext
+        if not decrypted and tag is not None:
+            a.plain_count += 1
+            if a.state in ("associated", "authenticated") and tag not in (0x01, 0x08, 0x0E) and \
+                    (a.context in (3, 4) or a.security):
+                a.plain_after_assoc += 1
+        self._data(pkt, d, a, apdu, direction)
+        return a
+
+    def _acse(self, pkt, d, a: Association, acse: dict, tag) -> None:
+        kind = acse.get("apdu")
+        if kind == "aarq":
+            a.client_title = acse.get("calling_ap_title") or a.client_title
+            if a.client_title:
+                a.calling_titles.append(a.client_title)
+            a.mechanism = acse.get("mechanism")
+            a.context = _ctx_name(acse.get("context")) or a.context
+            a.ctos = acse.get("ctos")
+            if acse.get("mechanism") == 1 and "calling_authentication_value" in acse:
+                a.lls_password = acse.get("calling_authentication_value")
+                a.lls_frame = pkt.number
+            a.state = "requested"
+            self.events.append({"kind": "aarq", "assoc": a.id, "frame": pkt.number, "ns": pkt.ts_ns,
+                                "title": a.client_title, "ctos": a.ctos})
+        elif kind == "aare":
+            a.server_title = acse.get("responding_ap_title") or a.server_title
+            a.stoc = acse.get("stoc")
+            a.aare_frame = pkt.number
+            if acse.get("mechanism") is not None and a.mechanism is None:
+                a.mechanism = acse.get("mechanism")
+            a.result = acse.get("result")
+            a.diagnostic = acse.get("diagnostic")
+            if a.result not in (None, 0):
+                a.state = "rejected"
+            elif a.mechanism is not None and a.mechanism >= 2:
+                a.state = "hls-pending"
+            else:
+                a.state = "associated"
+            self.events.append({"kind": "aare", "assoc": a.id, "frame": pkt.number, "ns": pkt.ts_ns,
+                                "title": a.server_title, "stoc": a.stoc})
+        elif kind == "rlrq":
+            a.state = "releasing"
+            a.release_frame = pkt.number
+        elif kind == "rlre":
+            a.state = "released"
+        a.last_frame = pkt.number
+        self._set(pkt, d, "dlms.assoc_state", a.state)
+
+    def initiate_plaintext(self, pkt, d, a: Association, pt: bytes, in_acse: str | None) -> None:
+        """A decrypted glo-/ded-initiate: the dedicated key stays in this association."""
+        req = parse_initiate_request(pt)
+        if req is not None:
+            if req.get("dedicated_key"):
+                a.dedicated_key = dc_secret(req["dedicated_key"])
+                a.dedicated_key_frame = pkt.number
+                a.policy_dedicated = True
+            a.conformance = req.get("conformance", a.conformance)
+            a.client_max_pdu = req.get("max_pdu")
+            return
+        rsp = parse_initiate_response(pt)
+        if rsp is not None:
+            a.server_max_pdu = rsp.get("max_pdu")
+            if rsp.get("conformance") is not None:
+                a.conformance = rsp["conformance"]
+
+    def _data(self, pkt, d, a: Association, apdu: bytes, direction: str) -> None:
+        if not apdu:
+            return
+        tag = apdu[0]
+        if tag in (0x01, 0x08):
+            self.initiate_plaintext(pkt, d, a, apdu, None)
+            return
+        hv = hls_value(apdu)
+        if hv is None and tag == 0x0C and a.state == "hls-pending" and a.f_stoc is not None:
+            v = sn_read_response_value(apdu)
+            if v is not None:
+                hv = ("pass4", v, None)
+        if hv is not None and a.mechanism is not None and a.mechanism >= 2:
+            self._hls(pkt, d, a, hv[0], hv[1])
+        # request / response matching
+        if tag in REQUEST_TAGS:
+            a.requests += 1
+            iid = invoke_id(apdu)
+            if iid is not None:
+                a.pending[iid] = (pkt.number, pkt.ts_ns, pkt)
+            else:
+                a.pending_sn.append((pkt.number, pkt.ts_ns, pkt))
+        elif tag in RESPONSE_TAGS or tag in ERROR_TAGS:
+            a.responses += 1
+            if is_error_response(apdu):
+                a.errors += 1
+            iid = invoke_id(apdu)
+            req = None
+            if iid is not None and iid in a.pending:
+                req = a.pending.pop(iid)
+            elif iid is None and a.pending_sn:
+                req = a.pending_sn.pop(0)
+            elif tag in ERROR_TAGS and a.pending:
+                req = a.pending.pop(next(iter(a.pending)))
+            if req is not None:
+                dt = (pkt.ts_ns - req[1]) / 1e9
+                a.response_times.append(dt)
+                self._set(pkt, d, "dlms.response_to", req[0])
+                self._set(pkt, d, "dlms.time", dt)
+                # the request's packet learns its response frame (fields and redissection)
+                rp = req[2]
+                rp.aux.setdefault("assoc.fields", []).append(("dlms.response_in", pkt.number))
+                if rp.d is not None and rp is not pkt:
+                    rp.d.fields.setdefault("dlms.response_in", []).append(pkt.number)
+
+    def _hls(self, pkt, d, a: Association, which: str, value: bytes) -> None:
+        keys = getattr(self.pipeline, "keys", None)
+        status, setname = verify_hls(a, which, value, keys)
+        if which == "pass3":
+            a.f_stoc = value
+            a.hls_pass3 = status
+            a.pass3_frame = pkt.number
+            self._set(pkt, d, "dlms.sec.hls_pass3", status)
+        else:
+            a.f_ctos = value
+            a.hls_pass4 = status
+            a.pass4_frame = pkt.number
+            self._set(pkt, d, "dlms.sec.hls_pass4", status)
+            if a.state == "hls-pending":
+                a.state = "authenticated" if status != "failed" else "hls-failed"
+        self._set(pkt, d, "dlms.sec.hls_value", value)
+        if status == "failed":
+            d.note("warn", "security", "dlms", 0, f"HLS {which.replace('pass', 'pass ')} verification failed")
+        self.events.append({"kind": which, "assoc": a.id, "frame": pkt.number, "ns": pkt.ts_ns,
+                            "value": value, "status": status, "keyset": setname})
+
+    def _replay(self, pkt, d) -> None:
+        items = pkt.aux.get("assoc.fields", ())
+        parent = None
+        if d.root is not None and items:
+            aid = dict(items).get("dlms.assoc_id")
+            parent = d.label(d.root, f"[DLMS association {aid}]" if aid else "[DLMS association]", 0, 0)
+        for name, value in items:
+            d.add(parent, name, value, 0, 0)
+
+    def finish(self):
+        return ()
+
+
+def dc_secret(b: bytes):
+    from .keyring import Secret
+    return Secret(bytes(b))
+
+
+def verify_hls(a: Association, which: str, value: bytes, keys) -> tuple[str, str | None]:
+    """verified / failed / no-key for pass 3 (client's f(StoC)) or pass 4 (server's f(CtoS))."""
+    mech = a.mechanism
+    if which == "pass3":
+        challenge, other, own, peer = a.stoc, a.ctos, a.client_title, a.server_title
+    else:
+        challenge, other, own, peer = a.ctos, a.stoc, a.server_title, a.client_title
+    if challenge is None or keys is None:
+        return "no-key", None
+    had_material = False
+    sets = keys.candidates(a.server_title, a.client_title)
+    if a.keyset is not None:
+        # the set that decrypted this association's traffic is the one that holds its secret
+        sets = [s for s in sets if s.name == a.keyset] or sets
+    for ks in sets:
+        try:
+            if mech == 5:
+                if not ks.ek or own is None:
+                    continue
+                had_material = True
+                if dc.hls_verify(5, value, challenge, ek=ks.ek, ak=ks.ak, own_title=own):
+                    return "verified", ks.name
+            elif mech == 7:
+                pubs = ks.public_keys()
+                if not pubs:
+                    continue
+                had_material = True
+                for pk in pubs:
+                    if dc.hls_verify(7, value, challenge, own_title=own or b"", peer_title=peer or b"",
+                                     other_challenge=other or b"", public_key=pk):
+                        return "verified", ks.name
+            elif mech in (2, 3, 4, 6):
+                if not ks.hls_secret:
+                    continue
+                had_material = True
+                if dc.hls_verify(mech, value, challenge, secret=ks.hls_secret, own_title=own or b"",
+                                 peer_title=peer or b"", other_challenge=other or b""):
+                    return "verified", ks.name
+        except dc.CryptoError:
+            continue
+    return ("failed" if had_material else "no-key"), None
+
+
+register_stage(30, "associations", Associations)
+
+__all__ = ["Association", "Associations", "transport_of", "hls_value", "parse_initiate_request",
+           "parse_initiate_response", "verify_hls", "invoke_id"]

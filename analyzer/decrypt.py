@@ -1,0 +1,579 @@
+"""DLMS decryption stage (pipeline stage, order 40).
+
+Consumes the ciphered-APDU descriptors the xDLMS dissector leaves in `ctx["dlms.ciphered"]`
+(glo-*, ded-*, general-glo/ded-ciphering, general-ciphering, general-signing; also the
+ciphered initiate inside AARQ/AARE/RLRQ/RLRE), finds the key and the IV system title from
+the association, verifies/decrypts, and dissects the plaintext with the same xDLMS dissector
+in a new data source "Decrypted xDLMS".  The plaintext is kept in `pkt.aux` so one packet can
+be re-dissected with a full tree later.
+
+Per APDU status (`dlms.sec.status`, `d.status`): decrypted / auth-ok / auth-failed / no-key /
+unauthenticated / unsupported, plus the key set's *name* (`dlms.sec.keyset`).  Key bytes are
+never shown.  Each candidate key set is tried at most once per IV title, the sender's title
+first, then the peer's (raising "IV uses the peer's system title"); nothing loops.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+from dissectors.core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, field, table
+
+from . import dlmscrypto as dc
+from .associations import Association, transport_of
+from .pipeline import Stage, register_stage
+
+STATUSES = ("decrypted", "auth-ok", "auth-failed", "no-key", "unauthenticated", "unsupported")
+field("dlms.sec.status", FT_STR, "Decryption status: decrypted, auth-ok, auth-failed, no-key, unauthenticated, unsupported")
+field("dlms.sec.keyset", FT_STR, "Name of the key set that decrypted/verified this APDU (never its bytes)")
+field("dlms.sec.key", FT_STR, "Key used (global-unicast, global-broadcast, dedicated, wrapped, agreed)")
+field("dlms.sec.iv_title", FT_BYTES, "System title used in the IV")
+field("dlms.sec.iv_peer_title", FT_BOOL, "The IV used the peer's system title (anomaly)")
+field("dlms.sec.signature_status", FT_STR, "general-signing signature check: verified, failed, no-key")
+field("dlms.sec.plaintext_len", FT_UINT, "Length of the decrypted APDU")
+field("dlms.sec.plaintext", FT_BYTES, "Decrypted bytes (no xDLMS dissector for them)")
+
+_RANK = {"auth-failed": 6, "no-key": 5, "unsupported": 4, "unauthenticated": 3, "decrypted": 2, "auth-ok": 1}
+
+KNOWN_PLAIN = frozenset([0x01, 0x05, 0x06, 0x08, 0x0C, 0x0D, 0x0E, 0x0F, 0x16, 0x18, 0x60, 0x61, 0x62,
+                         0x63, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC7, 0xD8, 0xD9, 0xDA, 0xE0])
+
+
+def expected_plain_tag(tag: int | None) -> int | None:
+    if tag is None:
+        return None
+    if 0xC8 <= tag <= 0xCF:
+        return tag - 0x08
+    if 0xD0 <= tag <= 0xD7:
+        return tag - 0x10
+    if 0x21 <= tag <= 0x38:
+        return tag - 0x20
+    if 0x41 <= tag <= 0x58:
+        return tag - 0x40
+    return None
+
+
+def plausible(pt: bytes, tag: int | None) -> bool:
+    if not pt:
+        return False
+    exp = expected_plain_tag(tag)
+    if exp is not None:
+        return pt[0] == exp
+    return pt[0] in KNOWN_PLAIN
+
+
+def _len(b: bytes, p: int) -> tuple[int, int]:
+    n = b[p]
+    if n < 0x80:
+        return n, p + 1
+    k = n & 0x7F
+    if k == 0 or k > 4 or p + 1 + k > len(b):
+        raise IndexError("bad length")
+    return int.from_bytes(b[p + 1:p + 1 + k], "big"), p + 1 + k
+
+
+def _os(b: bytes, p: int) -> tuple[bytes, int]:
+    n, p = _len(b, p)
+    if p + n > len(b):
+        raise IndexError("octet string past the end")
+    return bytes(b[p:p + n]), p + n
+
+
+def parse_general(apdu: bytes) -> dict | None:
+    """general-ciphering (DD) / general-signing (DF) header fields; None if malformed."""
+    try:
+        t = apdu[0]
+        if t not in (0xDD, 0xDF):
+            return None
+        p = 1
+        out: dict[str, Any] = {"tag": t}
+        for name in ("transaction_id", "originator", "recipient", "date_time", "other_information"):
+            out[name], p = _os(apdu, p)
+        if t == 0xDD:
+            ki = None
+            if apdu[p] == 0x01:
+                p += 1
+                choice = apdu[p]
+                p += 1
+                if choice == 0:
+                    ki = {"type": "identified", "key_id": apdu[p]}
+                    p += 1
+                elif choice == 1:
+                    kek_id = apdu[p]
+                    wrapped, p = _os(apdu, p + 1)
+                    ki = {"type": "wrapped", "kek_id": kek_id, "wrapped": wrapped}
+                elif choice == 2:
+                    params, p = _os(apdu, p)
+                    data, p = _os(apdu, p)
+                    ki = {"type": "agreed", "params": params, "data": data}
+                else:
+                    return None
+            else:
+                p += 1
+            out["key_info"] = ki
+            n, q = _len(apdu, p)
+            out["content_offset"] = q
+            out["content_len"] = n
+        else:
+            content, p2 = _os(apdu, p)
+            out["content_offset"] = p2 - len(content)
+            out["content"] = content
+            sig_start = p2
+            out["signed_end"] = sig_start
+            out["signature"], _ = _os(apdu, p2)
+        return out
+    except IndexError:
+        return None
+
+
+class Result:
+    __slots__ = ("status", "plaintext", "keyset", "key", "iv_title", "peer_title", "sc", "ic",
+                 "kind", "tag", "message")
+
+    def __init__(self, status, plaintext=None, keyset=None, key=None, iv_title=None, peer_title=False,
+                 sc=None, ic=None, kind=None, tag=None, message=None):
+        self.status = status
+        self.plaintext = plaintext
+        self.keyset = keyset
+        self.key = key
+        self.iv_title = iv_title
+        self.peer_title = peer_title
+        self.sc = sc
+        self.ic = ic
+        self.kind = kind
+        self.tag = tag
+        self.message = message
+
+    def __repr__(self):
+        return f"Result({self.status}, keyset={self.keyset!r}, {len(self.plaintext or b'')} bytes)"
+
+
+def _pick_keys(ks, kind: str, sc: dc.SecurityControl, assoc: Association | None, key_info: dict | None):
+    """(encryption key, key label) for one key set, or (None, reason)."""
+    if kind in ("ded", "general-ded"):
+        if assoc is not None and assoc.dedicated_key is not None:
+            return assoc.dedicated_key, "dedicated"
+        if ks.dedicated_key:
+            return ks.dedicated_key, "dedicated"
+        return None, "dedicated"
+    if kind == "general-ciphering" and key_info is not None:
+        t = key_info.get("type")
+        if t == "identified":
+            if key_info.get("key_id") == 1:
+                return ks.bk, "global-broadcast"
+            return ks.ek, "global-unicast"
+        if t == "wrapped":
+            if not ks.kek:
+                return None, "wrapped"
+            try:
+                return dc.key_unwrap(ks.kek, key_info["wrapped"]), "wrapped"
+            except dc.CryptoError:
+                return b"", "wrapped"      # present but wrong: counts as a failed try
+        if t == "agreed":
+            return None, "agreed"          # handled separately (needs ECDH)
+    if sc.broadcast:
+        return ks.bk, "global-broadcast"
+    return ks.ek, "global-unicast"
+
+
+def _agreed_key(ks, key_info: dict, gen: dict, suite: int) -> bytes | None:
+    """One-pass DH C(1e,1s): key-ciphered-data = ephemeral public key || signature; the
+    recipient's private key (from the key set) gives Z."""
+    data = key_info.get("data") or b""
+    params = key_info.get("params") or b""
+    if params[:1] != b"\x01":
+        return None
+    try:
+        size = dc.suite_params(suite)[2]
+    except dc.CryptoError:
+        return None
+    pub_raw = data[:2 * size]
+    try:
+        pub = dc.public_key_from_bytes(pub_raw, suite)
+    except dc.CryptoError:
+        return None
+    for priv in ks.private_keys():
+        try:
+            return dc.ecdh_agree(priv, pub, suite, gen.get("originator") or b"", gen.get("recipient") or b"")
+        except dc.CryptoError:
+            continue
+    return None
+
+
+def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, direction: str,
+                gen: dict | None = None) -> Result:
+    """Verify/decrypt one descriptor.  `buf` is the data source holding SC at desc["offset"]."""
+    kind = desc.get("kind") or "glo"
+    tag = desc.get("tag")
+    off = desc.get("offset", 0)
+    length = desc.get("length")
+    if length is None:
+        length = len(buf) - off
+    end = min(len(buf), off + length)
+    if end - off < 5:
+        return Result("unsupported", kind=kind, tag=tag, message="ciphered content shorter than SC+IC")
+    sc_b = buf[off]
+    ic = struct.unpack_from(">I", buf, off + 1)[0]
+    body = bytes(buf[off + 5:end])
+    sc = dc.parse_sc(sc_b)
+    r0 = dict(sc=sc_b, ic=ic, kind=kind, tag=tag)
+    if sc.compressed:
+        return Result("unsupported", message="compressed APDU (not supported)", **r0)
+    if sc.suite > 2:
+        return Result("unsupported", message=f"security suite {sc.suite} is not defined", **r0)
+    if not sc.auth and not sc.enc:
+        return Result("unsupported", message="security control has neither A nor E", **r0)
+    if keys is None or not getattr(keys, "dlms_sets", None):
+        if kind in ("ded", "general-ded") and assoc is not None and assoc.dedicated_key is not None:
+            pass
+        else:
+            return Result("no-key", message="no key ring", **r0)
+    # IV titles: the sender's own, then the peer's
+    sender = desc.get("system_title")
+    if kind == "general-ciphering" and gen is not None:
+        sender = gen.get("originator") or sender
+    peer = None
+    if assoc is not None:
+        if sender is None:
+            sender = assoc.title_of(direction)
+        peer = assoc.peer_title_of(direction)
+    if sender is None:
+        return Result("no-key", message="sender's system title unknown (no AARQ/AARE seen)", **r0)
+    titles = [(bytes(sender), False)]
+    if peer is not None and bytes(peer) != bytes(sender) and kind in ("glo", "ded"):
+        titles.append((bytes(peer), True))
+    server_title = assoc.server_title if assoc is not None else None
+    client_title = assoc.client_title if assoc is not None else None
+    sets = keys.candidates(server_title, sender, client_title) if keys is not None else []
+    if keys is not None and server_title is None:
+        # the server's title is not known yet (AARQ): every set is a candidate, once each
+        sets = sets + [s for s in keys.dlms_sets if s not in sets]
+    if not sets and assoc is not None and assoc.dedicated_key is not None:
+        sets = [_AssocOnly()]
+    key_info = gen.get("key_info") if gen else None
+    aads = [None]
+    if kind == "general-ciphering" and gen is not None and sc.suite in (1, 2):
+        aads.append(b"\x08" + gen["transaction_id"] + b"\x08" + gen["originator"] + b"\x08" +
+                    gen["recipient"] + b"\x00\x00")
+    tried = False
+    first_unauth: Result | None = None
+    for title, is_peer in titles:
+        for ks in sets:
+            if kind == "general-ciphering" and key_info is not None and key_info.get("type") == "agreed":
+                ek = _agreed_key(ks, key_info, gen, sc.suite or 1)
+                label = "agreed"
+            else:
+                ek, label = _pick_keys(ks, kind, sc, assoc, key_info)
+            if ek is None:
+                continue
+            if sc.auth and not ks.ak and not (kind in ("ded",) and ek):
+                # AK may legitimately be empty for some stacks; still try with none
+                pass
+            tried = True
+            for extra in aads:
+                try:
+                    if extra is None:
+                        res = dc.unprotect(sc_b, ic, title, ek, ks.ak, body)
+                    else:
+                        res = _unprotect_extra_aad(sc_b, ic, title, ek, ks.ak, body, extra)
+                except dc.CryptoError:
+                    continue
+                r = Result(res.status, res.plaintext, ks.name, label, title, is_peer, **r0)
+                if res.status == "unauthenticated":
+                    # nothing authenticates the key: prefer a plausible plaintext
+                    if plausible(res.plaintext, tag):
+                        return r
+                    if first_unauth is None:
+                        first_unauth = r
+                    break
+                return r
+        if first_unauth is not None:
+            return first_unauth
+    if not tried:
+        if kind in ("ded", "general-ded"):
+            return Result("no-key", message="dedicated key unknown (InitiateRequest not decrypted)", **r0)
+        if key_info is not None and key_info.get("type") == "agreed":
+            return Result("no-key", message="agreed key: no private key for ECDH in the key ring", **r0)
+        return Result("no-key", message="no matching key set", **r0)
+    return Result("auth-failed", message="authentication tag does not verify with any candidate key", **r0)
+
+
+class _AssocOnly:
+    """A stand-in key set when only the association's dedicated key is known."""
+    name = "dedicated (learned)"
+    ek = bk = kek = dedicated_key = None
+    ak = None
+
+    def private_keys(self):
+        return []
+
+
+def _unprotect_extra_aad(sc, ic, title, ek, ak, body, extra) -> dc.Unprotected:
+    s = dc.parse_sc(sc)
+    iv = dc.make_iv(title, ic)
+    ak = ak or b""
+    if len(body) < dc.TAG_LEN:
+        raise dc.CryptoError("short")
+    data, tag = body[:-dc.TAG_LEN], body[-dc.TAG_LEN:]
+    if s.enc:
+        return dc.Unprotected(dc.gcm_decrypt_raw(ek, iv, data, bytes([sc]) + ak + extra, tag), "decrypted", tag)
+    dc.gcm_decrypt_raw(ek, iv, b"", bytes([sc]) + ak + extra + data, tag)
+    return dc.Unprotected(data, "auth-ok", tag)
+
+
+def verify_signing(keys, gen: dict, apdu: bytes) -> str:
+    """general-signing: ECDSA over the APDU fields before the signature."""
+    sig = gen.get("signature") or b""
+    if not sig:
+        return "no-key"
+    if keys is None:
+        return "no-key"
+    suite = 1 if len(sig) == 64 else 2 if len(sig) == 96 else None
+    if suite is None:
+        return "failed"
+    signed = [bytes(apdu[1:gen["signed_end"]]), bytes(apdu[:gen["signed_end"]])]
+    had = False
+    for ks in keys.candidates(gen.get("originator"), gen.get("recipient")):
+        for pk in ks.public_keys():
+            had = True
+            for msg in signed:
+                if dc.ecdsa_verify(pk, msg, sig, suite):
+                    return "verified"
+    return "failed" if had else "no-key"
+
+
+def _record_of(d, desc):
+    for rec in d.ctx.get("dlms.apdus", ()):
+        for x in rec.get("ciphered", ()):
+            if x is desc:
+                return rec
+    return None
+
+
+class Decrypt(Stage):
+    name = "decrypt"
+
+    def __init__(self, pipeline):
+        super().__init__(pipeline)
+        self.events: list[dict] = []
+        self._seen: dict[bytes, int] = {}                    # ciphered bytes digest -> first frame
+        self._ic: dict[tuple, tuple[int, int, bytes]] = {}  # (key id, title, dir) -> (ic, frame, digest)
+        self._ic_seen: dict[tuple, tuple[int, bytes]] = {}  # (key id, title, ic) -> (frame, digest)
+
+    @property
+    def keys(self):
+        return getattr(self.pipeline, "keys", None)
+
+    def _assoc_stage(self):
+        return self.pipeline.stage("associations")
+
+    def process(self, pkt, d, first_pass: bool) -> None:
+        cip = d.ctx.get("dlms.ciphered")
+        if not cip and not (not first_pass and pkt.aux.get("decrypt")):
+            return
+        if not first_pass:
+            self._replay(pkt, d)
+            return
+        ast = self._assoc_stage()
+        assoc = ast.assoc_for(d) if ast is not None else None
+        tr = d.ctx.get("dlms.transport")
+        if tr is None:
+            key, src, dst, _ = transport_of(d)
+        else:
+            key, src, dst = tr
+        stored = []
+        statuses = []
+        i = 0
+        depth_guard = 0
+        while i < len(cip) and depth_guard < 64:
+            desc = cip[i]
+            i += 1
+            depth_guard += 1
+            rec = _record_of(d, desc)
+            res, pt_tag = self._one(pkt, d, desc, rec, assoc, src, ast)
+            stored.append(res)
+            statuses.append(res["status"])
+        if statuses:
+            pkt.aux["decrypt"] = stored
+            d.status = max(statuses, key=lambda s: _RANK.get(s, 0))
+
+    def _one(self, pkt, d, desc, rec, assoc, src, ast):
+        kind = desc.get("kind") or "glo"
+        src_idx = desc.get("source", 0)
+        try:
+            buf = d.sources[src_idx][1]
+        except (IndexError, TypeError):
+            buf = b""
+        apdu_bytes = rec.get("bytes") if rec else None
+        gen = None
+        if kind in ("general-ciphering", "general-signing") and apdu_bytes:
+            gen = parse_general(apdu_bytes)
+        if assoc is not None and ast is not None:
+            direction = ast.direction(assoc, (rec or {}).get("tag") if kind in ("glo", "ded") else None, src)
+        else:
+            direction = "c2s"
+        # general-glo/ded and general-ciphering carry the sender's title: learn it
+        title = desc.get("system_title") if kind not in ("general-ciphering",) else (gen or {}).get("originator")
+        if assoc is not None and title and kind.startswith("general") and not desc.get("in_acse"):
+            if direction == "c2s" and assoc.client_title is None:
+                assoc.client_title = bytes(title)
+            elif direction == "s2c" and assoc.server_title is None:
+                assoc.server_title = bytes(title)
+        out: dict[str, Any] = {"index": len(pkt.aux.get("decrypt", ())), "kind": kind}
+        if kind == "general-signing":
+            st = verify_signing(self.keys, gen, apdu_bytes) if gen else "no-key"
+            d.add(None, "dlms.sec.signature_status", st, 0, 0)
+            out.update(status="auth-ok" if st == "verified" else ("auth-failed" if st == "failed" else "no-key"),
+                       signature=st)
+            self._fields(d, desc, out["status"], None, None)
+            return out, None
+        if kind == "general-ciphering" and gen is not None and "content_offset" in gen and \
+                desc.get("offset") is None:
+            desc = dict(desc, offset=gen["content_offset"], length=gen["content_len"])
+        res = decrypt_one(self.keys, desc, buf, assoc, direction, gen)
+        out.update(status=res.status, keyset=res.keyset, key=res.key, sc=res.sc, ic=res.ic,
+                   iv_title=res.iv_title, peer=res.peer_title, message=res.message)
+        ev = {"frame": pkt.number, "ns": pkt.ts_ns, "assoc": assoc.id if assoc else None,
+              "kind": kind, "tag": desc.get("tag"), "status": res.status, "sc": res.sc, "ic": res.ic,
+              "keyset": res.keyset, "key": res.key, "direction": direction, "peer_title": res.peer_title,
+              "in_acse": desc.get("in_acse"), "policy_dedicated": bool(assoc and assoc.policy_dedicated)}
+        if res.sc is not None:
+            s = dc.parse_sc(res.sc)
+            ev.update(auth=s.auth, enc=s.enc, broadcast=s.broadcast, suite=s.suite)
+            if assoc is not None:
+                if s.auth:
+                    assoc.security.add("auth")
+                if s.enc:
+                    assoc.security.add("enc")
+                assoc.suite = s.suite
+                assoc.ciphered_count += 1
+        # replay / invocation counter bookkeeping (on the protected bytes, no key material)
+        if res.ic is not None:
+            off = desc.get("offset", 0)
+            ln = desc.get("length") or 0
+            digest = hashlib.blake2b(bytes(buf[off:off + ln]), digest_size=16).digest()
+            title = bytes(res.iv_title) if res.iv_title else bytes(desc.get("system_title") or b"")
+            kid = (res.keyset or "?", res.key or "?", assoc.id if res.key == "dedicated" and assoc else None)
+            first = self._seen.get(digest)
+            if first is not None:
+                ev["replay_of"] = first
+            else:
+                self._seen[digest] = pkt.number
+            k3 = (kid, title, res.ic)
+            prev = self._ic_seen.get(k3)
+            if prev is not None and prev[1] != digest:
+                ev["ic_reuse_of"] = prev[0]
+            elif prev is None:
+                self._ic_seen[k3] = (pkt.number, digest)
+            kdir = (kid, title, direction)
+            last = self._ic.get(kdir)
+            if last is not None and res.ic < last[0]:
+                ev["ic_backwards_from"] = (last[0], last[1])
+            if last is None or res.ic > last[0]:
+                self._ic[kdir] = (res.ic, pkt.number, digest)
+        self.events.append(ev)
+        if res.peer_title:
+            d.note("warn", "security", "dlms", desc.get("offset", 0), "IV uses the peer's system title",
+                   desc.get("node"))
+        if res.status == "auth-failed":
+            d.note("warn", "decryption", "dlms", desc.get("offset", 0),
+                   "Authentication failed: wrong key, wrong system title, or damaged data", desc.get("node"))
+        elif res.status in ("no-key", "unsupported") and res.message:
+            d.note("note", "decryption", "dlms", desc.get("offset", 0), f"Not decrypted: {res.message}",
+                   desc.get("node"))
+        elif res.status == "unauthenticated" and res.plaintext is not None and not plausible(res.plaintext, desc.get("tag")):
+            d.note("warn", "decryption", "dlms", desc.get("offset", 0),
+                   "Encryption-only plaintext does not look like an xDLMS APDU (wrong key?)", desc.get("node"))
+        self._fields(d, desc, res.status, res.keyset, res)
+        pt_tag = None
+        if res.plaintext is not None:
+            out["plaintext"] = res.plaintext
+            pt_tag = res.plaintext[:1]
+            self._dissect_plain(d, desc, res.plaintext)
+            if assoc is not None and res.keyset and res.keyset != _AssocOnly.name and res.status != "unauthenticated":
+                assoc.keyset = res.keyset
+            elif assoc is not None and res.keyset and assoc.keyset is None:
+                assoc.keyset = res.keyset
+            if assoc is not None and ast is not None:
+                if desc.get("in_acse") or (res.plaintext[:1] in (b"\x01", b"\x08")):
+                    ast.initiate_plaintext(pkt, d, assoc, res.plaintext, desc.get("in_acse"))
+                else:
+                    key_t = d.ctx.get("dlms.transport")
+                    if key_t is not None:
+                        ast.observe(pkt, d, {"tag": res.plaintext[0]}, key_t[0], key_t[1], key_t[2],
+                                    assoc.transport, plaintext=res.plaintext, decrypted=True)
+        return out, pt_tag
+
+    def _fields(self, d, desc, status, keyset, res) -> None:
+        node = desc.get("node")
+        off = desc.get("offset", 0)
+        src = d.source
+        d.source = desc.get("source", src)
+        d.add(node, "dlms.sec.status", status, off, 0, f"[Decryption: {status}]" if node is not None else None)
+        if keyset:
+            d.add(node, "dlms.sec.keyset", keyset, off, 0, f"[Key set: {keyset}]" if node is not None else None)
+        if res is not None and res.key and res.status not in ("no-key",):
+            d.add(node, "dlms.sec.key", res.key, off, 0)
+        if res is not None and res.iv_title is not None and res.status not in ("no-key", "auth-failed"):
+            d.add(node, "dlms.sec.iv_title", bytes(res.iv_title), off, 0)
+            if res.peer_title:
+                d.add(node, "dlms.sec.iv_peer_title", True, off, 0)
+        if res is not None and res.plaintext is not None:
+            d.add(node, "dlms.sec.plaintext_len", len(res.plaintext), off, 0)
+        d.source = src
+
+    def _dissect_plain(self, d, desc, pt: bytes) -> None:
+        old = d.source
+        d.new_source("Decrypted xDLMS", pt)
+        node = desc.get("node")
+        parent = d.label(node, f"Decrypted xDLMS ({len(pt)} bytes)", 0, len(pt)) if node is not None else None
+        recs = d.ctx.setdefault("dlms.apdus", [])
+        n = len(recs)
+        try:
+            if not table("dlms").dispatch("apdu", pt, 0, len(pt), d, parent):
+                d.add(parent, "dlms.sec.plaintext", pt, 0, len(pt))
+        finally:
+            d.source = old
+        # the plaintext's own records are not re-observed by the association stage
+        for rec in d.ctx.get("dlms.apdus", recs)[n:]:
+            rec["decrypted"] = True
+
+    def _replay(self, pkt, d) -> None:
+        """Redissection: rebuild the decrypted sources from pkt.aux, matching descriptors by order."""
+        stored = pkt.aux.get("decrypt") or []
+        cip = d.ctx.get("dlms.ciphered") or []
+        statuses = []
+        i = 0
+        j = 0
+        while i < len(cip) and j < len(stored):
+            desc = cip[i]
+            st = stored[j]
+            i += 1
+            j += 1
+            statuses.append(st["status"])
+            if st.get("kind") == "general-signing":
+                d.add(None, "dlms.sec.signature_status", st.get("signature"), 0, 0)
+                self._fields(d, desc, st["status"], None, None)
+                continue
+            res = Result(st["status"], st.get("plaintext"), st.get("keyset"), st.get("key"),
+                         st.get("iv_title"), st.get("peer"), st.get("sc"), st.get("ic"))
+            if res.peer_title:
+                d.note("warn", "security", "dlms", desc.get("offset", 0), "IV uses the peer's system title",
+                       desc.get("node"))
+            if res.status == "auth-failed":
+                d.note("warn", "decryption", "dlms", desc.get("offset", 0),
+                       "Authentication failed: wrong key, wrong system title, or damaged data", desc.get("node"))
+            elif res.status in ("no-key", "unsupported") and st.get("message"):
+                d.note("note", "decryption", "dlms", desc.get("offset", 0), f"Not decrypted: {st['message']}",
+                       desc.get("node"))
+            self._fields(d, desc, res.status, res.keyset, res)
+            if res.plaintext is not None:
+                self._dissect_plain(d, desc, res.plaintext)
+        if statuses:
+            d.status = max(statuses, key=lambda s: _RANK.get(s, 0))
+
+
+register_stage(40, "decrypt", Decrypt)
+
+__all__ = ["Decrypt", "decrypt_one", "parse_general", "verify_signing", "Result", "STATUSES", "plausible"]
