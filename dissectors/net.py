@@ -52,6 +52,9 @@ field("vlan", FT_NONE, "802.1Q Virtual LAN")
 field("vlan.id", FT_UINT, "ID")
 field("vlan.priority", FT_UINT, "Priority")
 field("vlan.etype", FT_UINT, "Type", labels=ETHERTYPES, base="hex")
+field("ieee8021ad", FT_NONE, "IEEE 802.1ad (provider bridge, S-tag)")
+field("ieee8021ad.id", FT_UINT, "ID")
+field("ieee8021ad.priority", FT_UINT, "Priority")
 field("null", FT_NONE, "Null/Loopback")
 field("null.family", FT_UINT, "Family", labels=NULL_FAMILIES)
 field("sll", FT_NONE, "Linux cooked capture")
@@ -151,6 +154,8 @@ def dissect_eth(buf: bytes, off: int, end: int, d: Dissection, parent: Node | No
         node.text = f"Ethernet II, Src: {smac}, Dst: {dmac}"
     d.add(node, "eth.dst", dmac, off, 6)
     d.add(node, "eth.src", smac, off + 6, 6)
+    d.add(node, "eth.addr", dmac, off, 6)
+    d.add(node, "eth.addr", smac, off + 6, 6)
     d.src, d.dst = smac, dmac
     off += 12
     if etype <= 1500:           # 802.3 length field: no ethertype to hand off
@@ -163,10 +168,16 @@ def dissect_eth(buf: bytes, off: int, end: int, d: Dissection, parent: Node | No
         if end - off < 4:
             d.malformed("vlan", off, f"802.1Q tag needs 4 bytes, {end - off} left", parent)
             return
+        tag = etype
         tci, etype = struct.unpack_from("!HH", buf, off)
-        vnode = d.layer("vlan", f"802.1Q Virtual LAN, PRI: {tci >> 13}, ID: {tci & 0xFFF}", off, 4)
-        d.add(vnode, "vlan.priority", tci >> 13, off, 2)
-        d.add(vnode, "vlan.id", tci & 0xFFF, off, 2)
+        if tag == 0x88A8:           # provider S-tag: Wireshark's ieee8021ad fields
+            vnode = d.layer("ieee8021ad", f"IEEE 802.1ad, ID: {tci & 0xFFF}", off, 4)
+            d.add(vnode, "ieee8021ad.priority", tci >> 13, off, 2)
+            d.add(vnode, "ieee8021ad.id", tci & 0xFFF, off, 2)
+        else:
+            vnode = d.layer("vlan", f"802.1Q Virtual LAN, PRI: {tci >> 13}, ID: {tci & 0xFFF}", off, 4)
+            d.add(vnode, "vlan.priority", tci >> 13, off, 2)
+            d.add(vnode, "vlan.id", tci & 0xFFF, off, 2)
         d.add(vnode, "vlan.etype", etype, off + 2, 2)
         off += 4
     _ethertype(etype, buf, off, end, d, parent)
@@ -305,9 +316,8 @@ def dissect_ipv4(buf: bytes, off: int, end: int, d: Dissection, parent: Node | N
     d.add(node, "ip.checksum", csum, off + 10, 2)
     d.add(node, "ip.src", src, off + 12, 4)
     d.add(node, "ip.dst", dst, off + 16, 4)
-    if parent is not None:
-        d.add(node, "ip.addr", src, off + 12, 4)
-        d.add(node, "ip.addr", dst, off + 16, 4)
+    d.add(node, "ip.addr", src, off + 12, 4)      # filters match "ip.addr == x" on the fast pass
+    d.add(node, "ip.addr", dst, off + 16, 4)
     d.src, d.dst = src, dst
     d.ctx["ip.src"], d.ctx["ip.dst"] = src, dst
     d.ctx["ip.version"] = 4
@@ -363,9 +373,8 @@ def dissect_ipv6(buf: bytes, off: int, end: int, d: Dissection, parent: Node | N
     d.add(node, "ipv6.hlim", hlim, off + 7, 1)
     d.add(node, "ipv6.src", src, off + 8, 16)
     d.add(node, "ipv6.dst", dst, off + 24, 16)
-    if parent is not None:
-        d.add(node, "ipv6.addr", src, off + 8, 16)
-        d.add(node, "ipv6.addr", dst, off + 24, 16)
+    d.add(node, "ipv6.addr", src, off + 8, 16)
+    d.add(node, "ipv6.addr", dst, off + 24, 16)
     d.src, d.dst = src, dst
     d.ctx["ip.src"], d.ctx["ip.dst"] = src, dst
     d.ctx["ip.version"] = 6
@@ -421,9 +430,8 @@ def dissect_udp(buf: bytes, off: int, end: int, d: Dissection, parent: Node | No
         node.text = f"User Datagram Protocol, Src Port: {sport}, Dst Port: {dport}"
     d.add(node, "udp.srcport", sport, off, 2)
     d.add(node, "udp.dstport", dport, off + 2, 2)
-    if parent is not None:
-        d.add(node, "udp.port", sport, off, 2)
-        d.add(node, "udp.port", dport, off + 2, 2)
+    d.add(node, "udp.port", sport, off, 2)
+    d.add(node, "udp.port", dport, off + 2, 2)
     d.add(node, "udp.length", ulen, off + 4, 2)
     d.add(node, "udp.checksum", csum, off + 6, 2)
     d.ctx["udp.srcport"], d.ctx["udp.dstport"] = sport, dport
@@ -469,9 +477,8 @@ def dissect_tcp(buf: bytes, off: int, end: int, d: Dissection, parent: Node | No
     node = d.layer("tcp", "Transmission Control Protocol", off, max(20, min(hlen, end - off)))
     d.add(node, "tcp.srcport", sport, off, 2)
     d.add(node, "tcp.dstport", dport, off + 2, 2)
-    if parent is not None:
-        d.add(node, "tcp.port", sport, off, 2)
-        d.add(node, "tcp.port", dport, off + 2, 2)
+    d.add(node, "tcp.port", sport, off, 2)
+    d.add(node, "tcp.port", dport, off + 2, 2)
     d.add(node, "tcp.seq", seq, off + 4, 4)
     d.add(node, "tcp.ack", ack, off + 8, 4)
     d.add(node, "tcp.hdr_len", hlen, off + 12, 1)
