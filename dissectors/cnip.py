@@ -17,6 +17,7 @@ import struct
 
 from construct import Bytes, Int8ub, Int16ub, Int32ub, Struct
 
+from .lon import _fast
 from .core import FT_BYTES, FT_NONE, FT_STR, FT_UINT, Truncated, field, fields, need, table
 
 CNIP_HDR = Struct(
@@ -36,6 +37,18 @@ CNIP_EXT = Struct("local_ip" / Bytes(4), "nat_ip" / Bytes(4), "port" / Int16ub, 
 _FMT = {1: "B", 2: "H", 4: "I"}
 _HDR = struct.Struct(">" + "".join(_FMT[sc.sizeof()] for sc in CNIP_HDR.subcons))
 HDR_LEN = CNIP_HDR.sizeof()
+# field name, offset and size of each header value (same order as the unpacked tuple; the
+# two bit fields of "pf" follow it)
+_HDR_NAMES = ("cnip.len", "cnip.ver", "cnip.type", "cnip.exth", "cnip.pf", "cnip.sec",
+              "cnip.protocol", "cnip.vendorcode", "cnip.sessid", "cnip.seqno", "cnip.tstamp")
+_offs = []
+_o = 0
+for _sc in CNIP_HDR.subcons:
+    _offs.append((_o, _sc.sizeof()))
+    _o += _sc.sizeof()
+_offs[5:5] = [_offs[4], _offs[4]]          # cnip.sec, cnip.protocol live in the pf byte
+_HDR_OFFS = tuple(o for o, _ in _offs)
+_HDR_SIZES = tuple(n for _, n in _offs)
 MD5_LEN = 16
 SEC_FLAG = 0x20
 PROTO_MASK = 0x1F
@@ -102,17 +115,12 @@ def _one(buf, off, end, d, parent):
         need(end, off, HDR_LEN, "CN/IP header")
         ln, ver, typ, exth, pf, vendor, sess, seq, ts = _HDR.unpack_from(buf, off)
         add = d.add
-        add(node, "cnip.len", ln, off, 2)
-        add(node, "cnip.ver", ver, off + 2, 1)
-        add(node, "cnip.type", typ, off + 3, 1)
-        add(node, "cnip.exth", exth, off + 4, 1)
-        add(node, "cnip.pf", pf, off + 5, 1)
-        add(node, "cnip.sec", pf >> 5 & 1, off + 5, 1)
-        add(node, "cnip.protocol", pf & PROTO_MASK, off + 5, 1)
-        add(node, "cnip.vendorcode", vendor, off + 6, 2)
-        add(node, "cnip.sessid", sess, off + 8, 4)
-        add(node, "cnip.seqno", seq, off + 12, 4)
-        add(node, "cnip.tstamp", ts, off + 16, 4)
+        vals = (ln, ver, typ, exth, pf, pf >> 5 & 1, pf & PROTO_MASK, vendor, sess, seq, ts)
+        if node is None:
+            _fast(d.fields, _HDR_NAMES, vals)
+        else:
+            for name, v, o, n in zip(_HDR_NAMES, vals, _HDR_OFFS, _HDR_SIZES):
+                add(node, name, v, off + o, n)
         if ver & 0x80:
             add(node, "cnip.vendor_private", 1, off + 2, 1)
         if ln < HDR_LEN + 4 * exth:

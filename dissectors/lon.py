@@ -15,6 +15,8 @@ first APDU byte, with the dissector receiving the APDU *starting at the code byt
 """
 from __future__ import annotations
 
+from binascii import crc_hqx
+
 from construct import Bytes, Int8ub, Int16ub, Struct
 
 from .core import (FT_BOOL, FT_BYTES, FT_NONE, FT_STR, FT_UINT, Truncated, field, fields,
@@ -244,6 +246,11 @@ def crc16(data: bytes) -> int:
     """CRC-16/GENIBUS of `data` (poly 0x1021, init 0xFFFF, not reflected, xorout 0xFFFF):
     the LonTalk frame CRC over the LPDU header through the end of the NPDU.
     `crc16(b"123456789") == 0xD64E`."""
+    return crc_hqx(bytes(data), 0xFFFF) ^ 0xFFFF   # CRC-CCITT core in C; GENIBUS = init/xorout 0xFFFF
+
+
+def crc16_slow(data: bytes) -> int:
+    """Table-driven reference implementation of `crc16` (used by the tests)."""
     c = 0xFFFF
     t = _CRC_T
     for b in data:
@@ -256,6 +263,9 @@ def crc16(data: bytes) -> int:
 class _Frame:
     """Per-frame scratch passed between the layer functions."""
     __slots__ = ("lon", "vers", "tid", "tag", "what", "parent", "resp", "code")
+
+    def __init__(self):
+        self.parent = None
 
 
 def _hx(b: bytes) -> str:
@@ -676,9 +686,8 @@ def decode_response(buf, off, end, d, parent, request_code: int) -> str:
 # --------------------------------------------------------------------------- L4/L5
 
 def _tid(buf, off, end, d, parent, fr, b0):
-    """TID: 4 bits, or 12 bits in version 2 (one extra byte)."""
+    """12-bit TID in version 2: one extra byte with the low 8 bits follows."""
     tid = b0 & 0xF
-    d.add(parent, "lon.trans_no", tid, off, 1)
     if fr.vers == 2:
         need(end, off + 1, 1, "12-bit TID low byte")
         tid = tid << 8 | buf[off + 1]
@@ -707,6 +716,11 @@ def _body_apdu(buf, off, end, d, parent, fr):
         d.malformed("lon", off, "missing APDU", parent)
         return
     d.ctx["lon.apdu"] = (d.source, off, end)
+    if parent is not None:
+        parent = d.label(parent, "APDU", off, end - off)
+        APDU_CLASS[buf[off]](buf, off, end, d, parent, fr)
+        parent.text = f"APDU: {fr.what}"
+        return
     APDU_CLASS[buf[off]](buf, off, end, d, parent, fr)
 
 
@@ -731,52 +745,51 @@ TPDU_BODY = {0: _body_apdu, 1: _body_apdu, 2: _body_none, 4: _body_reminder, 5: 
 SPDU_BODY = {0: _body_apdu, 2: _body_apdu, 4: _body_reminder, 5: _body_remmsg}
 
 
-def _pdu_tpdu(buf, off, end, d, parent, fr):
-    need(end, off, 1, "TPDU")
+_XPDU = {
+    # kind: (field names, type names, body table, pdu)
+    "tpdu": (("lon.tpdu", "lon.auth", "lon.tpdu_type", "lon.trans_no"), TPDU_TYPES, TPDU_BODY, "TPDU"),
+    "spdu": (("lon.spdu", "lon.auth", "lon.spdu_type", "lon.trans_no"), SPDU_TYPES, SPDU_BODY, "SPDU"),
+}
+
+
+def _xpdu(buf, off, end, d, parent, fr, kind):
+    names, tnames, bodies, title = _XPDU[kind]
+    need(end, off, 1, title)
     b0 = buf[off]
     typ = b0 >> 4 & 7
-    add = d.add
-    add(parent, "lon.tpdu", b0, off, 1)
-    add(parent, "lon.auth", b0 >> 7, off, 1)
-    add(parent, "lon.tpdu_type", typ, off, 1)
-    o = _tid(buf, off, end, d, parent, fr, b0)
-    fr.tag = TPDU_TYPES.get(typ) or f"TPDU type {typ}"
-    fr.lon["pdu"] = "tpdu"
-    fr.lon["type"] = fr.tag
-    fr.lon["tid"] = fr.tid
-    fr.lon["auth"] = bool(b0 & 0x80)
+    vals = (b0, b0 >> 7, typ, b0 & 0xF)
+    tag = tnames.get(typ) or f"{title} type {typ}"
+    if parent is None:
+        _fast(d.fields, names, vals)
+        node = None
+    else:
+        node = d.label(parent, f"{title}: {tag}{' (authenticated)' if b0 & 0x80 else ''}, "
+                               f"transaction {b0 & 0xF}", off, end - off)
+        for n, v in zip(names, vals):
+            d.add(node, n, v, off, 1)
+    o = _tid(buf, off, end, d, node, fr, b0)
+    fr.tag = tag
+    lon = fr.lon
+    lon["pdu"] = kind
+    lon["type"] = tag
+    lon["tid"] = fr.tid
+    lon["auth"] = bool(b0 & 0x80)
     fr.resp = typ == 2
-    body = TPDU_BODY.get(typ)
+    body = bodies.get(typ)
     if body is None:
-        d.note("warn", "protocol", "lon", off, f"Unexpected TPDU type {typ}", parent)
+        d.note("warn", "protocol", "lon", off, f"Unexpected {title} type {typ}", node)
         if end > o:
-            add(parent, "data.data", buf[o:end], o, end - o)
+            d.add(node, "data.data", buf[o:end], o, end - o)
         return
-    body(buf, o, end, d, parent, fr)
+    body(buf, o, end, d, node, fr)
+
+
+def _pdu_tpdu(buf, off, end, d, parent, fr):
+    _xpdu(buf, off, end, d, parent, fr, "tpdu")
 
 
 def _pdu_spdu(buf, off, end, d, parent, fr):
-    need(end, off, 1, "SPDU")
-    b0 = buf[off]
-    typ = b0 >> 4 & 7
-    add = d.add
-    add(parent, "lon.spdu", b0, off, 1)
-    add(parent, "lon.auth", b0 >> 7, off, 1)
-    add(parent, "lon.spdu_type", typ, off, 1)
-    o = _tid(buf, off, end, d, parent, fr, b0)
-    fr.tag = SPDU_TYPES.get(typ) or f"SPDU type {typ}"
-    fr.lon["pdu"] = "spdu"
-    fr.lon["type"] = fr.tag
-    fr.lon["tid"] = fr.tid
-    fr.lon["auth"] = bool(b0 & 0x80)
-    fr.resp = typ == 2
-    body = SPDU_BODY.get(typ)
-    if body is None:
-        d.note("warn", "protocol", "lon", off, f"Unexpected SPDU type {typ}", parent)
-        if end > o:
-            add(parent, "data.data", buf[o:end], o, end - o)
-        return
-    body(buf, o, end, d, parent, fr)
+    _xpdu(buf, off, end, d, parent, fr, "spdu")
 
 
 def _pdu_auth(buf, off, end, d, parent, fr):
@@ -785,9 +798,13 @@ def _pdu_auth(buf, off, end, d, parent, fr):
     fmt = b0 >> 6
     typ = b0 >> 4 & 3
     add = d.add
+    if parent is not None:
+        parent = d.label(parent, f"AuthPDU: {AUTH_TYPES[typ]}, format {fmt}, transaction {b0 & 0xF}",
+                         off, end - off)
     add(parent, "lon.authpdu", b0, off, 1)
     add(parent, "lon.authpdu_addrfmt", fmt, off, 1)
     add(parent, "lon.authpdu_type", typ, off, 1)
+    add(parent, "lon.trans_no", b0 & 0xF, off, 1)
     o = _tid(buf, off, end, d, parent, fr, b0)
     fr.tag = AUTH_TYPES[typ]
     fr.lon["pdu"] = "auth"
@@ -887,36 +904,60 @@ ADDR_BY_FMT = (_addr0, _addr1, _addr2, _addr3)
 
 # --------------------------------------------------------------------------- frame
 
-def dissect_npdu(buf, off, end, d, parent, layer_off=None, frame_off=None):
+def _fast(fl, names, vals):
+    """Fast-pass field recording (no tree): many values in one call."""
+    for n, v in zip(names, vals):
+        lst = fl.get(n)
+        if lst is None:
+            fl[n] = [v]
+        else:
+            lst.append(v)
+
+
+_NPDU_NAMES = ("lon.npdu", "lon.vers", "lon.pdufmt", "lon.addrfmt", "lon.domainlen",
+               "lon.srcnet", "lon.srcnode")
+_PPDU_NAMES = ("lon.ppdu", "lon.prio", "lon.alt_path", "lon.delta_bl", "lon.crc.status")
+
+
+def dissect_npdu(buf, off, end, d, parent):
     """NPDU (network header byte onwards) up to `end` (CRC excluded)."""
-    need(end, off, 1, "NPDU header")
+    need(end, off, 3, "NPDU header and source address")
     b = buf[off]
     vers = b >> 6
     pf = b >> 4 & 3
     af = b >> 2 & 3
     dl = b & 3
-    add = d.add
-    add(parent, "lon.npdu", b, off, 1)
-    add(parent, "lon.vers", vers, off, 1)
-    add(parent, "lon.pdufmt", pf, off, 1)
-    add(parent, "lon.addrfmt", af, off, 1)
-    add(parent, "lon.domainlen", dl, off, 1)
+    sn = buf[off + 1]
+    snode = buf[off + 2] & 0x7F
+    if parent is None:
+        _fast(d.fields, _NPDU_NAMES, (b, vers, pf, af, dl, sn, snode))
+        anode = None
+    else:
+        add = d.add
+        nn = d.label(parent, f"NPDU: version {vers}, {PDU_NAMES[pf]}, address format "
+                             f"{af}, domain {DOMAIN_BYTES[dl]} bytes", off, 1)
+        add(nn, "lon.npdu", b, off, 1)
+        add(nn, "lon.vers", vers, off, 1)
+        add(nn, "lon.pdufmt", pf, off, 1)
+        add(nn, "lon.addrfmt", af, off, 1)
+        add(nn, "lon.domainlen", dl, off, 1, f"Domain length: {DOMAIN_BYTES[dl]} bytes (code {dl})")
+        anode = d.label(parent, "Address", off + 1, 2)
+        add(anode, "lon.srcnet", sn, off + 1, 1)
+        add(anode, "lon.srcnode", snode, off + 2, 1)
     o = off + 1
-    need(end, o, 2, "source address")
-    sn = buf[o]
-    snode = buf[o + 1] & 0x7F
-    add(parent, "lon.srcnet", sn, o, 1)
-    add(parent, "lon.srcnode", snode, o + 1, 1)
     lon = {"src_subnet": sn, "src_node": snode, "dst_type": None, "dst_subnet": None,
            "dst_node": None, "group": None, "member": None, "nid": None, "domain": b"",
            "pdu": None, "type": None, "tid": None, "auth": False, "version": vers}
     d.ctx["lon"] = lon
     d.src = f"{sn}/{snode}"
-    o = ADDR_BY_FMT[af](buf, o, end, d, parent, lon)
+    o = ADDR_BY_FMT[af](buf, o, end, d, anode, lon)
+    if anode is not None:
+        anode.length = o - off - 1
+        anode.text = f"Address: {d.src} -> {d.dst} ({lon['dst_type']})"
     n = DOMAIN_BYTES[dl]
     need(end, o, n, "domain")
     dom = buf[o: o + n]
-    add(parent, "lon.domain", dom, o, n)
+    d.add(parent, "lon.domain", dom, o, n)
     lon["domain"] = dom
     o += n
     fr = _Frame()
@@ -927,6 +968,7 @@ def dissect_npdu(buf, off, end, d, parent, layer_off=None, frame_off=None):
     fr.resp = False
     fr.code = None
     fr.tag = ""
+    fr.parent = parent
     if vers == 1:
         d.note("note", "protocol", "lon", off, "Protocol version 1 (encapsulated IP)", parent)
     elif vers == 3:
@@ -952,10 +994,10 @@ def dissect_frame(buf, off, end, d, parent, crc: bool | None = None):
         need(end, off, 1, "LPDU header")
         fend = end
         status = "absent"
+        got = None
         if crc is not False and end - off >= 4:
-            c = crc16(buf[off:end - 2])
             got = buf[end - 2] << 8 | buf[end - 1]
-            if c == got:
+            if crc_hqx(buf[off:end - 2], 0xFFFF) ^ 0xFFFF == got:
                 status = "good"
                 fend = end - 2
             elif crc:
@@ -964,18 +1006,28 @@ def dissect_frame(buf, off, end, d, parent, crc: bool | None = None):
         elif crc:
             status = "bad"
         p = buf[off]
-        add = d.add
-        add(node, "lon.ppdu", p, off, 1)
-        add(node, "lon.prio", p >> 7, off, 1)
-        add(node, "lon.alt_path", p >> 6 & 1, off, 1)
-        add(node, "lon.delta_bl", p & 0x3F, off, 1)
-        if status != "absent":
-            add(node, "lon.crc", buf[end - 2] << 8 | buf[end - 1], end - 2, 2)
-        add(node, "lon.crc.status", status, end - 2 if status != "absent" else end, 0 if status == "absent" else 2)
+        if node is None:
+            _fast(d.fields, _PPDU_NAMES, (p, p >> 7, p >> 6 & 1, p & 0x3F, status))
+            if status != "absent":
+                _fast(d.fields, ("lon.crc",), (got,))
+        else:
+            add = d.add
+            pn = d.label(node, f"PPDU: 0x{p:02x} (priority {p >> 7}, alt path {p >> 6 & 1}, "
+                               f"delta backlog {p & 0x3F})", off, 1)
+            add(pn, "lon.ppdu", p, off, 1)
+            add(pn, "lon.prio", p >> 7, off, 1)
+            add(pn, "lon.alt_path", p >> 6 & 1, off, 1)
+            add(pn, "lon.delta_bl", p & 0x3F, off, 1)
+            if status != "absent":
+                add(node, "lon.crc", got, end - 2, 2)
+            add(node, "lon.crc.status", status, end - 2 if status != "absent" else end,
+                0 if status == "absent" else 2, f"CRC status: {status}")
         if status == "bad":
             d.note("warn", "checksum", "lon", end - 2,
                    f"Bad CRC-16 (expected 0x{crc16(buf[off:end - 2]):04x})", node)
         dissect_npdu(buf, off + 1, fend, d, node)
+        if node is not None and d.info:
+            node.text = f"ISO/IEC 14908-1 LonTalk, {d.src} -> {d.dst}: {d.info}"
     except Truncated as e:
         d.malformed("lon", e.offset, str(e), node)
     return node
