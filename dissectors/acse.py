@@ -181,13 +181,18 @@ def dissect_acse(buf: bytes, off: int, end: int, d, node, inner) -> str:
         d.malformed("dlms", p, f"{kind} length {n} exceeds the {end - p} bytes left", node)
         n = end - p
     e = p + n
+    if e < end:
+        # some stacks (the Gurux server's RLRE) declare ACSE lengths shorter than what they
+        # send; elements are decoded up to the transport's end and the anomaly is reported
+        d.note("warn", "malformed", "dlms", off + 1,
+               f"{kind} declares {n} bytes but {end - p} follow; decoding to the end of the PDU", node)
     acse = {"apdu": kind}
     d.ctx["dlms.acse"] = acse
     summary = [kind]
     user_summary = ""
     req = tag == 0x60
     while p < e:
-        t, cp, ce = _tlv(buf, p, e)
+        t, cp, ce = _tlv(buf, p, end)
         elen = ce - p
         try:
             if tag in (0x62, 0x63):
@@ -200,7 +205,7 @@ def dissect_acse(buf: bytes, off: int, end: int, d, node, inner) -> str:
                     acse["reason"] = r
                     summary.append(names.get(r, str(r)))
                 elif t == 0xBE:
-                    user_summary = _user_info(buf, cp, ce, d, node, inner, acse, p, elen)
+                    user_summary, ce = _user_info(buf, cp, ce, d, node, inner, acse, p, elen, end)
                 else:
                     d.note("warn", "protocol", "dlms", p, f"{kind}: unexpected element 0x{t:02x}", node)
                 p = ce
@@ -311,7 +316,7 @@ def dissect_acse(buf: bytes, off: int, end: int, d, node, inner) -> str:
                 s = bytes(buf[ip:ie]).decode("latin-1")
                 d.add(node, "cosem.implementation_information", s, p, elen)
             elif t == 0xBE:
-                user_summary = _user_info(buf, cp, ce, d, node, inner, acse, p, elen)
+                user_summary, ce = _user_info(buf, cp, ce, d, node, inner, acse, p, elen, end)
             else:
                 d.note("warn", "protocol", "dlms", p, f"{kind}: unknown element 0x{t:02x} ({ce - cp} bytes)", node)
         except Truncated as exc:
@@ -333,11 +338,14 @@ def dissect_acse(buf: bytes, off: int, end: int, d, node, inner) -> str:
     return " ".join(summary)
 
 
-def _user_info(buf, cp, ce, d, node, inner, acse, p, elen) -> str:
-    it, ip, ie = _tlv(buf, cp, ce)
+def _user_info(buf, cp, ce, d, node, inner, acse, p, elen, end) -> tuple[str, int]:
+    it, ip, ie = _tlv(buf, cp, end)
     if it != 0x04:
         d.malformed("dlms", cp, f"user-information: expected OCTET STRING, got 0x{it:02x}", node)
-        return ""
+        return "", ce
+    if ie > ce:
+        d.note("warn", "malformed", "dlms", p,
+               f"user-information declares {ce - cp} bytes but its octet string needs {ie - cp}", node)
     un = d.label(node, f"user-information ({ie - ip} bytes)", p, elen) if node is not None else None
     before = len(d.ctx.get("dlms.ciphered", ()))
     s = inner(buf, ip, ie, d, un)
@@ -348,7 +356,7 @@ def _user_info(buf, cp, ce, d, node, inner, acse, p, elen) -> str:
             desc["system_title"] = title
         desc["in_acse"] = acse["apdu"]
     acse["user_information"] = s
-    return s
+    return s, max(ce, ie)
 
 
 def _printable(b: bytes) -> str:
