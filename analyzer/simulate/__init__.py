@@ -64,7 +64,6 @@ ek = "{GB_EK.hex().upper()}"
 ak = "{GB_AK.hex().upper()}"
 lls_password_text = "{k.lls_password.decode()}"
 hls_secret_text = "{k.hls_secret.decode()}"
-suite = 0
 client_private_key = "{pem_dir}/demo-client.pem"
 server_private_key = "{pem_dir}/demo-server.pem"
 

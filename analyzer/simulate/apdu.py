@@ -1,5 +1,7 @@
-"""xDLMS / ACSE APDUs for the simulator, built through the xDLMS owner's encoders
-(`dissectors.axdr.encode`, `dissectors.xdlms.build_*`) when they are importable.
+"""xDLMS / ACSE APDUs for the simulator, built with the xDLMS owner's encoders
+(`dissectors.axdr.encode`, `dissectors.xdlms.build_*`).  Only what has no owner builder is
+composed here: the SN read/write services and the protection wrappers (glo-/ded-,
+general-glo/ded-ciphering, general-signing) around bytes from `analyzer.dlmscrypto`.
 
 Values are typed tuples `(type_name, value)` with the A-XDR type names of the Blue Book
 ("double-long-unsigned", "octet-string", "structure", ...); `jsonable()` gives the form
@@ -10,17 +12,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from dissectors import axdr as _axdr
+
 from . import wire
-
-TAGS = {"null-data": 0, "array": 1, "structure": 2, "boolean": 3, "bit-string": 4,
-        "double-long": 5, "double-long-unsigned": 6, "octet-string": 9, "visible-string": 10,
-        "utf8-string": 12, "bcd": 13, "integer": 15, "long": 16, "unsigned": 17,
-        "long-unsigned": 18, "long64": 20, "long64-unsigned": 21, "enum": 22, "float32": 23,
-        "float64": 24, "date-time": 25, "date": 26, "time": 27}
-_INT_FMT = {"double-long": ">i", "double-long-unsigned": ">I", "integer": ">b", "long": ">h",
-            "unsigned": ">B", "long-unsigned": ">H", "long64": ">q", "long64-unsigned": ">Q",
-            "enum": ">B", "bcd": ">B", "float32": ">f", "float64": ">d"}
-
 
 def blen(n: int) -> bytes:
     """A-XDR / BER length."""
@@ -31,31 +25,9 @@ def blen(n: int) -> bytes:
     return bytes([0x82]) + struct.pack(">H", n)
 
 
-def _axdr_interim(v: tuple) -> bytes:
-    t, val = v
-    tag = TAGS[t]
-    if t == "null-data":
-        return b"\x00"
-    if t in ("array", "structure"):
-        return bytes([tag]) + blen(len(val)) + b"".join(_axdr_interim(x) for x in val)
-    if t == "boolean":
-        return bytes([tag, 1 if val else 0])
-    if t in ("octet-string", "visible-string", "utf8-string"):
-        b = val if isinstance(val, bytes) else val.encode()
-        return bytes([tag]) + blen(len(b)) + b
-    if t in ("date-time", "date", "time"):
-        return bytes([tag]) + val
-    return bytes([tag]) + struct.pack(_INT_FMT[t], val)
-
-
 def axdr(v: tuple) -> bytes:
-    fn = wire._use("axdr", "dissectors.axdr", "encode")
-    if fn is not None:
-        try:
-            return fn(v)
-        except Exception:
-            wire.SOURCES["axdr"] = "analyzer.simulate.apdu (interim; owner encoder rejected typed tuple)"
-    return _axdr_interim(v)
+    wire.SOURCES["axdr"] = "dissectors.axdr.encode"
+    return _axdr.encode(v)
 
 
 def jsonable(v: tuple) -> Any:
@@ -75,133 +47,90 @@ def datetime_bytes(y, mo, d, h, mi, s, wd=0xFF, hundredths=0, deviation=-60, sta
     return struct.pack(">HBBBBBBBhB", y, mo, d, wd, h, mi, s, hundredths, deviation, status)
 
 
-# --------------------------------------------------------------------------- ACSE
+# --------------------------------------------------------------------------- ACSE + LN (owner builders)
+
+from dissectors import xdlms as _X  # noqa: E402
 
 APP_CONTEXT = {"ln": 1, "sn": 2, "ln-cipher": 3, "sn-cipher": 4}
-CONFORMANCE_LN = 0x00781F | 0x001000 | 0x600000   # get/set/action/selective/block, GBT, general-protection
+# get/set/action, selective access, block transfer, data-notification, GBT, general-protection
+CONFORMANCE_LN = 0x00781F | 0x001000 | 0x600000 | 0x000080
 CONFORMANCE_SN = 0x1C0320
 
 
+def _ii(iip: int) -> dict:
+    return {"invoke_id": iip & 0x0F, "priority": iip >> 7 & 1}
+
+
 def initiate_request(conformance: int, max_pdu: int = 0x04B0, dedicated_key: bytes | None = None) -> bytes:
-    out = bytearray([0x01])
-    out += (b"\x01" + blen(len(dedicated_key)) + dedicated_key) if dedicated_key else b"\x00"
-    out += b"\x00\x00\x06"
-    out += b"\x5F\x1F\x04\x00" + conformance.to_bytes(3, "big")
-    out += struct.pack(">H", max_pdu)
-    return bytes(out)
+    return _X.build_initiate_request(conformance, max_pdu, dedicated_key=dedicated_key)
 
 
 def initiate_response(conformance: int, max_pdu: int = 0x01F4, vaa: int = 0x0007) -> bytes:
-    return b"\x08\x00\x06\x5F\x1F\x04\x00" + conformance.to_bytes(3, "big") + struct.pack(">HH", max_pdu, vaa)
-
-
-def _ctx_name(ctx: int) -> bytes:
-    return b"\xA1\x09\x06\x07\x60\x85\x74\x05\x08\x01" + bytes([ctx])
-
-
-def _mech_name(tag: int, mech: int) -> bytes:
-    return bytes([tag, 0x07, 0x60, 0x85, 0x74, 0x05, 0x08, 0x02, mech])
+    return _X.build_initiate_response(conformance, max_pdu, vaa_name=vaa)
 
 
 def aarq(context: int, user_info: bytes, calling_title: bytes | None = None, mechanism: int = 0,
          auth_value: bytes | None = None) -> bytes:
-    fn = wire._use("xdlms.aarq", "dissectors.xdlms", "build_aarq")
-    if fn is not None:
-        return fn(context=context, user_info=user_info, calling_title=calling_title,
-                  mechanism=mechanism, auth_value=auth_value)
-    body = bytearray(_ctx_name(context))
-    if calling_title is not None:
-        body += b"\xA6" + blen(len(calling_title) + 2) + b"\x04" + blen(len(calling_title)) + calling_title
-    if mechanism:
-        body += b"\x8A\x02\x07\x80" + _mech_name(0x8B, mechanism)
-        av = auth_value or b""
-        body += b"\xAC" + blen(len(av) + 2) + b"\x80" + blen(len(av)) + av
-    body += b"\xBE" + blen(len(user_info) + 2) + b"\x04" + blen(len(user_info)) + user_info
-    return b"\x60" + blen(len(body)) + bytes(body)
+    return _X.build_aarq(context, mechanism or None, auth_value, calling_title, user_info)
 
 
 def aare(context: int, result: int, diag: int, user_info: bytes, responding_title: bytes | None = None,
          mechanism: int = 0, auth_value: bytes | None = None) -> bytes:
-    fn = wire._use("xdlms.aare", "dissectors.xdlms", "build_aare")
-    if fn is not None:
-        return fn(context=context, result=result, diag=diag, user_info=user_info,
-                  responding_title=responding_title, mechanism=mechanism, auth_value=auth_value)
-    body = bytearray(_ctx_name(context))
-    body += b"\xA2\x03\x02\x01" + bytes([result])
-    body += b"\xA3\x05\xA1\x03\x02\x01" + bytes([diag])
-    if responding_title is not None:
-        body += b"\xA4" + blen(len(responding_title) + 2) + b"\x04" + blen(len(responding_title)) + responding_title
-    if mechanism:
-        body += b"\x88\x02\x07\x80" + _mech_name(0x89, mechanism)
-        if auth_value is not None:
-            body += b"\xAA" + blen(len(auth_value) + 2) + b"\x80" + blen(len(auth_value)) + auth_value
-    body += b"\xBE" + blen(len(user_info) + 2) + b"\x04" + blen(len(user_info)) + user_info
-    return b"\x61" + blen(len(body)) + bytes(body)
+    return _X.build_aare(result, diag, context, mechanism or None, responding_title, auth_value, user_info)
 
 
 def rlrq(reason: int = 0) -> bytes:
-    return bytes([0x62, 0x03, 0x80, 0x01, reason])
+    return _X.build_rlrq(reason)
 
 
 def rlre(reason: int = 0) -> bytes:
-    return bytes([0x63, 0x03, 0x80, 0x01, reason])
-
-
-# --------------------------------------------------------------------------- LN services
-
-def _desc(class_id: int, obis: str, attr: int) -> bytes:
-    return struct.pack(">H", class_id) + obis_bytes(obis) + bytes([attr & 0xFF])
+    return _X.build_rlre(reason)
 
 
 def get_request(iip: int, class_id: int, obis: str, attr: int) -> bytes:
-    return b"\xC0\x01" + bytes([iip]) + _desc(class_id, obis, attr) + b"\x00"
+    return _X.build_get_request(class_id, obis, attr, **_ii(iip))
 
 
 def get_request_next(iip: int, block: int) -> bytes:
-    return b"\xC0\x02" + bytes([iip]) + struct.pack(">I", block)
+    return _X.build_get_request_next(block, **_ii(iip))
 
 
 def get_response(iip: int, value: tuple | None, dar: int = 0) -> bytes:
     if value is None:
-        return b"\xC4\x01" + bytes([iip, 0x01, dar])
-    return b"\xC4\x01" + bytes([iip, 0x00]) + axdr(value)
+        return _X.build_get_response(None, result=dar, **_ii(iip))
+    return _X.build_get_response(value, **_ii(iip))
 
 
 def get_response_block(iip: int, last: bool, block: int, raw: bytes) -> bytes:
-    return b"\xC4\x02" + bytes([iip, 1 if last else 0]) + struct.pack(">I", block) + b"\x00" + blen(len(raw)) + raw
+    return _X.build_get_response_block(raw, block, last, **_ii(iip))
 
 
 def set_request(iip: int, class_id: int, obis: str, attr: int, value: tuple) -> bytes:
-    return b"\xC1\x01" + bytes([iip]) + _desc(class_id, obis, attr) + b"\x00" + axdr(value)
+    return _X.build_set_request(class_id, obis, attr, value, **_ii(iip))
 
 
 def set_response(iip: int, dar: int = 0) -> bytes:
-    return b"\xC5\x01" + bytes([iip, dar])
+    return _X.build_set_response(dar, **_ii(iip))
 
 
 def action_request(iip: int, class_id: int, obis: str, method: int, param: tuple | None) -> bytes:
-    out = b"\xC3\x01" + bytes([iip]) + _desc(class_id, obis, method)
-    return out + (b"\x01" + axdr(param) if param is not None else b"\x00")
+    return _X.build_action_request(class_id, obis, method, param, **_ii(iip))
 
 
 def action_response(iip: int, result: int = 0, ret: tuple | None = None) -> bytes:
-    out = b"\xC7\x01" + bytes([iip, result])
-    return out + (b"\x01\x00" + axdr(ret) if ret is not None else b"\x00")
+    return _X.build_action_response(result, ret, **_ii(iip))
 
 
 def data_notification(long_iip: int, value: tuple, dt: bytes | None = None) -> bytes:
-    out = b"\x0F" + struct.pack(">I", long_iip)
-    out += (b"\x0C" + dt) if dt else b"\x00"
-    return out + axdr(value)
+    return _X.build_data_notification(value, long_iip, dt or b"")
 
 
 def exception_response(state: int, service: int, ic: int | None = None) -> bytes:
-    out = bytes([0xD8, state, service])
-    return out + (struct.pack(">I", ic) if ic is not None else b"")
+    return _X.build_exception_response(state, service, ic)
 
 
 def gbt(last: bool, block: int, ack: int, data: bytes, window: int = 1) -> bytes:
-    return bytes([0xE0, (0x80 if last else 0) | (window & 0x3F)]) + struct.pack(">HH", block, ack) + blen(len(data)) + data
+    return _X.build_gbt(data, block, ack, last, window=window)
 
 
 # --------------------------------------------------------------------------- SN services

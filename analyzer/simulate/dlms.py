@@ -132,7 +132,7 @@ class Association:
         ic = ep.next_ic() if force_ic is None else force_ic
         title = ep.title
         sc = self.p.sc
-        if glo_only and kind in ("general-glo", "general-ded", "signing"):
+        if glo_only and kind in ("ded", "general-glo", "general-ded", "signing"):
             kind = "glo"
         if kind == "signing":
             tid = struct.pack(">Q", ic)

@@ -2,6 +2,7 @@
 head-end on the CN/IP backhaul, and the attacks from the DLMS security literature."""
 from __future__ import annotations
 
+import json
 import struct
 from typing import Callable
 
@@ -33,7 +34,7 @@ def scenario(name: str, desc: str):
 
 
 def fleet_keys(pem_dir: str | None = None) -> Keys:
-    return Keys("fleet", GB_EK, GB_AK, lls_password=b"12345678", hls_secret=b"Gurux-like-secret",
+    return Keys("fleet", GB_EK, GB_AK, lls_password=b"12345678", hls_secret=b"demo-hls-secret",
                 client_key=det_ec_key("lonscope demo client"), server_key=det_ec_key("lonscope demo server"))
 
 
@@ -272,16 +273,20 @@ def sc_replay(w: World, target: int | None) -> None:
     m = w.meters[0]
     a = w.association("replay1", w.dc, m, "hls-gmac")
     a.associate()
-    rw, sw = a.action(70, "0.0.96.3.10.255", 2, ("integer", 0))
+    kept = {}
+
+    def keep(req, rt, resp, st):
+        kept["req"], kept["rt"] = req, rt
+        return req, rt, resp, st
+    a.mitm = keep
+    a.action(70, "0.0.96.3.10.255", 2, ("integer", 0))
+    a.mitm = None
     a.get(3, "1.0.1.8.0.255", 2)
     w.gap()
-    # the attacker re-sends the captured request bytes verbatim (same IC)
+    # the attacker re-sends the captured request bytes verbatim (same IC) from its own node
     x = w.net.add_node("attacker", 1, 122, "attacker")
-    ic = struct.unpack(">I", rw[3:7])[0] if rw[1] < 0x80 else None
-    rt = a._truth("request", A.action_request(a.iid | 0xC0, 70, "0.0.96.3.10.255", 2, ("integer", 0)), rw,
-                  {"kind": "glo", "sc": 0x30, "ic": ic, "system_title": a.cep.title.hex(), "tag": f"0x{rw[0]:02x}"},
-                  [{"service": "action", "dir": "request", "class_id": 70, "obis": "0.0.96.3.10.255",
-                    "method_id": 2, "invoke_id": a.iid, "value": 0, "type": "integer"}])
+    rw = kept["req"]
+    rt = json.loads(json.dumps(kept["rt"]))
     rt["findings"] = ["replayed-invocation-counter"]
     rt["dlms"]["replay"] = True
     exc = A.exception_response(1, 6, a.cep.ic)
