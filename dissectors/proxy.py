@@ -27,7 +27,7 @@ relayed unchanged and is not a proxy frame.
 """
 from __future__ import annotations
 
-from .core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, Dissection, Node, field, table
+from .core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, Dissection, Node, call, field, table
 
 CODE_PROXY = 0x4D
 CODE_FAILURE = 0x4C
@@ -251,7 +251,7 @@ def dissect_target_apdu(buf, off: int, end: int, d: Dissection, parent: Node | N
     try:
         fn = _lon_apdu_function()
         if fn is not None:
-            fn(buf, off, end, d, parent)
+            call("lon", fn, buf, off, end, d, parent)   # truncation -> expert item
         elif not table("lon.apdu").dispatch(buf[off] if buf[off] < 0x80 else -1, buf, off, end, d, parent):
             d.add(parent, "lonproxy.target.data", bytes(buf[off:end]), off, end - off)
     finally:
@@ -327,7 +327,8 @@ def build_proxy(hops, target, target_apdu: bytes, *, uniform: str | None = None,
     elif addr_type == 6:
         out += bytes(target)[:6]
     else:
-        out.append(int(target) & 0x7F)
+        node = _parse_sn(target)[1] if isinstance(target, (tuple, list, str)) else int(target)
+        out.append(node & 0x7F)
     return bytes(out) + bytes(target_apdu)
 
 
