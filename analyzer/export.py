@@ -1,0 +1,669 @@
+"""Exports: pandas DataFrames and streaming CSV / Parquet / JSON-lines files.
+
+Packets are converted in chunks into Arrow tables (one row per packet: the summary
+columns, then one column per flat field that occurs).  A field's column type comes from
+the field registry (integers int64, booleans, floats, strings; byte strings lowercase hex;
+OBIS codes "a.b.c.d.e.f"); a field that occurs several times in one packet becomes a list
+column.  Because later chunks may add columns or need lists, chunks are spooled to
+temporary Arrow IPC files and written at the end with one unified schema, so memory does
+not grow with the capture size and every partition has the same dtypes (no categoricals).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+
+from dissectors.core import (FT_BOOL, FT_BYTES, FT_FLOAT, FT_INT, FT_NONE, FT_OBIS, FT_STR, FT_TIME,
+                             FT_UINT, REGISTRY)
+
+from .output import field_text, json_safe
+
+CHUNK_ROWS = 20000
+WHATS = ("packets", "sessions", "objects", "findings")
+
+SUMMARY = [("number", pa.int64()), ("time", pa.float64()), ("file", pa.string()),
+           ("source", pa.string()), ("destination", pa.string()), ("protocols", pa.string()),
+           ("protocol", pa.string()), ("length", pa.int64()), ("info", pa.string()),
+           ("status", pa.string())]
+SUMMARY_NAMES = frozenset(n for n, _ in SUMMARY)
+# columns that hold frame numbers (shifted when per-file partitions are concatenated)
+FRAME_COLUMNS = ("number", "frame", "first_frame", "last_frame", "aarq_frame", "aare_frame")
+
+_ARROW = {FT_UINT: pa.int64(), FT_INT: pa.int64(), FT_BOOL: pa.bool_(), FT_FLOAT: pa.float64(),
+          FT_TIME: pa.float64(), FT_STR: pa.string(), FT_OBIS: pa.string(), FT_BYTES: pa.string()}
+
+
+class ExportError(Exception):
+    """A user-facing export problem (one line)."""
+
+
+# --------------------------------------------------------------------------- conversion
+
+def _int_ok(v) -> bool:
+    return type(v) is int and -(1 << 63) <= v < (1 << 63) or type(v) is bool
+
+
+def _to_array(values: list, t: pa.DataType) -> tuple[pa.Array, pa.DataType]:
+    """Scalars (None = missing) as an Arrow array of type t, or as strings when a value
+    does not fit the registered type."""
+    if t == pa.int64():
+        if all(v is None or _int_ok(v) for v in values):
+            return pa.array(values, type=t), t
+    elif t == pa.bool_():
+        if all(v is None or type(v) is bool for v in values):
+            return pa.array(values, type=t), t
+    elif t == pa.float64():
+        if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+            return pa.array([None if v is None else float(v) for v in values], type=t), t
+    s = pa.string()
+    return pa.array([None if v is None else (v if type(v) is str else field_text(v)) for v in values],
+                    type=s), s
+
+
+def _to_list_array(values: list, t: pa.DataType) -> tuple[pa.Array, pa.DataType]:
+    flat = [x for v in values if v for x in v]
+    _, bt = _to_array(flat, t)
+    if bt == pa.string():
+        values = [None if v is None else [x if type(x) is str else field_text(x) for x in v] for v in values]
+    elif bt == pa.float64():
+        values = [None if v is None else [float(x) for x in v] for v in values]
+    lt = pa.list_(bt)
+    return pa.array(values, type=lt), lt
+
+
+def field_arrow_type(name: str, sample: Any = None) -> pa.DataType | None:
+    """Arrow type of a field's values (None: not exported, e.g. labels/protocol markers)."""
+    f = REGISTRY.get(name)
+    if f is not None:
+        if f.type == FT_NONE:
+            return None
+        return _ARROW.get(f.type, pa.string())
+    if sample is True:
+        return None     # an unregistered protocol marker
+    if type(sample) is int:
+        return pa.int64()
+    if type(sample) is bool:
+        return pa.bool_()
+    if type(sample) is float:
+        return pa.float64()
+    return pa.string()
+
+
+class PacketTableBuilder:
+    """Collects packets and turns every `chunk_rows` of them into an Arrow table."""
+
+    def __init__(self, chunk_rows: int = CHUNK_ROWS, fields: Iterable[str] | None = None):
+        self.chunk_rows = chunk_rows
+        self.only = list(fields) if fields is not None else None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.summary: list[list] = [[] for _ in SUMMARY]
+        self.dicts: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self.dicts)
+
+    def add(self, pkt) -> pa.Table | None:
+        d = pkt.d
+        s = self.summary
+        s[0].append(pkt.number)
+        s[1].append(pkt.ts_ns / 1e9)
+        s[2].append(os.path.basename(pkt.file) if pkt.file else "")
+        s[3].append(d.src if d else "")
+        s[4].append(d.dst if d else "")
+        s[5].append(":".join(d.protocols) if d else "")
+        s[6].append(pkt.protocol)
+        s[7].append(pkt.orig_len)
+        s[8].append(d.info if d else "")
+        s[9].append((d.status or None) if d else None)
+        self.dicts.append(d.fields if d else {})
+        if len(self.dicts) >= self.chunk_rows:
+            return self.flush()
+        return None
+
+    def flush(self) -> pa.Table | None:
+        if not self.dicts:
+            return None
+        cols = {}
+        for (name, t), vals in zip(SUMMARY, self.summary):
+            cols[name] = pa.array(vals, type=t)
+        names: dict[str, None] = {}
+        if self.only is not None:
+            names = dict.fromkeys(self.only)
+        else:
+            for dd in self.dicts:
+                for k in dd:
+                    if k not in names:
+                        names[k] = None
+        for name in names:
+            if name in SUMMARY_NAMES:
+                continue
+            col = [dd.get(name) for dd in self.dicts]
+            sample = next((v[0] for v in col if v), None)
+            t = field_arrow_type(name, sample)
+            if t is None:
+                continue
+            if any(v is not None and len(v) > 1 for v in col):
+                arr, _ = _to_list_array(col, t)
+            else:
+                arr, _ = _to_array([v[0] if v else None for v in col], t)
+            cols[name] = arr
+        self._reset()
+        return pa.table(cols)
+
+
+# --------------------------------------------------------------------------- schema unification
+
+def _merge_types(types: set) -> pa.DataType:
+    is_list = any(pa.types.is_list(t) for t in types)
+    base = {t.value_type if pa.types.is_list(t) else t for t in types}
+    base.discard(pa.null())
+    if not base:
+        b = pa.string()
+    elif len(base) == 1:
+        b = base.pop()
+    elif base <= {pa.int64(), pa.float64()}:
+        b = pa.float64()
+    else:
+        b = pa.string()
+    return pa.list_(b) if is_list else b
+
+
+def unify_schema(schemas: Iterable[pa.Schema]) -> pa.Schema:
+    order: dict[str, set] = {}
+    for sc in schemas:
+        for f in sc:
+            order.setdefault(f.name, set()).add(f.type)
+    return pa.schema([(n, _merge_types(ts)) for n, ts in order.items()])
+
+
+def _convert_value(v, t: pa.DataType):
+    if v is None:
+        return None
+    if pa.types.is_list(t):
+        if not isinstance(v, list):
+            v = [v]
+        return [_convert_value(x, t.value_type) for x in v]
+    if isinstance(v, list):          # a list where a scalar is expected cannot happen after merge
+        return ",".join(field_text(x) for x in v)
+    if t == pa.string():
+        return v if type(v) is str else field_text(v)
+    if t == pa.float64():
+        return float(v)
+    return v
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns and types (missing columns are null)."""
+    n = table.num_rows
+    cols = []
+    for f in schema:
+        if f.name not in table.column_names:
+            cols.append(pa.nulls(n, type=f.type))
+            continue
+        col = table.column(f.name)
+        if col.type == f.type:
+            cols.append(col)
+            continue
+        try:
+            if not pa.types.is_list(f.type) and not pa.types.is_list(col.type):
+                cols.append(col.cast(f.type))
+                continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        cols.append(pa.array([_convert_value(v, f.type) for v in col.to_pylist()], type=f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+class Spool:
+    """Chunks of differing schemas, kept on disk (Arrow IPC) until the schema is known."""
+
+    def __init__(self, directory: str | None = None):
+        self.dir = tempfile.TemporaryDirectory(prefix="lonscope-export-", dir=directory)
+        self.files: list[str] = []
+        self.schemas: list[pa.Schema] = []
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        path = os.path.join(self.dir.name, f"{len(self.files):06d}.arrow")
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        self.files.append(path)
+        self.schemas.append(table.schema)
+        self.rows += table.num_rows
+
+    def schema(self) -> pa.Schema:
+        return unify_schema(self.schemas)
+
+    def tables(self, schema: pa.Schema | None = None) -> Iterator[pa.Table]:
+        schema = schema or self.schema()
+        for path in self.files:
+            with pa.memory_map(path) as src:
+                t = pa.ipc.open_file(src).read_all()
+            yield conform(t, schema)
+            del t
+            os.unlink(path)
+
+    def close(self) -> None:
+        self.dir.cleanup()
+
+
+# --------------------------------------------------------------------------- writers
+
+def csv_ready(table: pa.Table) -> pa.Table:
+    """List columns become "a,b" strings (CSV has no lists)."""
+    import pyarrow.compute as pc
+    cols, names = [], []
+    for name, col in zip(table.column_names, table.columns):
+        if pa.types.is_list(col.type):
+            sl = col.cast(pa.list_(pa.string()))
+            col = pc.binary_join(sl, ",")
+        cols.append(col)
+        names.append(name)
+    return pa.Table.from_arrays(cols, names=names)
+
+
+def output_format(path: str) -> str:
+    low = str(path).lower()
+    for ext, fmt in ((".csv", "csv"), (".parquet", "parquet"), (".pq", "parquet"),
+                     (".jsonl", "jsonl"), (".ndjson", "jsonl")):
+        if low.endswith(ext):
+            return fmt
+    raise ExportError(f"{path}: output must end in .csv, .parquet or .jsonl")
+
+
+class TableWriter:
+    """Writes Arrow tables (all with one schema) to CSV, Parquet or JSON lines."""
+
+    def __init__(self, path: str, fmt: str, schema: pa.Schema):
+        self.path, self.fmt, self.schema = path, fmt, schema
+        self.rows = 0
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+            self.w = pq.ParquetWriter(path, schema)
+        elif fmt == "csv":
+            import pyarrow.csv as pcsv
+            self.w = pcsv.CSVWriter(path, csv_ready(schema.empty_table()).schema)
+        else:
+            self.w = open(path, "w", encoding="utf-8")
+
+    def write(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        if self.fmt == "parquet":
+            self.w.write_table(table)
+        elif self.fmt == "csv":
+            self.w.write_table(csv_ready(table))
+        else:
+            lines = []
+            for row in table.to_pylist():
+                lines.append(json.dumps({k: v for k, v in row.items() if v is not None},
+                                        ensure_ascii=False, separators=(",", ":"), default=str))
+            if lines:
+                self.w.write("\n".join(lines) + "\n")
+
+    def close(self) -> None:
+        self.w.close()
+
+
+def write_tables(tables: Iterable[pa.Table], path: str, fmt: str | None = None,
+                 tmpdir: str | None = None) -> int:
+    """Write chunks that may differ in schema to one file; returns the row count.  JSON
+    lines are written as they come; CSV/Parquet wait for the unified schema (spooled)."""
+    fmt = fmt or output_format(path)
+    if fmt == "jsonl":
+        w = None
+        n = 0
+        for t in tables:
+            if w is None:
+                w = TableWriter(path, fmt, t.schema)
+            w.write(t)
+            n += t.num_rows
+        if w is None:
+            open(path, "w").close()
+        else:
+            w.close()
+        return n
+    first: pa.Table | None = None
+    spool: Spool | None = None
+    for t in tables:
+        if first is None and spool is None:
+            first = t
+            continue
+        if spool is None:
+            spool = Spool(tmpdir)
+            spool.add(first)
+            first = None
+        spool.add(t)
+    if spool is None:
+        table = first if first is not None else pa.table({n: pa.array([], type=t) for n, t in SUMMARY})
+        w = TableWriter(path, fmt, table.schema)
+        w.write(table)
+        w.close()
+        return table.num_rows
+    try:
+        schema = spool.schema()
+        w = TableWriter(path, fmt, schema)
+        for t in spool.tables(schema):
+            w.write(t)
+        w.close()
+        return w.rows
+    finally:
+        spool.close()
+
+
+# --------------------------------------------------------------------------- packets
+
+class PacketSource:
+    """Iterable of decoded packets from capture files (one pipeline for all of them)."""
+
+    def __init__(self, paths, keys=None, profile=None, display_filter: str | None = None):
+        self.paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        self.keys = keys
+        self.profile = profile
+        self.display_filter = display_filter
+        self.errors: list[str] = []
+        self.pipeline = None
+        self.extra: list = []
+
+    def __iter__(self):
+        from .capture import open_reader
+        from .pipeline import Pipeline
+        self.pipeline = Pipeline(keys=self.keys, profile=self.profile)
+        match = None
+        if self.display_filter:
+            from .filters import compile_filter
+            match = compile_filter(self.display_filter)
+        for p in self.paths:
+            reader = open_reader(p)
+            try:
+                for rec in reader:
+                    pkt = self.pipeline.feed(rec, str(p))
+                    if match is None or match(pkt.d.fields):
+                        yield pkt
+            finally:
+                if reader.error:
+                    self.errors.append(reader.error)
+                reader.close()
+        self.extra = list(self.pipeline.finish() or ())
+
+
+def packet_tables(packets: Iterable, chunk_rows: int = CHUNK_ROWS,
+                  fields: Iterable[str] | None = None) -> Iterator[pa.Table]:
+    b = PacketTableBuilder(chunk_rows, fields)
+    for pkt in packets:
+        t = b.add(pkt)
+        if t is not None:
+            yield t
+    t = b.flush()
+    if t is not None:
+        yield t
+
+
+_PANDAS_TYPES = None
+
+
+def to_pandas(table: pa.Table):
+    """Arrow -> pandas with nullable, stable dtypes (Int64, boolean, string; lists stay
+    Python lists)."""
+    import pandas as pd
+    global _PANDAS_TYPES
+    if _PANDAS_TYPES is None:
+        _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(),
+                         pa.string(): pd.StringDtype(), pa.float64(): pd.Float64Dtype()}
+    return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+
+
+def _concat(tables: list[pa.Table], empty_schema: list) -> pa.Table:
+    if not tables:
+        return pa.table({n: pa.array([], type=t) for n, t in empty_schema})
+    schema = unify_schema(t.schema for t in tables)
+    return pa.concat_tables([conform(t, schema) for t in tables])
+
+
+def _packets_of(capture) -> Iterable:
+    if hasattr(capture, "paths") and hasattr(capture, "__iter__"):
+        return capture
+    return PacketSource(capture)
+
+
+def packets_table(capture) -> pa.Table:
+    return _concat(list(packet_tables(_packets_of(capture))), SUMMARY)
+
+
+def packets_dataframe(capture):
+    """One row per packet: summary columns (number, time, file, source, destination,
+    protocols, protocol, length, info, status) and one column per flat field."""
+    return to_pandas(packets_table(capture))
+
+
+# --------------------------------------------------------------------------- sessions / objects / findings
+
+SESSION_SCHEMA = [("assoc_id", pa.int64()), ("file", pa.string()), ("transport", pa.string()),
+                  ("client", pa.string()), ("server", pa.string()), ("client_title", pa.string()),
+                  ("server_title", pa.string()), ("mechanism", pa.string()), ("context", pa.string()),
+                  ("security", pa.string()), ("suite", pa.int64()), ("dedicated_key", pa.bool_()),
+                  ("state", pa.string()), ("result", pa.string()), ("first_frame", pa.int64()),
+                  ("last_frame", pa.int64()), ("first_time", pa.float64()), ("last_time", pa.float64()),
+                  ("requests", pa.int64()), ("responses", pa.int64()), ("errors", pa.int64()),
+                  ("hls_pass3", pa.string()), ("hls_pass4", pa.string()),
+                  ("mean_response_time", pa.float64()), ("max_response_time", pa.float64()),
+                  ("keyset", pa.string()), ("conformance", pa.string()),
+                  ("client_max_pdu", pa.int64()), ("server_max_pdu", pa.int64())]
+
+OBJECT_SCHEMA = [("frame", pa.int64()), ("time", pa.float64()), ("file", pa.string()),
+                 ("assoc_id", pa.int64()), ("source", pa.string()), ("destination", pa.string()),
+                 ("service", pa.string()), ("dir", pa.string()), ("invoke_id", pa.int64()),
+                 ("class_id", pa.int64()), ("obis", pa.string()), ("attribute_id", pa.int64()),
+                 ("method_id", pa.int64()), ("value", pa.string()), ("result", pa.string())]
+
+FINDING_SCHEMA = [("severity", pa.string()), ("rule", pa.string()), ("title", pa.string()),
+                  ("frame", pa.int64()), ("frames", pa.string()), ("assoc_id", pa.int64()),
+                  ("message", pa.string()), ("file", pa.string())]
+
+
+def rows_table(rows: list[dict], schema: list) -> pa.Table:
+    """Rows (dicts) as a table: known columns with their types first, then any other keys
+    the producing stage added (typed by their values, strings when mixed)."""
+    known = dict(schema)
+    extra: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            if k not in known and k not in extra:
+                extra[k] = None
+    cols = {}
+    for name, t in schema:
+        vals = [r.get(name) for r in rows]
+        arr, _ = _to_array([_cell(v, t) for v in vals], t)
+        if arr.type != t:
+            arr = pa.array([None if v is None else str(v) for v in arr.to_pylist()], type=pa.string())
+        cols[name] = arr
+    for name in extra:
+        vals = [_cell(r.get(name), None) for r in rows]
+        sample = next((v for v in vals if v is not None), None)
+        t = field_arrow_type("", sample) or pa.string()
+        arr, _ = _to_array(vals, t)
+        cols[name] = arr
+    return pa.table(cols)
+
+
+def _cell(v, t):
+    """A value for a table cell: scalars stay, bytes become hex, containers JSON text."""
+    if v is None or type(v) in (int, float, str, bool):
+        if t == pa.string() and v is not None and type(v) is not str:
+            return str(v)
+        return v
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, (set, frozenset)):
+        v = sorted(v, key=str)
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(json_safe(v), ensure_ascii=False, separators=(",", ":"), default=str)
+    if isinstance(v, int):
+        return int(v)
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v)
+
+
+def _require_stage(pipeline, name: str, module: str):
+    st = pipeline.stage(name) if pipeline is not None else None
+    if st is None:
+        import importlib.util
+        if importlib.util.find_spec(module) is None:
+            raise ExportError(f"this export needs the {name} stage ({module.replace('.', '/')}.py), "
+                              f"which is not available in this build")
+        raise ExportError(f"the {name} stage ({module}) did not load")
+    return st
+
+
+def session_rows(pipeline, file: str = "") -> list[dict]:
+    st = _require_stage(pipeline, "associations", "analyzer.associations")
+    rows = []
+    for r in st.list():
+        r = dict(r)
+        r.setdefault("file", os.path.basename(file) if file else "")
+        r.pop("dedicated_key_bytes", None)
+        rows.append(r)
+    return rows
+
+
+def object_row(pkt, op: dict) -> dict:
+    d = pkt.d
+    aid = d.fields.get("dlms.assoc_id") if d else None
+    res = op.get("result")
+    return {"frame": pkt.number, "time": pkt.ts_ns / 1e9,
+            "file": os.path.basename(pkt.file) if pkt.file else "",
+            "assoc_id": aid[0] if aid else None,
+            "source": d.src if d else "", "destination": d.dst if d else "",
+            "service": op.get("service"), "dir": op.get("dir"), "invoke_id": op.get("invoke_id"),
+            "class_id": op.get("class_id"), "obis": op.get("obis"),
+            "attribute_id": op.get("attribute_id"), "method_id": op.get("method_id"),
+            "value": _value_text(op.get("value")), "result": None if res is None else str(res)}
+
+
+def _value_text(v) -> str | None:
+    if v is None:
+        return None
+    if type(v) is str:
+        return v
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).hex()
+    return json.dumps(json_safe(v), ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def object_tables(packets: Iterable, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """One row per COSEM operation (get/set/action/read/write/notify ...) seen."""
+    rows: list[dict] = []
+    for pkt in packets:
+        ops = pkt.d.ctx.get("dlms.ops") if pkt.d else None
+        if ops:
+            for op in ops:
+                rows.append(object_row(pkt, op))
+        if len(rows) >= chunk_rows:
+            yield rows_table(rows, OBJECT_SCHEMA)
+            rows = []
+    if rows:
+        yield rows_table(rows, OBJECT_SCHEMA)
+
+
+def finding_rows(pipeline, extra: Iterable = (), file: str = "") -> list[dict]:
+    st = _require_stage(pipeline, "audit", "analyzer.audit")
+    src = getattr(st, "findings", None)
+    if callable(src):
+        src = src()
+    items = list(src or ())
+    for e in extra or ():
+        if e not in items:
+            items.append(e)
+    rows = []
+    for f in items:
+        if isinstance(f, dict):
+            r = dict(f)
+        elif hasattr(f, "to_dict"):
+            r = f.to_dict()
+        elif hasattr(f, "__dataclass_fields__"):
+            import dataclasses
+            r = dataclasses.asdict(f)
+        elif hasattr(f, "_asdict"):
+            r = f._asdict()
+        else:
+            continue
+        r.setdefault("file", os.path.basename(file) if file else "")
+        rows.append(r)
+    return rows
+
+
+def _run(capture) -> Any:
+    """Iterate a Capture (or paths) to the end; returns the pipeline and finish() output."""
+    src = _packets_of(capture)
+    for _ in src:
+        pass
+    pipe = getattr(src, "pipeline", None)
+    extra = getattr(src, "extra", ())
+    return pipe, extra
+
+
+def sessions_dataframe(capture):
+    """One row per DLMS association (from the association-tracking stage)."""
+    pipe, _ = _run(capture)
+    return to_pandas(rows_table(session_rows(pipe), SESSION_SCHEMA))
+
+
+def objects_dataframe(capture):
+    """One row per COSEM object access (service, class, OBIS, attribute/method, value)."""
+    return to_pandas(_concat(list(object_tables(_packets_of(capture))), OBJECT_SCHEMA))
+
+
+def findings_dataframe(capture):
+    """One row per security finding of the audit stage."""
+    pipe, extra = _run(capture)
+    return to_pandas(rows_table(finding_rows(pipe, extra), FINDING_SCHEMA))
+
+
+# --------------------------------------------------------------------------- one-shot export
+
+def export_tables(what: str, paths, keys=None, profile=None, errors: list | None = None,
+                  chunk_rows: int = CHUNK_ROWS, display_filter: str | None = None) -> Iterator[pa.Table]:
+    """The chunks of an export of `what` from capture files (local engine)."""
+    src = PacketSource(paths, keys, profile, display_filter)
+    try:
+        if what == "packets":
+            yield from packet_tables(src, chunk_rows)
+        elif what == "objects":
+            yield from object_tables(src, chunk_rows)
+        elif what == "sessions":
+            for _ in src:
+                pass
+            file = src.paths[0] if len(src.paths) == 1 else ""
+            yield rows_table(session_rows(src.pipeline, file), SESSION_SCHEMA)
+        elif what == "findings":
+            for _ in src:
+                pass
+            file = src.paths[0] if len(src.paths) == 1 else ""
+            yield rows_table(finding_rows(src.pipeline, src.extra, file), FINDING_SCHEMA)
+        else:
+            raise ExportError(f"--what must be one of {', '.join(WHATS)}")
+    finally:
+        if errors is not None:
+            errors.extend(src.errors)
+
+
+def shift_frames(table: pa.Table, offset: int) -> pa.Table:
+    """Add `offset` to the frame-number columns (per-file partitions -> global numbers)."""
+    if not offset:
+        return table
+    import pyarrow.compute as pc
+    for name in FRAME_COLUMNS:
+        if name in table.column_names and pa.types.is_integer(table.column(name).type):
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, pc.add(table.column(name), offset))
+    return table
+
+
+__all__ = ["packets_dataframe", "sessions_dataframe", "objects_dataframe", "findings_dataframe",
+           "export_tables", "write_tables", "PacketSource", "ExportError", "output_format"]
