@@ -252,18 +252,19 @@ class CaptureReader:
         try:
             while off + 16 <= n:
                 sec, frac, incl, orig = unpack(buf, off)
-                if incl > MAX_RECORD:
-                    self.error = (f"{self.name}: corrupt record header at offset {off} "
-                                  f"(packet {count + 1}, length {incl}); read {count} packets")
-                    return
                 start = off + 16
-                off = start + incl
-                if off > n:
-                    self.error = (f"{self.name}: truncated record at offset {start - 16} "
-                                  f"(packet {count + 1}); read {count} packets")
+                end = start + incl
+                if end > n or incl > MAX_RECORD:
+                    if incl > MAX_RECORD:
+                        self.error = (f"{self.name}: corrupt record header at offset {off} "
+                                      f"(packet {count + 1}, length {incl}); read {count} packets")
+                    else:
+                        self.error = (f"{self.name}: truncated record at offset {off} "
+                                      f"(packet {count + 1}); read {count} packets")
                     return
+                off = end
                 count += 1
-                yield new(R, (sec * 1_000_000_000 + frac * mult, buf[start:off], lt, orig, 0, empty))
+                yield new(R, (sec * 1_000_000_000 + frac * mult, buf[start:end], lt, orig, 0, empty))
             if off != n:
                 self.error = (f"{self.name}: truncated record header at offset {off} "
                               f"(packet {count + 1}); read {count} packets")
@@ -280,8 +281,27 @@ class CaptureReader:
         sec: _Section | None = None
         new = _new_record
         R = Record
+        hdr = struct.Struct("<II").unpack_from
+        epb = struct.Struct("<IIIIII").unpack_from      # btype, blen, ifid, hi, lo, caplen
+        u32 = struct.Struct("<I").unpack_from
+        fast: list = []                                   # per interface: (linktype, mul, offset) or None
         try:
             while off < n:
+                # fast path: an enhanced packet block of a plain-resolution interface, no options
+                if off + 32 <= n:
+                    btype, blen, ifid, hi, lo, cap = epb(buf, off)
+                    if btype == 6 and ifid < len(fast) and fast[ifid] is not None:
+                        end = off + blen
+                        dend = off + 28 + cap
+                        if end <= n and end - 4 - ((-cap) % 4) == dend and not blen % 4 \
+                                and u32(buf, end - 4)[0] == blen:
+                            lt, mul, tsoff, gid = fast[ifid]
+                            count += 1
+                            self.block_offset = off
+                            yield new(R, ((((hi << 32) | lo) * mul) + tsoff, buf[off + 28:dend], lt,
+                                          u32(buf, off + 24)[0], gid, ()))
+                            off = end
+                            continue
                 if off + 12 > n:
                     self.error = (f"{self.name}: truncated block header at offset {off} "
                                   f"(after packet {count}); read {count} packets")
@@ -299,6 +319,10 @@ class CaptureReader:
                         return
                     sec = _Section(off, e, len(self.interfaces))
                     self.sections.append(sec)
+                    hdr = struct.Struct(e + "II").unpack_from
+                    epb = struct.Struct(e + "IIIIII").unpack_from
+                    u32 = struct.Struct(e + "I").unpack_from
+                    fast = []
                 blen = struct.unpack_from(e + "I", buf, off + 4)[0]
                 if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                     self.error = (f"{self.name}: corrupt block length {blen} at offset {off} "
@@ -339,6 +363,8 @@ class CaptureReader:
                         elif code == 2:
                             iface.name = val.decode("utf-8", "replace").rstrip("\0")
                     sec.ifaces.append(iface)
+                    fast.append((iface.linktype, iface.tsmul, iface.tsoffset_ns, len(self.interfaces))
+                                if iface.tsdiv == 1 and not iface.tsshift else None)
                     self.interfaces.append(iface)
                 elif btype == 3:        # simple packet block
                     if not sec.ifaces or blen < 16:
