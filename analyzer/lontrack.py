@@ -42,8 +42,11 @@ class LonTrack(Stage):
     def __init__(self, pipeline):
         super().__init__(pipeline)
         self.pending: dict = {}
-        keys = getattr(pipeline, "keys", None)
-        self.secrets = [bytes(s) for s in (getattr(keys, "cnip_secrets", None) or ())]
+
+    def _secrets(self):
+        # read at use time: the key ring may be edited while a capture is open
+        keys = getattr(self.pipeline, "keys", None)
+        return [bytes(s) for s in (getattr(keys, "cnip_secrets", None) or ())]
 
     def process(self, pkt, d, first_pass):
         ctx = d.ctx
@@ -107,14 +110,15 @@ class LonTrack(Stage):
     def _md5(self, pkt, d, first_pass):
         entries = d.ctx["cnip.md5"]
         if first_pass:
-            if not self.secrets:
+            secrets = self._secrets()
+            if not secrets:
                 return
             res = []
             for src, off, ln, dig, _node in entries:
                 buf = d.sources[src][1]
                 packet = buf[off:off + ln]
                 digest = buf[dig:dig + 16]
-                res.append("good" if any(md5_digest(packet, s) == digest for s in self.secrets) else "bad")
+                res.append("good" if any(md5_digest(packet, s) == digest for s in secrets) else "bad")
             pkt.aux["cnip.md5"] = res
         res = pkt.aux.get("cnip.md5")
         if not res:
