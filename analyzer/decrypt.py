@@ -490,7 +490,11 @@ class Decrypt(Stage):
         if res.plaintext is not None:
             out["plaintext"] = res.plaintext
             pt_tag = res.plaintext[:1]
-            self._dissect_plain(d, desc, res.plaintext)
+            implausible = res.status == "unauthenticated" and not plausible(res.plaintext, desc.get("tag"))
+            out["implausible"] = implausible
+            self._dissect_plain(d, desc, res.plaintext, implausible)
+            if implausible:
+                return out, None
             if assoc is not None and res.keyset and res.keyset != _AssocOnly.name and res.status != "unauthenticated":
                 assoc.keyset = res.keyset
             elif assoc is not None and res.keyset and assoc.keyset is None:
@@ -523,18 +527,27 @@ class Decrypt(Stage):
             d.add(node, "dlms.sec.plaintext_len", len(res.plaintext), off, 0)
         d.source = src
 
-    def _dissect_plain(self, d, desc, pt: bytes) -> None:
+    def _dissect_plain(self, d, desc, pt: bytes, raw_only: bool = False) -> None:
         old = d.source
         d.new_source("Decrypted xDLMS", pt)
         node = desc.get("node")
         parent = d.label(node, f"Decrypted xDLMS ({len(pt)} bytes)", 0, len(pt)) if node is not None else None
+        if raw_only:
+            # encryption-only with an implausible result (wrong key?): bytes only, no parse
+            d.add(parent, "dlms.sec.plaintext", pt, 0, len(pt))
+            d.source = old
+            return
         recs = d.ctx.setdefault("dlms.apdus", [])
         n = len(recs)
+        outer_info = d.info
         try:
             if not table("dlms").dispatch("apdu", pt, 0, len(pt), d, parent):
                 d.add(parent, "dlms.sec.plaintext", pt, 0, len(pt))
         finally:
             d.source = old
+        if desc.get("in_acse") and outer_info:
+            # keep the ACSE summary; the decrypted initiate goes in brackets
+            d.info = f"{outer_info} [decrypted: {d.info}]" if d.info != outer_info else outer_info
         # the plaintext's own records are not re-observed by the association stage
         for rec in d.ctx.get("dlms.apdus", recs)[n:]:
             rec["decrypted"] = True
@@ -569,7 +582,7 @@ class Decrypt(Stage):
                        desc.get("node"))
             self._fields(d, desc, res.status, res.keyset, res)
             if res.plaintext is not None:
-                self._dissect_plain(d, desc, res.plaintext)
+                self._dissect_plain(d, desc, res.plaintext, bool(st.get("implausible")))
         if statuses:
             d.status = max(statuses, key=lambda s: _RANK.get(s, 0))
 
