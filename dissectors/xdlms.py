@@ -1054,6 +1054,7 @@ def _write_response(s: _P, p: int, node) -> str:
         c = _u8(s, q, "write-result choice")
         if c == 0:
             d.add(None, "dlms.sn.result", "success", q, 1)
+            d.add(None, "dlms.result", "success", q, 1)
             _op(s, result="success")
             out.append("success")
             q += 1

@@ -35,6 +35,8 @@ GX_ROOTS = {"GetRequest": "get-request", "GetResponse": "get-response", "SetRequ
             "WriteResponse": "write-response", "GeneralBlockTransfer": "general-block-transfer",
             "GeneralGloCiphering": "general-glo-ciphering", "GeneralDedCiphering": "general-ded-ciphering",
             "GeneralCiphering": "general-ciphering", "InitiateRequest": "initiate-request",
+            "InformationReportRequest": "information-report-request",
+            "UnconfirmedWriteRequest": "unconfirmed-write-request",
             "InitiateResponse": "initiate-response"}
 GX_CONTEXT = {"LN": "LN", "SN": "SN", "LN_WITH_CIPHERING": "LN-ciphered", "SN_WITH_CIPHERING": "SN-ciphered"}
 GX_MECH = {"None": "none", "Low": "LLS", "High": "HLS", "HighMd5": "HLS-MD5", "HighSha1": "HLS-SHA1",
@@ -158,7 +160,26 @@ def _gx_value(tag: str, v: str):
         return bytes.fromhex(v)
     if tag == "Boolean":
         return v.lower() in ("1", "01", "true")
+    if tag in ("StringUTF8", "Utf8String") and re.fullmatch(r"([0-9A-Fa-f]{2} ?)+", v):
+        return bytes.fromhex(v.replace(" ", "")).decode("utf-8")
+    if tag == "DateTime" and re.fullmatch(r"[0-9A-Fa-f]{24}", v):
+        return _iso(bytes.fromhex(v))
     return v
+
+
+def _iso(b: bytes) -> str:
+    """Independent rendering of a 12-byte COSEM date-time (deviation = UTC - local, so the
+    ISO offset is its negation) used to compare with Gurux's hex."""
+    year = b[0] << 8 | b[1]
+    parts = ["****" if year == 0xFFFF else f"{year:04d}"]
+    parts += ["**" if x == 0xFF else f"{x:02d}" for x in (b[2], b[3])]
+    t = ":".join("**" if x == 0xFF else f"{x:02d}" for x in (b[5], b[6], b[7]))
+    s = "-".join(parts) + "T" + t + ("" if b[8] == 0xFF else f".{b[8]:02d}")
+    dev = int.from_bytes(b[9:11], "big", signed=True)
+    if dev != -0x8000:
+        off = -dev
+        s += ("+" if off >= 0 else "-") + f"{abs(off) // 60:02d}:{abs(off) % 60:02d}"
+    return s
 
 
 def gurux_facts(xml: str) -> dict:
@@ -175,7 +196,7 @@ def gurux_facts(xml: str) -> dict:
     header_time = root in ("DataNotification", "AccessRequest", "AccessResponse", "EventNotificationRequest")
     for tag, a in toks:
         v = a.get("Value")
-        if tag == "DateTime" and header_time:
+        if tag in ("DateTime", "Time") and header_time:
             header_time = False      # the APDU's own date-time field, not a Data element
             f["date_time"] = v
             continue
