@@ -1,0 +1,490 @@
+"""The TUI's model: capture files, the column store, and the background work that fills it.
+
+One worker thread indexes the files (offsets only), then runs every packet through the
+pipeline in capture order (stateful stages: associations, decryption, audit) and fills
+the summary columns.  A second thread applies the display filter.  The UI thread only
+reads: it polls the counters and redraws.  Nothing raised in a worker reaches the screen:
+errors become notices the UI shows as notifications."""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from array import array
+from collections import Counter, OrderedDict
+from typing import Any, Callable
+
+import numpy as np
+
+from analyzer.packet import Packet, Record
+from dissectors.core import Dissection
+
+from .source import CaptureFile
+from .store import (ColumnStore, F_FINDING, F_MALFORMED, F_WARN, ST_AUTHFAIL, ST_CIPHERED,
+                    ST_DECRYPTED, ST_NOKEY, ST_NONE, ST_PLAIN)
+
+FIELDS_CACHE_MAX = 50_000      # keep flat fields of small captures for instant filtering
+OBJECTS_MAX = 200_000
+CHUNK = 50_000
+
+
+def status_code(d: Dissection) -> int:
+    st = (d.status or "").lower()
+    sec = d.fields.get("dlms.sec.status")
+    if not st and sec:
+        st = str(sec[-1]).lower()
+    if "decrypt" in st or st in ("ok", "verified", "authenticated"):
+        return ST_DECRYPTED
+    if "auth" in st and "fail" in st or "fail" in st:
+        return ST_AUTHFAIL
+    if "no key" in st or "nokey" in st or "no_key" in st:
+        return ST_NOKEY
+    if d.ctx.get("dlms.ciphered"):
+        return ST_CIPHERED
+    if "dlms" in d.fields:
+        return ST_PLAIN
+    return ST_NONE
+
+
+def _short(v: Any, n: int = 60) -> str:
+    if isinstance(v, (bytes, bytearray)):
+        s = bytes(v).hex()
+    else:
+        s = str(v)
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
+class Session:
+    def __init__(self, paths: list[str], keys: Any = None, profile: Any = None,
+                 display_filter: str | None = None, live: str | None = None,
+                 key_path: str | None = None, key_extra: list[str] | None = None):
+        self.paths = [str(p) for p in paths]
+        self.keys = keys
+        self.profile = profile
+        self.live = live
+        self.key_path = key_path
+        self.key_extra = list(key_extra or [])
+        self.store = ColumnStore()
+        self.files: list[CaptureFile] = []
+        self.pipeline = None
+        self.aux: dict[int, dict] = {}
+        self.fields_cache: list[dict] = []
+        self.objects: list[tuple] = []
+        self.paths_seen: Counter = Counter()      # repeater paths
+        self.findings: list[dict] = []
+        self.severity: Counter = Counter()
+        self.ciphered = 0
+        self.decrypted = 0
+        self.n_decoded = 0
+        self.indexing = True
+        self.done = False
+        self.paused = False
+        self.drops = 0
+        self.notices: list[tuple[str, str]] = []  # (severity, message) for the UI
+        self.decode_gen = 0
+        self._lazy: OrderedDict[int, tuple] = OrderedDict()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # filter state
+        self.filter_text = ""
+        self.filter_fn: Callable | None = None
+        self.view: array | None = None            # rows matching the filter (None = all)
+        self.view_upto = 0
+        self.filter_gen = 0
+        self._fthread: threading.Thread | None = None
+        self.t_first_rows: float | None = None
+        if display_filter:
+            self.set_filter(display_filter, start=False)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run_guarded, name="lonscope-load", daemon=True)
+        self._thread.start()
+        if self.filter_fn is not None:
+            self._start_filter()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in (self._thread, self._fthread):
+            if t is not None and t.is_alive() and t is not threading.current_thread():
+                t.join(timeout=2)
+        for f in self.files:
+            f.close()
+
+    def notice(self, severity: str, msg: str) -> None:
+        self.notices.append((severity, msg))
+
+    def _run_guarded(self):
+        try:
+            self._run()
+        except Exception as exc:   # never let a worker error escape: show it
+            self.notice("error", f"loading stopped: {type(exc).__name__}: {exc}")
+            self._trace = traceback.format_exc()
+        finally:
+            self.indexing = False
+            self.done = True
+
+    # ------------------------------------------------------------------ loading
+    def _new_pipeline(self):
+        from analyzer.pipeline import Pipeline
+        return Pipeline(keys=self.keys, profile=self.profile)
+
+    def _open_files(self):
+        live_path = None
+        if self.live:
+            src = self.live
+            live_path = src[5:] if src.startswith("file:") else src
+        for p in self.paths:
+            try:
+                self.files.append(CaptureFile(p))
+            except OSError as exc:
+                self.notice("error", f"{p}: {exc.strerror or exc}")
+        if live_path:
+            self.files.append(CaptureFile(live_path, live=True))
+
+    def _index(self):
+        st = self.store
+        files = self.files
+        if len(files) == 1:
+            f = files[0]
+            for c in f.chunks(CHUNK):
+                st.append_index(c.ts, c.offset, c.caplen, c.origlen, c.linktype, 0)
+                if self.t_first_rows is None:
+                    self.t_first_rows = time.perf_counter()
+                if self._stop.is_set():
+                    return
+        elif files:
+            parts = []
+            for k, f in enumerate(files):
+                for c in f.chunks(CHUNK):
+                    parts.append((k, c))
+                    if self._stop.is_set():
+                        return
+            if parts:
+                ts = np.concatenate([c.ts for _, c in parts])
+                order = np.argsort(ts, kind="stable")
+                cols = [np.concatenate([getattr(c, a) for _, c in parts])[order]
+                        for a in ("ts", "offset", "caplen", "origlen", "linktype")]
+                fid = np.concatenate([np.full(len(c), k, dtype=np.int16) for k, c in parts])[order]
+                for s in range(0, len(ts), CHUNK):
+                    e = s + CHUNK
+                    self.store.append_index(cols[0][s:e], cols[1][s:e], cols[2][s:e], cols[3][s:e],
+                                            cols[4][s:e], fid[s:e])
+                    if self.t_first_rows is None:
+                        self.t_first_rows = time.perf_counter()
+        for f in files:
+            if f.error:
+                self.notice("warning", f"{f.path}: {f.error} — showing the packets before the damage")
+
+    def _run(self):
+        self._open_files()
+        self._index()
+        self.indexing = any(f.live for f in self.files)
+        self.pipeline = self._new_pipeline()
+        gen = self.decode_gen
+        i = 0
+        while not self._stop.is_set():
+            if gen != self.decode_gen:          # keys changed: decode again from the start
+                gen = self.decode_gen
+                self._reset_decode()
+                i = 0
+            n = self.store.n
+            if i < n:
+                end = min(n, i + 2000)
+                while i < end and gen == self.decode_gen and not self._stop.is_set():
+                    self._decode_row(i)
+                    i += 1
+                    self.n_decoded = i
+                continue
+            live = [f for f in self.files if f.live]
+            if not live:
+                self._finish()
+                # stay alive for key reloads
+                while not self._stop.is_set() and gen == self.decode_gen:
+                    time.sleep(0.1)
+                continue
+            if self.paused:
+                time.sleep(0.2)
+                continue
+            f = live[0]
+            grew = f.refresh()
+            got = 0
+            if grew or f.indexer.at_end:
+                k = self.files.index(f)
+                for c in f.chunks(CHUNK):
+                    self.store.append_index(c.ts, c.offset, c.caplen, c.origlen, c.linktype, k)
+                    got += len(c)
+                self.drops = getattr(f.indexer, "drops", 0)
+                if f.error:
+                    self.notice("error", f"{f.path}: {f.error}")
+                    f.live = False
+            if not got:
+                time.sleep(0.25)
+
+    def _reset_decode(self):
+        self.pipeline = self._new_pipeline()
+        self.aux.clear()
+        self.fields_cache.clear()
+        self.objects.clear()
+        self.paths_seen.clear()
+        self.findings = []
+        self.severity.clear()
+        self.ciphered = self.decrypted = 0
+        self.n_decoded = 0
+        self.done = False
+        self._lazy.clear()
+        if self.filter_fn is not None:
+            self._start_filter()
+
+    def _finish(self):
+        if self.done:
+            return
+        try:
+            extra = self.pipeline.finish()
+        except Exception as exc:
+            extra = []
+            self.notice("error", f"end of capture: {type(exc).__name__}: {exc}")
+        self._collect_findings(extra)
+        self.done = True
+
+    def _collect_findings(self, extra) -> None:
+        """Findings from the audit stage (list of dict-like or objects)."""
+        found = []
+        audit = self.pipeline.stage("audit") if self.pipeline else None
+        src = getattr(audit, "findings", None) if audit is not None else None
+        for item in list(src or []) + [x for x in (extra or []) if x is not None]:
+            f = item.to_dict() if hasattr(item, "to_dict") else (dict(item) if isinstance(item, dict) else None)
+            if f is None:
+                continue
+            found.append(f)
+        seen = set()
+        uniq = []
+        for f in found:
+            key = (f.get("rule") or f.get("id"), str(f.get("frames") or f.get("packets") or f.get("evidence")),
+                   f.get("message") or f.get("title"))
+            if key in seen:
+                continue
+            seen.add(key)
+            uniq.append(f)
+        self.findings = uniq
+        sev = Counter()
+        for f in uniq:
+            sev[str(f.get("severity", "info")).lower()] += 1
+            for n in finding_frames(f):
+                if 1 <= n <= self.store.n:
+                    self.store.flags[n - 1] |= F_FINDING
+        if uniq:
+            self.severity = sev
+
+    def record(self, i: int) -> Record:
+        st = self.store
+        f = self.files[int(st.file[i])]
+        return f.read(int(st.offset[i]), int(st.caplen[i]), int(st.origlen[i]),
+                      int(st.linktype[i]), int(st.ts[i]))
+
+    def packet(self, i: int) -> Packet:
+        f = self.files[int(self.store.file[i])]
+        pkt = Packet(i + 1, self.record(i), f.path)
+        aux = self.aux.get(i)
+        if aux:
+            pkt.aux = aux
+        return pkt
+
+    def _decode_row(self, i: int) -> None:
+        st = self.store
+        f = self.files[int(st.file[i])]
+        try:
+            rec = self.record(i)
+            pkt = self.pipeline.feed(rec, f.path)
+        except Exception as exc:
+            st.set_summary(i, "?", "", "", "", f"[decode error: {type(exc).__name__}]", ST_NONE, F_MALFORMED)
+            return
+        # the pipeline numbers packets itself; keep ours (row + 1)
+        pkt.number = i + 1
+        d = pkt.d
+        flags = 0
+        for e in d.expert:
+            if e.severity in ("warn", "error"):
+                flags |= F_WARN
+            if e.group == "malformed":
+                flags |= F_MALFORMED
+            if e.group == "security":
+                flags |= F_FINDING
+        status = status_code(d)
+        if status in (ST_DECRYPTED, ST_AUTHFAIL, ST_NOKEY, ST_CIPHERED):
+            self.ciphered += 1
+        if status == ST_DECRYPTED:
+            self.decrypted += 1
+        proto = d.protocols[-1].upper() if d.protocols else ""
+        st.set_summary(i, proto, d.src, d.dst, ":".join(d.protocols), d.info, status, flags)
+        if pkt.aux:
+            self.aux[i] = pkt.aux
+        if i < FIELDS_CACHE_MAX:
+            if i == len(self.fields_cache):
+                self.fields_cache.append(d.fields)
+        ops = d.ctx.get("dlms.ops")
+        if ops and len(self.objects) < OBJECTS_MAX:
+            for op in ops:
+                try:
+                    self.objects.append((i, op))
+                except Exception:
+                    pass
+        for name in ("lonproxy.path", "lonproxy.hops"):
+            v = d.fields.get(name)
+            if v:
+                self.paths_seen[" → ".join(str(x) for x in v)] += 1
+                break
+        if len(self._lazy) and i in self._lazy:
+            self._lazy.pop(i, None)
+
+    # ------------------------------------------------------------------ reading rows
+    def summary(self, i: int) -> tuple[str, str, str, str, int, int]:
+        """(proto, src, dst, info, status, flags) — from the store when decoded, otherwise
+        from a quick stateless dissection (cached)."""
+        st = self.store
+        if st.decoded(i):
+            return (st.protos[int(st.proto[i])], st.addrs[int(st.src[i])], st.addrs[int(st.dst[i])],
+                    st.info[i], int(st.status[i]), int(st.flags[i]))
+        hit = self._lazy.get(i)
+        if hit is not None:
+            return hit
+        try:
+            from dissectors import dissect_frame
+            rec = self.record(i)
+            d = dissect_frame(rec.data, rec.linktype)
+            proto = d.protocols[-1].upper() if d.protocols else ""
+            val = (proto, d.src, d.dst, d.info, ST_NONE, 0)
+        except Exception as exc:
+            val = ("?", "", "", f"[{type(exc).__name__}]", ST_NONE, 0)
+        self._lazy[i] = val
+        if len(self._lazy) > 4096:
+            self._lazy.popitem(last=False)
+        return val
+
+    def dissect(self, i: int) -> Dissection:
+        """Full tree of one packet (re-read from the file, stages use pkt.aux)."""
+        pipeline = self.pipeline or self._new_pipeline()
+        if self.pipeline is None:
+            self.pipeline = pipeline
+        return pipeline.redissect(self.packet(i))
+
+    def fields_of(self, i: int) -> dict:
+        if i < len(self.fields_cache):
+            return self.fields_cache[i]
+        pipeline = self.pipeline
+        pkt = self.packet(i)
+        from dissectors import dissect_frame
+        d = Dissection(pkt.data, False)
+        d.ctx["packet"] = pkt
+        d.ctx["pipeline"] = pipeline
+        dissect_frame(pkt.data, pkt.linktype, d=d)
+        for s in pipeline.stages:
+            try:
+                s.process(pkt, d, False)
+            except Exception:
+                pass
+        return d.fields
+
+    # ------------------------------------------------------------------ filter
+    def set_filter(self, text: str, start: bool = True) -> None:
+        """Compile and apply a display filter ("" clears it).  Raises the filter module's
+        error (with a message for the user) when the text does not compile."""
+        text = (text or "").strip()
+        if not text:
+            self.filter_text = ""
+            self.filter_fn = None
+            self.filter_gen += 1
+            self.view = None
+            return
+        from analyzer.filters import compile_filter
+        fn = compile_filter(text)
+        self.filter_text = text
+        self.filter_fn = fn
+        if start:
+            self._start_filter()
+
+    def _start_filter(self):
+        self.filter_gen += 1
+        self.view = array("q")
+        self.view_upto = 0
+        gen = self.filter_gen
+        self._fthread = threading.Thread(target=self._filter_loop, args=(gen,), daemon=True,
+                                         name="lonscope-filter")
+        self._fthread.start()
+
+    def _filter_loop(self, gen: int):
+        fn = self.filter_fn
+        view = self.view
+        try:
+            while not self._stop.is_set() and gen == self.filter_gen:
+                upto = self.n_decoded
+                i = self.view_upto
+                if i >= upto:
+                    if self.done and not any(f.live for f in self.files):
+                        return
+                    time.sleep(0.05)
+                    continue
+                while i < upto and gen == self.filter_gen:
+                    try:
+                        ok = fn(self.fields_of(i))
+                    except Exception:
+                        ok = False
+                    if ok:
+                        view.append(i)
+                    i += 1
+                    self.view_upto = i
+        except Exception as exc:
+            self.notice("error", f"filter stopped: {type(exc).__name__}: {exc}")
+
+    @property
+    def filtering(self) -> bool:
+        return self.filter_fn is not None and (self.view_upto < self.n_decoded or not self.done)
+
+    def visible_count(self) -> int:
+        return len(self.view) if self.view is not None else self.store.n
+
+    def row_of(self, y: int) -> int:
+        """Store row shown at list line y."""
+        return self.view[y] if self.view is not None else y
+
+    def line_of(self, row: int) -> int | None:
+        """List line showing store row `row` (None when filtered out)."""
+        if self.view is None:
+            return row if row < self.store.n else None
+        v = np.frombuffer(self.view, dtype=np.int64) if len(self.view) else np.zeros(0, np.int64)
+        k = int(np.searchsorted(v, row))
+        return k if k < len(v) and v[k] == row else None
+
+    def nearest_line(self, row: int) -> int:
+        if self.view is None:
+            return min(row, max(0, self.store.n - 1))
+        v = np.frombuffer(self.view, dtype=np.int64) if len(self.view) else np.zeros(0, np.int64)
+        if not len(v):
+            return 0
+        return min(int(np.searchsorted(v, row)), len(v) - 1)
+
+    # ------------------------------------------------------------------ keys
+    def reload_keys(self, keys: Any) -> None:
+        """Use a new key ring: decryption runs again from the first packet; the list
+        updates in place as rows are decoded again."""
+        self.keys = keys
+        self.decode_gen += 1
+
+    @property
+    def total_bytes(self) -> int:
+        n = self.store.n
+        return int(self.store.origlen[:n].sum()) if n else 0
+
+
+def finding_frames(f: dict) -> list[int]:
+    for k in ("frames", "packets", "evidence", "frame", "packet", "numbers"):
+        v = f.get(k)
+        if v is None:
+            continue
+        if isinstance(v, int):
+            return [v]
+        if isinstance(v, (list, tuple)):
+            return [int(x) for x in v if isinstance(x, int) or (isinstance(x, str) and x.isdigit())]
+        if isinstance(v, str):
+            return [int(x) for x in v.replace(",", " ").split() if x.isdigit()]
+    return []
