@@ -254,13 +254,13 @@ def use_profile(profile: Profile | str | None) -> Profile:
         del tbl.entries[k]
     for code, role in profile.code_role.items():
         if role == "adp":
-            tbl.register(code, "adp", dissect_adp)
+            tbl.register(code, "adp", _adp_entry)
         elif role == "osgp_requests":
             tbl.register(code, "osgp", _osgp_request_entry)
         elif role == "osgp_responses":
             tbl.register(code, "osgp", _osgp_response_entry)
         elif role == "proxy":
-            tbl.register(code, "lonproxy", _proxy.dissect_proxy)
+            tbl.register(code, "lonproxy", _proxy_entry)
     _ACTIVE = profile
     return profile
 
@@ -272,18 +272,50 @@ def _is_response(d: Dissection) -> bool:
     return lon.get("type") == "RESPONSE"
 
 
+def _remember_info(d: Dissection, before: str) -> None:
+    """Keep the summary our layers (and the xDLMS layer inside) produced for the Info
+    column: the LonTalk layer writes its own summary after the APDU hand-off returns, and
+    `analyzer.dlms_streams` puts ours back behind the LonTalk prefix."""
+    if d.info and d.info != before:
+        d.ctx["lon.app_info"] = d.info
+
+
+def _adp_entry(buf, off, end, d, parent):
+    before = d.info
+    try:
+        dissect_adp(buf, off, end, d, parent)
+    finally:
+        _remember_info(d, before)
+
+
+def _proxy_entry(buf, off, end, d, parent):
+    before = d.info
+    try:
+        _proxy.dissect_proxy(buf, off, end, d, parent)
+    finally:
+        _remember_info(d, before)
+
+
 def _osgp_request_entry(buf, off, end, d, parent):
-    _osgp.dissect_request(buf, off, end, d, parent)
+    before = d.info
+    try:
+        _osgp.dissect_request(buf, off, end, d, parent)
+    finally:
+        _remember_info(d, before)
 
 
 def _osgp_response_entry(buf, off, end, d, parent):
     """Status codes 0x00..0x0C are OSGP responses only inside an SPDU RESPONSE."""
-    if _is_response(d):
-        _osgp.dissect_response(buf, off, end, d, parent)
-        return
-    if not heuristic_locate(buf, off, end, d, parent) and end > off + 1:
-        d.add(parent, "data.data" if "data.data" in REGISTRY else "adp.header",
-              bytes(buf[off + 1:end]), off + 1, end - off - 1)
+    before = d.info
+    try:
+        if _is_response(d):
+            _osgp.dissect_response(buf, off, end, d, parent)
+            return
+        if not heuristic_locate(buf, off, end, d, parent) and end > off + 1:
+            d.add(parent, "data.data" if "data.data" in REGISTRY else "adp.header",
+                  bytes(buf[off + 1:end]), off + 1, end - off - 1)
+    finally:
+        _remember_info(d, before)
 
 
 def dissect_adp(buf, off: int, end: int, d: Dissection, parent: Node | None) -> None:
@@ -493,8 +525,10 @@ def heuristic_locate(buf, off: int, end: int, d: Dissection, parent: Node | None
                 d.add(node, "adp.header", bytes(buf[off + 1:q]), off + 1, q - off - 1)
             d.note("note", "protocol", "adp", q,
                    f"xDLMS APDU located heuristically {k} byte(s) after APDU code 0x{buf[off]:02x}", node)
+            before = d.info
             d.set_info("ADP [heuristic]")
             table("dlms").dispatch("apdu", buf, q, end, d, parent)
+            _remember_info(d, before)
             return True
     return False
 
