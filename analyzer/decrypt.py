@@ -343,6 +343,75 @@ def verify_signing(keys, gen: dict, apdu: bytes) -> str:
     return "failed" if had else "no-key"
 
 
+def adp_sender_ids(lon: dict, ks) -> list[bytes]:
+    """Candidate 6-byte sender blocks for the CCM nonce: the Neuron ID when the key set has
+    one, else domain || subnet || node padded with 0xFF (the 14908 OMA address style)."""
+    out = []
+    if ks is not None and getattr(ks, "neuron_id", None) and len(ks.neuron_id) == 6:
+        out.append(bytes(ks.neuron_id))
+    nid = lon.get("nid")
+    if isinstance(nid, (bytes, bytearray)) and len(nid) == 6:
+        out.append(bytes(nid))
+    dom = bytes(lon.get("domain") or b"")
+    sn, nd = lon.get("src_subnet"), lon.get("src_node")
+    if sn is not None and nd is not None:
+        out.append((dom + bytes([sn & 0xFF, nd & 0x7F]) + b"\xff" * 6)[:6])
+    return out
+
+
+def adp_nonce(desc: dict, buf: bytes, sender: bytes) -> bytes:
+    parts = []
+    for item in desc.get("nonce") or ["sender_id:6", "counter:4", "key_id:1", "code:1", "control:1"]:
+        name, _, size = str(item).partition(":")
+        n = int(size or 1)
+        if name == "sender_id":
+            v = sender
+        elif name in ("counter", "key_id"):
+            v = int(desc.get(name) or 0).to_bytes(n, "big")
+        elif name == "code":
+            v = bytes(buf[desc["code_offset"]:desc["code_offset"] + 1])
+        elif name == "control":
+            v = bytes(buf[desc["code_offset"] + 1:desc["code_offset"] + 2])
+        else:
+            v = b""
+        parts.append(bytes(v).ljust(n, b"\x00")[:n])
+    return b"".join(parts)
+
+
+def decrypt_adp(keys, desc: dict, buf: bytes) -> Result:
+    """OSGP-AES-128-PSK protected adaptation PDU (layout from the profile: inferred)."""
+    from . import osgpcrypto as oc
+    kind = "adp"
+    if str(desc.get("cipher", "aes-128-ccm")).lower() not in ("aes-128-ccm", "aes-ccm", "ccm"):
+        return Result("unsupported", kind=kind, message=f"cipher {desc.get('cipher')} not supported")
+    lon = desc.get("lon") or {}
+    sets = []
+    if keys is not None:
+        sets = [s for s in keys.match_lon(lon.get("nid") if isinstance(lon.get("nid"), bytes) else None,
+                                          lon.get("src_subnet"), lon.get("src_node"), lon.get("domain"))
+                if s.psk]
+        sets += [s for s in keys.match_lon(None, lon.get("dst_subnet"), lon.get("dst_node"), lon.get("domain"))
+                 if s.psk and s not in sets]
+        sets += [s for s in keys.lon_sets if s.psk and s not in sets]
+    if not sets:
+        return Result("no-key", kind=kind, message="no OSGP-AES-128-PSK key for this node")
+    ho, hl = desc["header_offset"], desc["header_length"]
+    aad = bytes(buf[ho:ho + hl])
+    co, cl = desc["ciphertext_offset"], desc["ciphertext_length"]
+    mo, ml = desc["mac_offset"], desc["mac_length"]
+    data = bytes(buf[co:co + cl]) + bytes(buf[mo:mo + ml])
+    if ml not in (4, 6, 8, 10, 12, 14, 16):
+        return Result("unsupported", kind=kind, message=f"CCM tag length {ml} not allowed")
+    for ks in sets:
+        for sender in adp_sender_ids(lon, ks):
+            try:
+                pt = oc.ccm_decrypt(ks.psk, adp_nonce(desc, buf, sender), data, aad, ml)
+            except oc.OsgpCryptoError:
+                continue
+            return Result("decrypted", pt, ks.name, "psk", sender, False, kind=kind)
+    return Result("auth-failed", kind=kind, message="CCM tag does not verify with any PSK")
+
+
 def _record_of(d, desc):
     for rec in d.ctx.get("dlms.apdus", ()):
         for x in rec.get("ciphered", ()):
@@ -369,6 +438,8 @@ class Decrypt(Stage):
         return self.pipeline.stage("associations")
 
     def process(self, pkt, d, first_pass: bool) -> None:
+        if d.ctx.get("adp.protected"):
+            self._adp(pkt, d, first_pass)
         cip = d.ctx.get("dlms.ciphered")
         if not cip and not (not first_pass and pkt.aux.get("decrypt")):
             return
@@ -508,6 +579,46 @@ class Decrypt(Stage):
                         ast.observe(pkt, d, {"tag": res.plaintext[0]}, key_t[0], key_t[1], key_t[2],
                                     assoc.transport, plaintext=res.plaintext, decrypted=True)
         return out, pt_tag
+
+    def _adp(self, pkt, d, first_pass: bool) -> None:
+        stored = pkt.aux.get("adp") if not first_pass else None
+        out = []
+        for i, desc in enumerate(list(d.ctx.get("adp.protected", ()))):
+            if stored is not None:
+                if i >= len(stored):
+                    break
+                st = stored[i]
+                res = Result(st["status"], st.get("plaintext"), st.get("keyset"), "psk", kind="adp",
+                             message=st.get("message"))
+            else:
+                try:
+                    buf = d.sources[desc.get("source", 0)][1]
+                    res = decrypt_adp(self.keys, desc, buf)
+                except (KeyError, IndexError, TypeError, ValueError) as e:
+                    res = Result("unsupported", kind="adp", message=f"protected PDU layout: {type(e).__name__}")
+                out.append({"status": res.status, "plaintext": res.plaintext, "keyset": res.keyset,
+                            "message": res.message})
+            desc2 = dict(desc, offset=desc.get("ciphertext_offset", 0))
+            self._fields(d, desc2, res.status, res.keyset, res)
+            if res.status == "auth-failed":
+                d.note("warn", "decryption", "adp", desc2["offset"],
+                       "OSGP-AES-128-PSK: CCM tag does not verify (wrong PSK, or the inferred layout differs)",
+                       desc.get("node"))
+            elif res.status in ("no-key", "unsupported") and res.message:
+                d.note("note", "decryption", "adp", desc2["offset"], f"Not decrypted: {res.message}", desc.get("node"))
+            if res.plaintext is not None:
+                recs = d.ctx.setdefault("dlms.apdus", [])
+                n0 = len(recs)
+                self._dissect_plain(d, desc2, res.plaintext)
+                ast = self._assoc_stage()
+                if first_pass and ast is not None:
+                    key, src, dst, kind = transport_of(d)
+                    d.ctx["dlms.transport"] = (key, src, dst)
+                    for rec in d.ctx.get("dlms.apdus", recs)[n0:]:
+                        ast.observe(pkt, d, rec, key, src, dst, kind)
+            d.status = max([d.status, res.status] if d.status else [res.status], key=lambda s: _RANK.get(s, 0))
+        if first_pass and out:
+            pkt.aux["adp"] = out
 
     def _fields(self, d, desc, status, keyset, res) -> None:
         node = desc.get("node")

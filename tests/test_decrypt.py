@@ -217,3 +217,33 @@ def test_fuzz_ciphered_apdus_never_crash(body, tag, sc):
     assert not any("stage failed" in e.message for e in p.d.expert)
     for s in p.fields.get("dlms.sec.status", []):
         assert s in STATUSES
+
+
+def test_osgp_aes_128_psk_adaptation_pdu():
+    """A protected 62056-8-8 adaptation PDU (layout from the default profile, inferred) over
+    raw LonTalk: AES-128-CCM with the node's PSK; wrong PSK -> auth-failed."""
+    from analyzer import osgpcrypto as oc
+    from analyzer.decrypt import adp_nonce
+    from analyzer.packet import Record
+    from analyzer.pipeline import Pipeline
+    from dissectors.adaptation import build_pdu
+    from dissectors.lon import build_frame
+    psk = bytes(range(16))
+    apdu = bytes.fromhex("C001C1000F0000280000FF0200")
+    dom = b"\x0a"
+    hdr = build_pdu(b"", protected=True, key_id=1, counter=7, mac=b"")
+    sender = dom + bytes([1, 5]) + b"\xff" * 3
+    nonce = adp_nonce({"counter": 7, "key_id": 1, "code_offset": 0}, hdr, sender)
+    assert len(nonce) == 13
+    fr = build_frame(pdu="spdu", spdu_type=0, src_subnet=1, src_node=5, dst_subnet=1, dst_node=9,
+                     domain=dom, apdu=hdr + oc.ccm_encrypt(psk, nonce, apdu, hdr, 8))
+    for extra, status in ((["lon.psk=" + psk.hex(), "lon.address=1/5", "lon.name=meter-5"], "decrypted"),
+                          (["lon.psk=" + "11" * 16, "lon.address=1/5"], "auth-failed"),
+                          ([], "no-key")):
+        pk = Pipeline(keys=load_keys(None, extra)).feed(Record(1, fr, 147, len(fr)))
+        assert pk.fields["dlms.sec.status"] == [status]
+        assert "adp" in pk.protocols
+        if status == "decrypted":
+            assert pk.fields["dlms.sec.keyset"] == ["meter-5"]
+            assert pk.fields["dlms.obis"] == ["0.0.40.0.0.255"]
+            assert pk.fields["dlms.assoc_id"] == [1]
