@@ -20,7 +20,7 @@ import pyarrow as pa
 from dissectors.core import (FT_BOOL, FT_BYTES, FT_FLOAT, FT_INT, FT_NONE, FT_OBIS, FT_STR, FT_TIME,
                              FT_UINT, REGISTRY)
 
-from .output import field_text, json_safe
+from .output import VIRTUAL_NAMES, field_text, json_safe, with_virtual
 
 CHUNK_ROWS = 20000
 WHATS = ("packets", "sessions", "objects", "findings")
@@ -378,13 +378,21 @@ class PacketSource:
         if self.display_filter:
             from .filters import compile_filter
             match = compile_filter(self.display_filter)
+        virtual = bool(match is not None and getattr(match, "fields", frozenset()) & VIRTUAL_NAMES)
+        t0 = prev = None
         for p in self.paths:
             reader = open_reader(p)
             try:
                 for rec in reader:
                     pkt = self.pipeline.feed(rec, str(p))
-                    if match is None or match(pkt.d.fields):
-                        yield pkt
+                    if match is not None:
+                        if t0 is None:
+                            t0 = pkt.ts_ns
+                        fields = with_virtual(pkt, t0, prev) if virtual else pkt.d.fields
+                        prev = pkt.ts_ns
+                        if not match(fields):
+                            continue
+                    yield pkt
             finally:
                 if reader.error:
                     self.errors.append(reader.error)
