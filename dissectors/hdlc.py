@@ -486,3 +486,24 @@ def _join_infos(d: Dissection, infos: list) -> None:
     if len(infos) > 1:
         shown = infos if len(infos) <= 8 else infos[:8] + ["..."]
         d.info = f"[{len(infos)} HDLC frames] " + " | ".join(shown)
+
+
+# --------------------------------------------------------------------------- serial captures
+
+LINKTYPE_DLMS_HDLC = 148     # LINKTYPE_USER1: raw HDLC bytes from a serial line (our convention)
+
+
+def dissect_serial(buf, off: int, end: int, d: Dissection, parent: Node | None) -> None:
+    """Link-layer entry for LINKTYPE_USER1 records: one or more HDLC frames as read from
+    an optical/RS-485 port.  Segmented I-frames are reassembled by analyzer.dlms_streams."""
+    try:
+        from .net import _frame as frame_layer      # the frame.* fields every link type gets
+    except ImportError:                              # pragma: no cover
+        frame_layer = None
+    if frame_layer is not None:
+        frame_layer(buf, end, d, parent, LINKTYPE_DLMS_HDLC)
+    dissect_frames(buf, off, end, d, parent)
+
+
+if table("link").get(LINKTYPE_DLMS_HDLC) is None:
+    table("link").register(LINKTYPE_DLMS_HDLC, "hdlc", dissect_serial)

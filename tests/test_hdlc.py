@@ -255,3 +255,15 @@ def test_fuzz_mutated(frame, muts, cut):
         hdlc.dissect_frames(b, 0, len(b), d, d.root)
         d2 = Dissection(b, tree)
         hdlc.stream_dissect(b, 0, len(b), d2, d2.root)
+
+
+def test_serial_linktype_records(vectors):
+    """LINKTYPE_USER1 (148): raw HDLC bytes from a serial line, one record per read."""
+    aarq = bytes.fromhex(_vec(vectors, "ndpi_hdlc_udp_aarq_lls_bad_fcs")["hex"])
+    aare = bytes.fromhex(_vec(vectors, "ndpi_hdlc_udp_aare")["hex"])
+    pipe = Pipeline()
+    p1 = pipe.feed(Record(0, aarq + aare, hdlc.LINKTYPE_DLMS_HDLC, len(aarq + aare)))
+    assert p1.protocols.startswith("hdlc:dlms") and p1.fields["frame.len"] == [len(aarq + aare)]
+    assert [a for a in p1.fields["dlms.apdu"] if a in ("aarq", "aare")] == ["aarq", "aare"]
+    assert p1.fields["hdlc.fcs.status"] == ["bad", "good"]
+    assert p1.info.startswith("[2 HDLC frames]")

@@ -85,6 +85,8 @@ def test_proxy_two_hops_target_get(decoded):
     inst = bytes.fromhex(re.search(r'InstanceId Value="([0-9A-F]+)"', xml).group(1))
     assert f["dlms.obis"] == ".".join(map(str, inst))
     assert f["adp.inferred"] is True
+    info = decoded[0]["info"]
+    assert "1/5 -> 1/10 -> 1/11 -> 1/20" in info and "get-request" in info and "0.0.1.0.0.255" in info
     # the hop the first repeater forwards: count 0, path from its own view
     f2 = decoded[1]["fields"]
     assert f2["lonproxy.path"] == "1/10 -> 1/11 -> 1/20" and f2["dlms.apdu"] == "get-request"
