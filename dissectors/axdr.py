@@ -424,7 +424,11 @@ def _typed_value(buf: bytes, off: int, end: int, td, d, parent, depth: int) -> t
         raise Truncated(off, 0, end - off, f"type {td} not allowed in compact-array")
     if td[0] == "array":
         n = td[1]
-        if n > end - off and not _zero_size(td[2]):
+        if _zero_size(td[2]):
+            # elements without content (null-data/dont-care): nothing to read; not expanded
+            # (a description could otherwise ask for 65535^k empty elements)
+            return off, []
+        if n > end - off:
             raise Truncated(off, n, end - off, "compact-array array")
         node = d.label(parent, f"array ({n} elements)", off, 0) if (d is not None and parent is not None) else None
         out = []
