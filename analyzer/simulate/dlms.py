@@ -142,7 +142,7 @@ class Association:
             sig = ecdsa_sign_det(key, signed[1:])
             wire = A.general_signing(tid, orig, recip, plain, sig)
             return wire, {"kind": "general-signing", "sc": None, "ic": None, "system_title": orig.hex(),
-                          "signature": "ok"}
+                          "signature": "ok", "tag": "0xdf"}
         dedicated = kind in ("ded", "general-ded")
         ek = self.dedicated if dedicated else self.k.ek
         body = dc.protect(sc, ic, title, ek, self.k.ak, plain)
@@ -167,7 +167,7 @@ class Association:
         elif status is not None:
             d["decryption"] = status
         elif prot["kind"] == "general-signing":
-            d["decryption"] = "plain"
+            d["decryption"] = "auth-ok"          # the signature verifies with the ring's key pair
         elif prot["sc"] & 0x30 == 0x30:
             d["decryption"] = "decrypted"
         elif prot["sc"] & 0x10:
@@ -343,7 +343,7 @@ class Association:
             st = self._truth("response", full, g, None, [])
             st["dlms"]["gbt"] = {"block": n, "last": last}
             if last:
-                st["dlms"]["reassembled"] = {"apdu": A.APDU_NAMES.get(sw[0]), "protection": sp,
+                st["dlms"]["reassembled"] = {"apdu": A.APDU_NAMES.get(sw[0]), "protection": sp, "wire": sw.hex(),
                                              "plaintext": full.hex(), "ops": [rs_op],
                                              "decryption": self._truth("response", full, sw, sp, [])["dlms"]["decryption"]}
             self.send(rw, g, rt, st)

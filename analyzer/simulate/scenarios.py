@@ -169,7 +169,7 @@ def _fleet_run(w: World, profiles: list[str], big_every: int = 3, pushes: bool =
         client = w.he if (headend and not m.route and i % 4 == 2) else w.dc
         a = w.association(f"a{len(w.associations) + 1}", client, m, prof)
         a.associate()
-        w.poll(a, big=(i % big_every == 0) and PROFILES[prof].context != "sn")
+        w.poll(a, big=(i % big_every == 0 or PROFILES[prof].gbt) and PROFILES[prof].context != "sn")
         if i % 5 == 1 and PROFILES[prof].context != "sn":
             a.set(8, "0.0.1.0.0.255", 2, ("octet-string", m.model.clock(w.net.t)))
         if i % 5 == 3 and PROFILES[prof].context != "sn":
@@ -283,15 +283,16 @@ def sc_replay(w: World, target: int | None) -> None:
     a.mitm = None
     a.get(3, "1.0.1.8.0.255", 2)
     w.gap()
-    # the attacker re-sends the captured request bytes verbatim (same IC) from its own node
-    x = w.net.add_node("attacker", 1, 122, "attacker")
+    # the attacker re-sends the captured request bytes verbatim (same IC), spoofing the
+    # concentrator's LonTalk address (nothing in 14908 without authentication prevents it)
     rw = kept["req"]
     rt = json.loads(json.dumps(kept["rt"]))
     rt["findings"] = ["replayed-invocation-counter"]
     rt["dlms"]["replay"] = True
+    rt["spoofed_by"] = "attacker"
     exc = A.exception_response(1, 6, a.cep.ic)
     st = a._truth("response", exc, exc, None, [{"service": "exception", "dir": "response"}])
-    w.net.request_response(x, m, wire.adaptation(rw), wire.adaptation(exc), rt, st)
+    w.net.request_response(w.dc, m, wire.adaptation(rw), wire.adaptation(exc), rt, st)
     a.release()
     w.findings.append({"id": "replayed-invocation-counter", "association": "replay1", "severity": "high"})
 
