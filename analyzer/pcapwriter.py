@@ -176,6 +176,61 @@ def write_capture(path, records: Iterable[Any], linktype: int | None = None) -> 
         return w.write_all(records)
 
 
-__all__ = ["PcapWriter", "PcapngWriter", "write_capture", "LINKTYPE_USER0", "LINKTYPE_ETHERNET",
+# --------------------------------------------------------------------------- Wireshark interop
+
+CNIP_PORT = 1628
+WS_SRC_MAC = bytes.fromhex("020000000001")
+WS_DST_MAC = bytes.fromhex("020000000002")
+WS_SRC_IP = bytes([10, 14, 9, 8])      # synthetic addresses of the CN/IP wrapper
+WS_DST_IP = bytes([10, 14, 9, 9])
+
+
+def _ip_checksum(hdr: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def wrap_cnip(frame: bytes, seqno: int = 0, ts_ms: int = 0, outbound: bool = False,
+              ident: int = 0) -> bytes:
+    """One raw LonTalk frame as Ethernet/IPv4/UDP 1628/CN-IP Data (ISO/IEC 14908-4 type
+    0x01, protocol 0 = LonTalk): the form stock Wireshark decodes with cnip -> lon."""
+    cnip = struct.pack("!HBBBBHIII", 20 + len(frame), 1, 0x01, 0, 0, 0, 0, seqno & 0xFFFFFFFF,
+                       ts_ms & 0xFFFFFFFF) + frame
+    udp = struct.pack("!HHHH", CNIP_PORT, CNIP_PORT, 8 + len(cnip), 0) + cnip
+    src, dst = (WS_DST_IP, WS_SRC_IP) if outbound else (WS_SRC_IP, WS_DST_IP)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ident & 0xFFFF, 0x4000, 64, 17, 0, src, dst)
+    hdr = hdr[:10] + struct.pack("!H", _ip_checksum(hdr)) + hdr[12:]
+    macs = (WS_SRC_MAC + WS_DST_MAC) if outbound else (WS_DST_MAC + WS_SRC_MAC)
+    return macs + b"\x08\x00" + hdr + udp
+
+
+def export_for_wireshark(records: Iterable[Any], path_or_file, pcapng: bool = True) -> int:
+    """Write records so that stock Wireshark/tshark decodes the LonTalk frames: raw
+    LonTalk (LINKTYPE_USER0) frames become Ethernet/IPv4/UDP 1628/CN-IP data packets (CN/IP
+    sequence number = frame number, time stamp = capture time in ms; `dir=tx` comments swap
+    the synthetic addresses); records of other link types are written unchanged (pcapng;
+    classic pcap keeps only Ethernet).  Time stamps and comments are kept.  Returns the
+    number of records written."""
+    w = PcapngWriter(path_or_file) if pcapng else PcapWriter(path_or_file, LINKTYPE_ETHERNET)
+    n = 0
+    with w:
+        for rec in records:
+            ts_ns, data, lt, orig, comments = _as_tuple(rec, None)
+            n += 1
+            if lt == LINKTYPE_USER0:
+                outbound = any(str(c).strip().lower() in ("dir=tx", "dir=out") for c in comments)
+                data = wrap_cnip(data, seqno=n, ts_ms=ts_ns // 1_000_000, outbound=outbound, ident=n)
+                lt = LINKTYPE_ETHERNET
+                orig = len(data)
+            elif not pcapng and lt != LINKTYPE_ETHERNET:
+                n -= 1
+                continue
+            w.write(Record(ts_ns, data, lt, orig, 0, comments))
+    return n
+
+
+__all__ = ["PcapWriter", "PcapngWriter", "write_capture", "export_for_wireshark", "wrap_cnip", "LINKTYPE_USER0", "LINKTYPE_ETHERNET",
            "LINKTYPE_NULL", "LINKTYPE_RAW", "LINKTYPE_LOOP", "LINKTYPE_LINUX_SLL",
            "LINKTYPE_LINUX_SLL2", "LINKTYPE_IPV4", "LINKTYPE_IPV6"]
