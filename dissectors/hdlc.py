@@ -276,6 +276,9 @@ def dissect_frame(buf, off: int, end: int, d: Dissection, parent: Node | None) -
         d.add(node, "hdlc.server.lower", server[3], s_off, server[1])
     d.add(node, "hdlc.client", client[2], c_off, client[1])
 
+    if "ip.src" not in d.ctx:       # serial line: the HDLC addresses are the best we have
+        cs, ss = f"client {client[2]}", f"server {server[2]}" + (f"/{server[3]}" if server[3] is not None else "")
+        d.src, d.dst = (ss, cs) if from_server else (cs, ss)
     d.add(node, "hdlc.control", ctrl, ctrl_off, 1)
     d.add(node, "hdlc.frame_type", ftype, ctrl_off, 1)
     pf = bool(ctrl & 0x10)

@@ -267,3 +267,16 @@ def test_serial_linktype_records(vectors):
     assert [a for a in p1.fields["dlms.apdu"] if a in ("aarq", "aare")] == ["aarq", "aare"]
     assert p1.fields["hdlc.fcs.status"] == ["bad", "good"]
     assert p1.info.startswith("[2 HDLC frames]")
+    assert (p1.source, p1.destination) == ("server 1", "client 1")     # the last frame (AARE)
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.binary(max_size=30), st.integers(0, 2)), max_size=8))
+def test_fuzz_segment_sequences(frames):
+    """Random sequences of segmented / final I-frames through the reassembly stage."""
+    pipe = Pipeline()
+    for seg, llc, info, who in frames:
+        src, dst = ((16, 1), (1, 16), (17, 1))[who]
+        fr = hdlc.build_frame(dst, src, 0x10, info, segmented=seg, llc=LLC_RSP if llc else None)
+        p = pipe.feed(Record(0, fr, hdlc.LINKTYPE_DLMS_HDLC, len(fr)))
+        assert not any("stage failed" in e.message for e in p.d.expert)
+        pipe.redissect(p)
