@@ -99,17 +99,22 @@ def transport_of(d) -> tuple[tuple, str, str, str]:
     wd = wdst[0] if wdst else None
     tcp = ctx.get("tcp")
     lon = ctx.get("lon")
+    hs, hd = f.get("hdlc.src"), f.get("hdlc.dst")
     if tcp is not None:
         s, sp, t, tp = tcp["flow"]
         a, b = f"{s}:{sp}", f"{t}:{tp}"
         if ws is not None:
             a, b = f"{a}/w{ws}", f"{b}/w{wd}"
+        elif hs and hd:
+            a, b = f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}"
         return ("tcp",) + tuple(sorted((a, b))), a, b, "TCP"
     if "udp.srcport" in ctx:
         a = f"{ctx.get('ip.src', '')}:{ctx['udp.srcport']}"
         b = f"{ctx.get('ip.dst', '')}:{ctx['udp.dstport']}"
         if ws is not None:
             a, b = f"{a}/w{ws}", f"{b}/w{wd}"
+        elif hs and hd:
+            a, b = f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}"
         return ("udp",) + tuple(sorted((a, b))), a, b, "UDP"
     if lon is not None:
         dom = bytes(lon.get("domain") or b"").hex()
@@ -132,7 +137,6 @@ def transport_of(d) -> tuple[tuple, str, str, str]:
         if b.startswith("grp"):
             return ("lon", dom, a, b), a, b, "LonTalk"
         return ("lon", dom) + tuple(sorted((a, b))), a, b, "LonTalk"
-    hs, hd = f.get("hdlc.src"), f.get("hdlc.dst")
     if hs and hd:
         a, b = f"hdlc:{hs[0]:#x}", f"hdlc:{hd[0]:#x}"
         return ("hdlc",) + tuple(sorted((a, b))), a, b, "HDLC"

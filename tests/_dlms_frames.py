@@ -43,11 +43,15 @@ def run(frames, keys=None, t0: float = 1_700_000_000.0, step: float = 0.01):
     pipe = Pipeline(keys=keys)
     pkts = []
     for i, fr in enumerate(frames):
-        if isinstance(fr, tuple):
+        lt = 1
+        if isinstance(fr, tuple) and len(fr) == 3:
+            ts, data, lt = fr
+            ts = t0 + i * step if ts is None else ts
+        elif isinstance(fr, tuple):
             ts, data = fr
         else:
             ts, data = t0 + i * step, fr
-        pkts.append(pipe.feed(Record(int(ts * 1e9), data, 1, len(data))))
+        pkts.append(pipe.feed(Record(int(ts * 1e9), data, lt, len(data))))
     pipe.finish()
     return pkts, pipe
 
