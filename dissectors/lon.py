@@ -262,10 +262,13 @@ def crc16_slow(data: bytes) -> int:
 
 class _Frame:
     """Per-frame scratch passed between the layer functions."""
-    __slots__ = ("lon", "vers", "tid", "tag", "what", "parent", "resp", "code")
+    __slots__ = ("lon", "vers", "tid", "tag", "what", "parent", "resp", "code", "app")
 
     def __init__(self):
         self.parent = None
+        self.app = None
+        self.resp = False
+        self.what = ""
 
 
 def _hx(b: bytes) -> str:
@@ -574,6 +577,21 @@ def _apdu_nv(buf, off, end, d, parent, fr):
     fr.what = f"{what} sel 0x{sel:x}"
 
 
+def _handoff(code, buf, off, end, d, parent, fr):
+    """Application / foreign APDU -> table("lon.apdu") (the dissector gets the APDU from
+    the code byte on).  A summary the payload layer writes becomes the Info text after the
+    LonTalk prefix ("ACKD [tid 3] <payload summary>")."""
+    before = d.info
+    d.info = ""
+    if table("lon.apdu").dispatch(code, buf, off, end, d, parent, try_heuristics=True):
+        app = d.ctx.get("lon.app_info") or d.info
+        if app:
+            fr.app = app
+    elif end > off + 1:
+        d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
+    d.info = before
+
+
 def _apdu_app(buf, off, end, d, parent, fr):
     code = buf[off]
     d.add(parent, "lon.application", code, off, 1)
@@ -581,9 +599,7 @@ def _apdu_app(buf, off, end, d, parent, fr):
     fr.code = code
     fr.what = f"{'response ' if fr.resp else ''}application code 0x{code:02x}"
     d.ctx["lon.apdu_code"] = code
-    if not table("lon.apdu").dispatch(code, buf, off, end, d, parent, try_heuristics=True):
-        if end > off + 1:
-            d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
+    _handoff(code, buf, off, end, d, parent, fr)
 
 
 def _apdu_ff(buf, off, end, d, parent, fr):
@@ -593,9 +609,7 @@ def _apdu_ff(buf, off, end, d, parent, fr):
     fr.code = code
     fr.what = FF_CODES.get(code) or f"foreign frame 0x{code:02x}"
     d.ctx["lon.apdu_code"] = code
-    if not table("lon.apdu").dispatch(code, buf, off, end, d, parent, try_heuristics=True):
-        if end > off + 1:
-            d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
+    _handoff(code, buf, off, end, d, parent, fr)
 
 
 def _apdu_nd(buf, off, end, d, parent, fr):
@@ -904,6 +918,19 @@ ADDR_BY_FMT = (_addr0, _addr1, _addr2, _addr3)
 
 # --------------------------------------------------------------------------- frame
 
+def _summary(fr) -> str:
+    """Info text: "ACKD NV update sel 0x123 [tid 3]", "REQUEST NM query ID [tid 5]", or with
+    a payload layer's summary "ACKD [tid 3] get-request ..."."""
+    tag = fr.tag
+    tid = f" [tid {fr.tid}]" if fr.tid is not None else ""
+    if fr.app:
+        return f"{tag}{tid} {fr.app}" if tag != "APDU" else fr.app
+    what = fr.what
+    if tag == "APDU":
+        return what or "APDU"
+    return f"{tag} {what}{tid}" if what else f"{tag}{tid}"
+
+
 def _fast(fl, names, vals):
     """Fast-pass field recording (no tree): many values in one call."""
     for n, v in zip(names, vals):
@@ -976,10 +1003,7 @@ def dissect_npdu(buf, off, end, d, parent):
     try:
         PDU_BY_FMT[pf](buf, o, end, d, parent, fr)
     finally:
-        tag = fr.tag
-        tid = f" [tid {fr.tid}]" if fr.tid is not None else ""
-        what = fr.what
-        d.info = (f"{tag} {what}{tid}" if what else f"{tag}{tid}") if tag != "APDU" else (what or "APDU")
+        d.info = _summary(fr)
     return fr
 
 

@@ -116,12 +116,11 @@ def dissect_lonip(buf, off, end, d, parent):
         if lon["dst_node"] is not None:
             add(lnode, "lon.dstnode", lon["dst_node"], off, 0)
         fr = _lon._Frame()
-        fr.lon, fr.vers, fr.tid, fr.what, fr.resp, fr.code, fr.tag = lon, 2 if uv else 0, None, "", False, None, ""
+        fr.lon, fr.vers, fr.tid, fr.code, fr.tag = lon, 2 if uv else 0, None, None, ""
         try:
             _lon.PDU_BY_FMT[pf](buf, o, end, d, lnode, fr)
         finally:
-            tid = f" [tid {fr.tid}]" if fr.tid is not None else ""
-            d.info = (f"{fr.tag} {fr.what}{tid}" if fr.what else f"{fr.tag}{tid}").strip() or "LON/IP"
+            d.info = _lon._summary(fr).strip() or "LON/IP"
     except Truncated as e:
         d.malformed("lonip", e.offset, str(e), node)
 

@@ -290,3 +290,29 @@ def test_user0_link_type_dispatch():
     c = crc16_slow(raw)
     d = dissect_frame(raw + c.to_bytes(2, "big"), 147)
     assert d.fields["lon.crc.status"] == ["good"] and d.fields["lon.nv.selector"] == [0x123]
+
+
+def test_application_handoff_table_and_info_prefix():
+    """Application/foreign APDUs go to table("lon.apdu") keyed by code, from the code byte
+    on; the payload layer's summary follows the LonTalk prefix in Info."""
+    from dissectors.core import table
+    tbl = table("lon.apdu")
+    seen = []
+
+    def fake(buf, off, end, d, parent):
+        seen.append((buf[off], bytes(buf[off:end]), dict(d.ctx["lon"])))
+        d.info = "fake payload summary"
+
+    old = tbl.entries.get(0x3E)
+    tbl.register(0x3E, "fake", fake)
+    try:
+        d = dec("00 09 01 85 02 83 42 03 3e 01 02")
+    finally:
+        if old is None:
+            del tbl.entries[0x3E]
+        else:
+            tbl.entries[0x3E] = old
+    assert seen and seen[0][0] == 0x3E and seen[0][1] == b"\x3e\x01\x02"
+    assert seen[0][2]["type"] == "ACKD" and seen[0][2]["dst_node"] == 3 and seen[0][2]["tid"] == 3
+    assert d.info == "ACKD [tid 3] fake payload summary"
+    assert "data.data" not in d.fields
