@@ -132,7 +132,7 @@ def test_pl20_timing_is_medium_like(generated):
 
 TS_FIELDS = ["frame.number", "lon.srcnet", "lon.srcnode", "lon.dstnet", "lon.dstnode", "lon.pdufmt",
              "lon.addrfmt", "lon.code", "lon.trans_no", "lon.tpdu_type", "lon.spdu_type", "lon.domain",
-             "cnip.seqno"]
+             "cnip.seqno", "lon.dstgrp"]
 
 
 def _tshark_rows(tshark, path, dfilter):
@@ -152,9 +152,11 @@ def _compare_lon(row, lt):
     if lt["dst_type"] == "unicast":
         assert h(row["lon.dstnet"]) == lt["dst_subnet"]
         assert h(row["lon.dstnode"]) == lt["dst_node"]
+    if lt["dst_type"] == "group":
+        assert h(row["lon.dstgrp"]) == lt["group"]
     if lt["pdu"] in ("tpdu", "spdu"):
         assert h(row["lon.trans_no"]) == lt["tid"]
-        types = {"tpdu": {"ACKD": 0, "ACK": 2}, "spdu": {"REQUEST": 0, "RESPONSE": 2}}[lt["pdu"]]
+        types = {"tpdu": {"ACKD": 0, "UNACKD_RPT": 1, "ACK": 2}, "spdu": {"REQUEST": 0, "RESPONSE": 2}}[lt["pdu"]]
         assert h(row[f"lon.{lt['pdu']}_type"]) == types[lt["type"]]
     if "code" in lt and row["lon.code"]:
         # tshark shows the code within its class (e.g. 0x41 foreign frame -> 0x01)
@@ -434,6 +436,15 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
                 ok("lon.crc-good", F.get("lon.crc.status") == "good", where)
             if lt["pdu"] in ("tpdu", "spdu"):
                 ok("lon.tid", F.get("lon.trans_no") == lt["tid"], where)
+            if t.get("nv"):
+                ok("lon.nv", F.get("lon.nv.selector") == t["nv"]["selector"]
+                   and F.get("lon.nv.value") == t["nv"]["value"].to_bytes(2, "big").hex(), where)
+            for kind in ("nd", "nm"):
+                if t.get(kind):
+                    codes = _as_list(F.get("lon.code")) + _as_list(F.get(f"lon.{kind}"))
+                    ok(f"lon.{kind}", t[kind]["code"] in codes, (where, codes))
+            if t.get("lon_auth") in ("challenge", "reply"):
+                ok("lon.authpdu", F.get("lon.authpdu_value") == t[t["lon_auth"]], where)
             o = t.get("osgp")
             if o:
                 ok("osgp", "osgp" in r["protocols"].split(":"), where)
@@ -473,5 +484,6 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
                     ok("dlms.gbt-value", all(x in values for x in want), where)
     assert counts["lon.src"] > 800 and counts["dlms.decryption"] > 300 and counts["dlms.obis"] > 200
     assert counts["dlms.value"] > 150 and counts["dlms.gbt-reassembled"] >= 1 and counts["osgp.table"] > 10
+    assert counts["lon.nv"] > 5 and counts["lon.nd"] > 5 and counts["lon.nm"] > 5 and counts["lon.authpdu"] >= 2
     assert tolerated < 40
     print(f"truth agreement: {counts}; tolerated relay no-key: {tolerated}; decoder gaps: {gaps}")

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .scenarios import GB_AK, GB_EK, OMA_KEY, SCENARIOS, World, fleet_keys
+from .scenarios import DOMAIN_KEY, GB_AK, GB_EK, OMA_KEY, SCENARIOS, World, fleet_keys
 
 TRUTH_VERSION = 1
 
@@ -37,10 +37,14 @@ def run(name: str, seed: int = 1, packets: int | None = None, duration: float | 
     n = meters or {"fleet": 12, "demo": 13, "bench": 13}.get(name, 4)
     w = World(seed, n_meters=n, fast=fast or name == "bench")
     fn(w, packets)
+    # a size larger than the scenario's own story is filled with fleet polling
+    from .scenarios import FLEET_PROFILES, _fleet_run
+    while packets is not None and len(w.net.rec.frames) < packets:
+        _fleet_run(w, FLEET_PROFILES)
     if duration is not None:
         end = w.net.rec.sorted()[0][0] + int(duration * 1e9) if w.net.rec.frames else 0
         while w.net.t < end:
-            fn(w, None)
+            _fleet_run(w, FLEET_PROFILES)
     return w
 
 
@@ -70,6 +74,11 @@ server_private_key = "{pem_dir}/demo-server.pem"
 [[lon]]
 name = "osgp-legacy"
 oma_key = "{OMA_KEY.hex().upper()}"
+
+[[lon]]
+name = "domain-4c"
+domain = "4C"
+auth_key = "{DOMAIN_KEY.hex().upper()}"
 '''
 
 
@@ -97,7 +106,7 @@ def truth_document(name: str, seed: int, w: World, frames, keyfile: str | None) 
         per.append(t)
     return {"version": TRUTH_VERSION, "scenario": name, "seed": seed, "packets": len(per),
             "start_ns": frames[0][0] if frames else None, "keys": keyfile,
-            "key_sets": ["fleet", "osgp-legacy"], "nodes": nodes, "associations": w.associations,
+            "key_sets": ["fleet", "osgp-legacy", "domain-4c"], "nodes": nodes, "associations": w.associations,
             "findings": w.findings, "stats": w.net.stats, "builders": dict(sorted(wire.SOURCES.items())),
             "frames": per}
 

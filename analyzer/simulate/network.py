@@ -134,6 +134,9 @@ class Network:
             t["nid"] = f["nid"].hex()
         elif f["dst_type"] == "bcast":
             t["dst"] = "bcast"
+        elif f["dst_type"] == "group":
+            t["dst"] = f"grp {f['group']}"
+            t["group"] = f["group"]
         apdu = f.get("apdu") or b""
         if f["pdu"] != "auth" and apdu:
             t["code"] = apdu[0]
@@ -274,6 +277,29 @@ class Network:
             self.wait(4_000_000, 12_000_000)
             self._hop(dst, src, "tpdu", "ACK", tid, b"", dict(at, duplicate=True))
 
-    def unackd(self, src: Node, dst: Node | None, apdu: bytes, truth: dict, dst_type: str = "unicast") -> None:
-        f = self._lon_model(src, dst, "apdu", None, 0, apdu, dst_type=dst_type)
-        self.emit_pl(f, truth)
+    def authenticated(self, src: Node, dst: Node, apdu: bytes, truth: dict, key: bytes) -> None:
+        """An ACKD message with the 14908 authentication bit: the receiver challenges the
+        sender (AuthPDU CHALLENGE, same TID), the sender replies with the 8-byte value
+        computed from the challenge and the APDU under the domain key, then the ACK."""
+        from analyzer.osgpcrypto import lon_auth_reply
+        tid = src.next_tid()
+        self._hop(src, dst, "tpdu", "ACKD", tid, apdu, dict(truth, lon_auth="request"), backlog=1, auth=True)
+        self.wait(5_000_000, 15_000_000)
+        challenge = self.rng.getrandbits(64).to_bytes(8, "big")
+        f = self._lon_model(dst, src, "auth", "CHALLENGE", tid, b"", auth_value=challenge, auth_fmt=2)
+        self.emit_pl(f, {"layers": ["lon"], "lon_auth": "challenge", "challenge": challenge.hex()})
+        self.wait(5_000_000, 15_000_000)
+        reply = lon_auth_reply(key, challenge, apdu)
+        f = self._lon_model(src, dst, "auth", "REPLY", tid, b"", auth_value=reply, auth_fmt=2)
+        self.emit_pl(f, {"layers": ["lon"], "lon_auth": "reply", "reply": reply.hex(), "keyset": "domain-4c"})
+        self.wait(5_000_000, 15_000_000)
+        self._hop(dst, src, "tpdu", "ACK", tid, b"", {"layers": ["lon"]})
+
+    def unackd_rpt(self, src: Node, group: int, apdu: bytes, truth: dict, repeats: int = 2) -> None:
+        """An unacknowledged-repeated multicast (e.g. an NV update to a group): the same TID
+        sent 1 + repeats times."""
+        tid = src.next_tid()
+        for k in range(1 + repeats):
+            f = self._lon_model(src, None, "tpdu", "UNACKD_RPT", tid, apdu, dst_type="group", group=group)
+            self.emit_pl(f, dict(truth, repeat=k) if k else truth)
+            self.wait(16_000_000, 40_000_000)

@@ -19,6 +19,7 @@ DC_TITLE = bytes.fromhex("4C4F4E4443000001")          # "LONDC" + 1
 HE_TITLE = bytes.fromhex("4C4F4E4845000001")          # "LONHE" + 1
 ATTACKER_TITLE = bytes.fromhex("4D414C4C4F525931")    # "MALLORY1"
 OMA_KEY = bytes.fromhex("DFDFDFDFDFDFDFDFDFDFDFDF")    # the Jovanovic/Neves test key
+DOMAIN_KEY = bytes.fromhex("4C4F4E4B4559")               # 6-byte 14908 domain authentication key ("LONKEY")
 
 FLEET_PROFILES = ["none", "lls", "hls-gmac", "ae-dedicated", "general-glo", "hls-md5", "auth-only",
                   "enc-only", "ae-global", "hls-ecdsa", "general-ded", "general-signing", "sn-c1219"]
@@ -155,6 +156,28 @@ class World:
                                                   "digest": "ok", "keyset": "osgp-legacy", "dir": "response"}}
         self.net.request_response(self.dc, meter, req, resp, rt, st, via=meter.route)
 
+    # ------------------------------------------------------------ 14908 background traffic
+    def nd_query_status(self, meter: Node) -> None:
+        """Network diagnostics: query status (0x51) and its 15-byte status response (0x31)."""
+        st = struct.pack(">HHHHH", self.rng.randrange(20), self.rng.randrange(5), 0,
+                         self.rng.randrange(3), self.rng.randrange(3)) + bytes([0, 4, 0x80, 0, 0x0C])
+        self.net.request_response(self.dc, meter, b"\x51", b"\x31" + st,
+                                  {"layers": ["lon"], "nd": {"command": "query-status", "code": 0x51}},
+                                  {"layers": ["lon"], "nd": {"command": "query-status", "code": 0x31,
+                                                             "response": "success"}}, via=meter.route)
+
+    def nv_update(self, meter: Node, group: int = 1) -> None:
+        """A meter publishes its power (SNVT_power_kilo, NV selector 0x0010) to group 1."""
+        from dissectors.lon import build_nv
+        value = self.rng.randrange(0, 12000)
+        apdu = build_nv(0x0010, struct.pack(">H", value), direction=1)
+        self.net.unackd_rpt(meter, group, apdu, {"layers": ["lon"], "nv": {"selector": 0x0010, "value": value}})
+
+    def nm_authenticated(self, meter: Node) -> None:
+        """The concentrator changes a meter's node mode with 14908 authentication."""
+        self.net.authenticated(self.dc, meter, bytes([0x6C, 0x01]),
+                               {"layers": ["lon"], "nm": {"command": "set-node-mode", "code": 0x6C}}, DOMAIN_KEY)
+
     def gap(self, lo_ms: int = 200, hi_ms: int = 1500) -> None:
         self.net.wait(lo_ms * 1_000_000, hi_ms * 1_000_000)
 
@@ -176,6 +199,12 @@ def _fleet_run(w: World, profiles: list[str], big_every: int = 3, pushes: bool =
             a.action(70, "0.0.96.3.10.255", 2, ("integer", 0))
         a.release()
         w.gap()
+        if i % 4 == 0:
+            w.nd_query_status(m)
+            w.gap(50, 300)
+        if i % 3 == 2:
+            w.nv_update(m)
+            w.gap(50, 300)
         if pushes and i % 2 == 1:
             w.push(m, prof)
             w.gap()
@@ -361,6 +390,8 @@ def sc_nm(w: World, target: int | None) -> None:
         (bytes([0x6E, 0x01, 0x00, 0x10, 0x04, 0x00]) + bytes.fromhex("DEADBEEF"), bytes([0x2E]), "write-memory"),
         (bytes([0x6C, 0x01]), bytes([0x2C]), "set-node-mode"),
     ]
+    w.nm_authenticated(m)         # the legitimate, authenticated way first
+    w.gap(100, 400)
     for req, resp, name in cmds:
         rt = {"layers": ["lon"], "nm": {"command": name, "code": req[0]}, "findings": ["nm-unauthenticated"]}
         st = {"layers": ["lon"], "nm": {"command": name, "code": resp[0], "response": "success"}}

@@ -64,6 +64,8 @@ def lon_frame(f: dict, crc: bool = True) -> bytes:
     elif pdu == "auth":
         kw["auth_type"] = AUTH_TYPES[f["type"]]
         kw["auth_value"] = f.get("auth_value", bytes(8))
+        if f.get("auth_fmt") is not None:
+            kw["auth_fmt"] = f["auth_fmt"]
     return _lon.build_frame(**kw)
 
 
