@@ -123,9 +123,6 @@ class DlmsStreamStage(Stage):
 
     # ---------------------------------------------------------------- every pass
     def process(self, pkt, d: Dissection, first_pass: bool) -> None:
-        app = d.ctx.get("lon.app_info")
-        if app and app not in d.info:
-            _restore_lon_info(d, app)
         if first_pass:
             if not d.ctx.get("hdlc.frames") and not d.ctx.get("adp.segments"):
                 return
@@ -169,16 +166,6 @@ class DlmsStreamStage(Stage):
                     table("dlms").dispatch("apdu", data, 0, len(data), d, parent)
                 finally:
                     d.source = old
-
-
-def _restore_lon_info(d: Dissection, app: str) -> None:
-    """Info column: "<LonTalk service> [tid n] <our summary>" (the LonTalk layer writes its
-    own summary after the application hand-off returned, hiding ours)."""
-    lon = d.ctx.get("lon") or {}
-    typ = lon.get("type") or ""
-    tid = lon.get("tid")
-    prefix = f"{typ} [tid {tid}]" if tid is not None else typ
-    d.info = f"{prefix} {app}".strip()
 
 
 register_stage(12, "dlms_streams", DlmsStreamStage)

@@ -27,7 +27,7 @@ relayed unchanged and is not a proxy frame.
 """
 from __future__ import annotations
 
-from .core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, Dissection, Node, call, field, table
+from .core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, Dissection, Node, Truncated, field, table
 
 CODE_PROXY = 0x4D
 CODE_FAILURE = 0x4C
@@ -251,7 +251,17 @@ def dissect_target_apdu(buf, off: int, end: int, d: Dissection, parent: Node | N
     try:
         fn = _lon_apdu_function()
         if fn is not None:
-            call("lon", fn, buf, off, end, d, parent)   # truncation -> expert item
+            d.info = ""
+            try:
+                fr = fn(buf, off, end, d, parent)
+            except Truncated as e:                       # damaged target PDU: keep what decoded
+                d.malformed("lon", e.offset, str(e), parent)
+                fr = None
+            except Exception as e:                       # noqa: BLE001 - never escape a dissector
+                d.malformed("lon", off, f"{type(e).__name__}: {e}", parent)
+                fr = None
+            # the nested LonTalk APDU hand-off keeps its payload summary in fr.app
+            d.info = (getattr(fr, "app", None) or getattr(fr, "what", None) or d.info or "") if fr else d.info
         elif not table("lon.apdu").dispatch(buf[off] if buf[off] < 0x80 else -1, buf, off, end, d, parent):
             d.add(parent, "lonproxy.target.data", bytes(buf[off:end]), off, end - off)
     finally:
