@@ -17,7 +17,7 @@ import struct
 
 from construct import Bytes, Int8ub, Int16ub, Int32ub, Struct
 
-from .lon import _fast
+from .lon import make_recorder
 from .core import FT_BYTES, FT_NONE, FT_STR, FT_UINT, Truncated, field, fields, need, table
 
 CNIP_HDR = Struct(
@@ -49,6 +49,7 @@ for _sc in CNIP_HDR.subcons:
 _offs[5:5] = [_offs[4], _offs[4]]          # cnip.sec, cnip.protocol live in the pf byte
 _HDR_OFFS = tuple(o for o, _ in _offs)
 _HDR_SIZES = tuple(n for _, n in _offs)
+_rec_hdr = make_recorder(_HDR_NAMES)
 MD5_LEN = 16
 SEC_FLAG = 0x20
 PROTO_MASK = 0x1F
@@ -115,10 +116,10 @@ def _one(buf, off, end, d, parent):
         need(end, off, HDR_LEN, "CN/IP header")
         ln, ver, typ, exth, pf, vendor, sess, seq, ts = _HDR.unpack_from(buf, off)
         add = d.add
-        vals = (ln, ver, typ, exth, pf, pf >> 5 & 1, pf & PROTO_MASK, vendor, sess, seq, ts)
         if node is None:
-            _fast(d.fields, _HDR_NAMES, vals)
+            _rec_hdr(d.fields, ln, ver, typ, exth, pf, pf >> 5 & 1, pf & PROTO_MASK, vendor, sess, seq, ts)
         else:
+            vals = (ln, ver, typ, exth, pf, pf >> 5 & 1, pf & PROTO_MASK, vendor, sess, seq, ts)
             for name, v, o, n in zip(_HDR_NAMES, vals, _HDR_OFFS, _HDR_SIZES):
                 add(node, name, v, off + o, n)
         if ver & 0x80:

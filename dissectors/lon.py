@@ -260,6 +260,32 @@ def crc16_slow(data: bytes) -> int:
 
 # --------------------------------------------------------------------------- helpers
 
+def _fast(fl, names, vals):
+    """Fast-pass field recording (no tree): many values in one call."""
+    for n, v in zip(names, vals):
+        lst = fl.get(n)
+        if lst is None:
+            fl[n] = [v]
+        else:
+            lst.append(v)
+
+
+def make_recorder(names: tuple):
+    """A fast-pass recorder for a fixed list of field names: `rec(fields, v1, v2, ...)`.
+    Generated once per layout (like Construct's compiler): when the first field is new
+    (the usual case) all values go in with one dict update, otherwise they are appended."""
+    args = ", ".join(f"v{i}" for i in range(len(names)))
+    items = ", ".join(f"{n!r}: [v{i}]" for i, n in enumerate(names))
+    src = (f"def rec(fl, {args}):\n"
+           f"    if {names[0]!r} not in fl:\n"
+           f"        fl.update({{{items}}})\n"
+           f"    else:\n"
+           f"        _fast(fl, NAMES, ({args},))\n")
+    ns = {"_fast": _fast, "NAMES": tuple(names)}
+    exec(compile(src, f"<recorder {names[0]}>", "exec"), ns)
+    return ns["rec"]
+
+
 class _Frame:
     """Per-frame scratch passed between the layer functions."""
     __slots__ = ("lon", "vers", "tid", "tag", "what", "parent", "resp", "code", "app")
@@ -764,6 +790,7 @@ _XPDU = {
     "tpdu": (("lon.tpdu", "lon.auth", "lon.tpdu_type", "lon.trans_no"), TPDU_TYPES, TPDU_BODY, "TPDU"),
     "spdu": (("lon.spdu", "lon.auth", "lon.spdu_type", "lon.trans_no"), SPDU_TYPES, SPDU_BODY, "SPDU"),
 }
+_XREC = {k: make_recorder(v[0]) for k, v in _XPDU.items()}
 
 
 def _xpdu(buf, off, end, d, parent, fr, kind):
@@ -771,12 +798,12 @@ def _xpdu(buf, off, end, d, parent, fr, kind):
     need(end, off, 1, title)
     b0 = buf[off]
     typ = b0 >> 4 & 7
-    vals = (b0, b0 >> 7, typ, b0 & 0xF)
     tag = tnames.get(typ) or f"{title} type {typ}"
     if parent is None:
-        _fast(d.fields, names, vals)
+        _XREC[kind](d.fields, b0, b0 >> 7, typ, b0 & 0xF)
         node = None
     else:
+        vals = (b0, b0 >> 7, typ, b0 & 0xF)
         node = d.label(parent, f"{title}: {tag}{' (authenticated)' if b0 & 0x80 else ''}, "
                                f"transaction {b0 & 0xF}", off, end - off)
         for n, v in zip(names, vals):
@@ -931,19 +958,11 @@ def _summary(fr) -> str:
     return f"{tag} {what}{tid}" if what else f"{tag}{tid}"
 
 
-def _fast(fl, names, vals):
-    """Fast-pass field recording (no tree): many values in one call."""
-    for n, v in zip(names, vals):
-        lst = fl.get(n)
-        if lst is None:
-            fl[n] = [v]
-        else:
-            lst.append(v)
-
-
 _NPDU_NAMES = ("lon.npdu", "lon.vers", "lon.pdufmt", "lon.addrfmt", "lon.domainlen",
                "lon.srcnet", "lon.srcnode")
 _PPDU_NAMES = ("lon.ppdu", "lon.prio", "lon.alt_path", "lon.delta_bl", "lon.crc.status")
+_rec_npdu = make_recorder(_NPDU_NAMES)
+_rec_ppdu = make_recorder(_PPDU_NAMES)
 
 
 def dissect_npdu(buf, off, end, d, parent):
@@ -957,7 +976,7 @@ def dissect_npdu(buf, off, end, d, parent):
     sn = buf[off + 1]
     snode = buf[off + 2] & 0x7F
     if parent is None:
-        _fast(d.fields, _NPDU_NAMES, (b, vers, pf, af, dl, sn, snode))
+        _rec_npdu(d.fields, b, vers, pf, af, dl, sn, snode)
         anode = None
     else:
         add = d.add
@@ -1031,7 +1050,7 @@ def dissect_frame(buf, off, end, d, parent, crc: bool | None = None):
             status = "bad"
         p = buf[off]
         if node is None:
-            _fast(d.fields, _PPDU_NAMES, (p, p >> 7, p >> 6 & 1, p & 0x3F, status))
+            _rec_ppdu(d.fields, p, p >> 7, p >> 6 & 1, p & 0x3F, status)
             if status != "absent":
                 _fast(d.fields, ("lon.crc",), (got,))
         else:
