@@ -340,6 +340,8 @@ def dissect_adp(buf, off: int, end: int, d: Dissection, parent: Node | None) -> 
         v = int.from_bytes(buf[p:p + f.size], "big")
         values[f.name] = v
         fn = d.add(node, "adp." + f.name, v, p, f.size)
+        if fn is not None and prof.inferred:
+            fn.text += INFERRED
         if f.role:
             roles[f.role] = v
         for b in prof.bits.get(f.name, ()):
@@ -397,7 +399,9 @@ def _dissect_protected(buf, code_off: int, p: int, end: int, d: Dissection, node
             d.malformed("adp", p, f"protected header field {f.name} needs {f.size} bytes", node)
             return
         v = int.from_bytes(buf[p:p + f.size], "big")
-        d.add(node, "adp." + f.name, v, p, f.size)
+        fn = d.add(node, "adp." + f.name, v, p, f.size)
+        if fn is not None and prof.inferred:
+            fn.text += INFERRED
         info[f.role or f.name] = (v, p, f.size)
         p += f.size
     mac_len = prof.mac_length

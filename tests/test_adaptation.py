@@ -85,7 +85,7 @@ def test_protected_descriptor_usable_for_ccm():
     from analyzer.osgpcrypto import ccm_decrypt, ccm_encrypt
     key = bytes(range(16))
     prof = adaptation.active_profile()
-    sender = bytes.fromhex("ffffffff0105")         # 0xFF-padded subnet/node block
+    sender = bytes.fromhex("010105ffffff")         # domain 01, subnet 1, node 5, 0xFF padding
     head = adaptation.build_pdu(b"", protected=True, key_id=2, counter=0x01020304, mac=b"")
     nonce = sender + (0x01020304).to_bytes(4, "big") + bytes([2, head[0], head[1]])
     assert len(nonce) == 13
@@ -108,6 +108,15 @@ def test_protected_descriptor_usable_for_ccm():
         bytes([buf[desc["key_id_offset"]], buf[desc["code_offset"]], buf[desc["code_offset"] + 1]])
     assert ccm_decrypt(key, built_nonce, ct + mac, aad=hdr, tag_len=desc["mac_length"]) == GET
     assert desc["nonce"] == ["sender_id:6", "counter:4", "key_id:1", "code:1", "control:1"]
+    # the decryption stage reads the same descriptor: with the PSK it decrypts, and the
+    # plaintext goes through the xDLMS dissector
+    from analyzer.keyring import load_keys
+    pipe = Pipeline(keys=load_keys(extra=[f"lon.psk={key.hex()}", "lon.address=1/5"]))
+    p = pipe.feed(_lon(pdu))
+    assert p.fields["adp.protected"] == [True]
+    assert p.fields["dlms.apdu"] == ["get-request"] and p.fields["dlms.obis"] == ["0.0.1.0.0.255"]
+    wrong = Pipeline(keys=load_keys(extra=[f"lon.psk={bytes(16).hex()}", "lon.address=1/5"]))
+    assert "dlms" not in wrong.feed(_lon(pdu)).fields
     # truncated: shorter than the MAC
     d = _adp(head + b"\x01\x02")
     assert "_ws.malformed" in d.fields and "adp.protected" in d.fields
