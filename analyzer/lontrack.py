@@ -60,8 +60,10 @@ class LonTrack(Stage):
         a = pkt.aux.get("lon")
         if not a:
             return
-        node = _lon_node(d)
+        lnode = node = _lon_node(d)
         if "response_to" in a:
+            if node is not None:
+                node = d.label(node, f"Response to the request in frame {a['response_to']}", 0, 0)
             d.add(node, "lon.response_to", a["response_to"], 0, 0)
             d.add(node, "lon.response_time", a["response_time"], 0, 0)
             rc = a.get("request_code")
@@ -81,8 +83,11 @@ class LonTrack(Stage):
                 if what:
                     tid = lon.get("tid")
                     d.info = f"RESPONSE {what}" + (f" [tid {tid}]" if tid is not None else "")
+                    if node is not None:
+                        node.text = f"Response to the request in frame {a['response_to']}: {what}"
+                        lnode.text = f"ISO/IEC 14908-1 LonTalk, {d.src} -> {d.dst}: {d.info}"
         if "response_in" in a:
-            d.add(node, "lon.response_in", a["response_in"], 0, 0)
+            d.add(lnode, "lon.response_in", a["response_in"], 0, 0)
 
     def _track(self, pkt, d, lon):
         kind = (lon.get("pdu"), lon.get("type"))

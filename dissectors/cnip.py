@@ -154,6 +154,9 @@ def _one(buf, off, end, d, parent):
             add(node, "cnip.type.unknown", None, off + 3, 1)
             d.note("note", "protocol", "cnip", off + 3, f"Unknown CN/IP packet type 0x{typ:02x}", node)
             name = f"type 0x{typ:02x}"
+        if node is not None:
+            node.text = f"ISO/IEC 14908-4 CN/IP, {name}, session 0x{sess:08x}, seq {seq}" + \
+                (", MD5" if pf & SEC_FLAG else "")
         if typ == 0x01:
             d.info = f"CN/IP data seq {seq}"
             if not table("cnip.protocol").dispatch(pf & PROTO_MASK, buf, o, pend, d, node,
