@@ -161,6 +161,8 @@ fields("lon.", FT_STR, [
     ("addr_type", "Destination address type (bcast/group/unicast/groupack/nid)"),
 ])
 field("lon.nv.poll", FT_BOOL, "NV poll (request without data)")
+field("lon.tpdu_type.unknown", FT_NONE, "Unexpected TPDU type")
+field("lon.spdu_type.unknown", FT_NONE, "Unexpected SPDU type")
 field("lon.response_time", "float", "Time since the request (s)")
 field("data.data", FT_BYTES, "Data")
 # NM / ND arguments (our own)
@@ -818,6 +820,7 @@ def _xpdu(buf, off, end, d, parent, fr, kind):
     fr.resp = typ == 2
     body = bodies.get(typ)
     if body is None:
+        d.add(node, f"lon.{kind}_type.unknown", None, off, 1)
         d.note("warn", "protocol", "lon", off, f"Unexpected {title} type {typ}", node)
         if end > o:
             d.add(node, "data.data", buf[o:end], o, end - o)

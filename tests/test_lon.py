@@ -316,3 +316,11 @@ def test_application_handoff_table_and_info_prefix():
     assert seen[0][2]["type"] == "ACKD" and seen[0][2]["dst_node"] == 3 and seen[0][2]["tid"] == 3
     assert d.info == "ACKD [tid 3] fake payload summary"
     assert "data.data" not in d.fields
+
+
+def test_unexpected_tpdu_spdu_types():
+    d = dec("00 09 01 85 02 83 42 33 01")                 # TPDU type 3
+    assert f(d, "lon.tpdu_type") == [3] and f(d, "lon.tpdu_type.unknown") == [None]
+    assert f(d, "data.data") == [b"\x01"] and any("Unexpected TPDU type 3" in e.message for e in d.expert)
+    d = dec("00 19 01 85 02 83 42 13")                    # SPDU type 1
+    assert f(d, "lon.spdu_type.unknown") == [None]
