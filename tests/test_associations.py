@@ -1,0 +1,116 @@
+"""Association tracking: lifecycle, transport keying, titles, request/response matching,
+records for exports/TUI, parsing helpers against the published vectors."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from analyzer import associations as A
+
+from _dlms_frames import aare, aarq, c2s, run, s2c
+
+CT, SV = b"CLIENT01", b"SERVER01"
+GET = bytes.fromhex("C001C1000F0000280000FF0200")
+RSP = bytes.fromhex("C401C1000600001391")
+GET2 = bytes.fromhex("C001C2000800000100FF0200")
+RSP2 = bytes.fromhex("C401C20101")           # data-access-result 1: an error
+C2 = ("10.0.0.3", 40001, 16)
+
+
+def V(vectors, name):
+    return next(v for v in vectors if v["name"] == name)
+
+
+def test_lifecycle_and_matching():
+    frames = [(0.0, c2s(aarq(CT))), (0.1, s2c(aare(SV))),
+              (1.0, c2s(GET)), (1.0, c2s(GET2)), (1.25, s2c(RSP2)), (1.5, s2c(RSP)),
+              (2.0, c2s(bytes.fromhex("6203800100"))), (2.1, s2c(bytes.fromhex("6303800100")))]
+    pkts, pipe = run(frames)
+    ast = pipe.stage("associations")
+    (a,) = ast.records
+    assert (a.client_title, a.server_title, a.state, a.mechanism, a.context) == (CT, SV, "released", None, 1)
+    assert (a.requests, a.responses, a.errors) == (2, 2, 1)
+    # matched by invoke id, not by order: GET2 (id 2) is answered first
+    assert pkts[4].fields["dlms.response_to"] == [4] and pkts[5].fields["dlms.response_to"] == [3]
+    assert pkts[4].fields["dlms.time"] == [pytest.approx(0.25)]
+    assert pkts[5].fields["dlms.time"] == [pytest.approx(0.5)]
+    assert pkts[2].fields["dlms.response_in"] == [6]
+    assert [p.fields["dlms.assoc_id"] for p in pkts] == [[1]] * 8
+    rec = ast.list()[0]
+    assert rec["client"] == "10.0.0.2:40000/w16" and rec["server"] == "10.0.0.1:4059/w1"
+    assert rec["transport"] == "UDP" and rec["first_frame"] == 1 and rec["last_frame"] == 8
+    assert rec["mean_response_time"] == pytest.approx(0.375) and rec["errors"] == 1
+    assert "dedicated_key" in rec and rec["dedicated_key"] is False
+    assert pkts[0].fields["dlms.assoc_state"] == ["requested"]
+    assert pkts[7].fields["dlms.assoc_state"] == ["released"]
+
+
+def test_concurrent_associations_on_different_transports():
+    frames = [c2s(aarq(CT)), c2s(aarq(b"CLIENT02"), client=C2), s2c(aare(SV), client=C2), s2c(aare(SV)),
+              c2s(GET, client=C2), c2s(GET), s2c(RSP), s2c(RSP, client=C2)]
+    pkts, pipe = run(frames)
+    ids = [p.fields["dlms.assoc_id"][0] for p in pkts]
+    assert ids == [1, 2, 2, 1, 2, 1, 1, 2]
+    a1, a2 = pipe.stage("associations").records
+    assert a1.client_title == CT and a2.client_title == b"CLIENT02"
+    assert a1.responses == a2.responses == 1
+
+
+def test_new_aarq_replaces_and_data_without_aarq():
+    pkts, pipe = run([c2s(GET), s2c(RSP), c2s(aarq(CT)), s2c(aare(SV)), c2s(aarq(CT))])
+    recs = pipe.stage("associations").records
+    assert [r.state for r in recs] == ["replaced", "replaced", "requested"]
+    assert recs[0].client == "10.0.0.2:40000/w16"       # the request's sender is the client
+    # a response seen first: the client is the destination
+    _, pipe = run([s2c(RSP)])
+    assert pipe.stage("associations").records[0].client == "10.0.0.2:40000/w16"
+
+
+def test_idle_timeout_starts_a_new_association():
+    pkts, pipe = run([(0.0, c2s(aarq(CT))), (0.1, s2c(aare(SV))), (0.2, c2s(GET)), (5000.0, c2s(GET))])
+    recs = pipe.stage("associations").records
+    assert [r.state for r in recs] == ["timeout", "pre-established"]
+    assert pkts[3].fields["dlms.assoc_id"] == [2]
+
+
+def test_rejected_association():
+    _, pipe = run([c2s(aarq(CT)), s2c(aare(SV, result=1, diag=13))])
+    a = pipe.stage("associations").records[0]
+    assert a.state == "rejected" and a.result == 1 and a.diagnostic == 13
+
+
+def test_initiate_parsers_against_vectors(vectors):
+    pt = bytes.fromhex(V(vectors, "greenbook_aarq_ciphered_lls")["expected"]["user_information"]["plaintext"])
+    r = A.parse_initiate_request(pt)
+    assert r["dedicated_key"] == bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+    assert r["conformance"] == 0x007E1F and r["max_pdu"] == 1200 and r["version"] == 6
+    pt = bytes.fromhex(V(vectors, "greenbook_rlre_glo_initiate_response")["expected"]["user_information"]["plaintext"])
+    r = A.parse_initiate_response(pt)
+    assert (r["conformance"], r["max_pdu"], r["vaa_name"]) == (0x007C1F, 1024, 7)
+    plain = bytes.fromhex(V(vectors, "dlmscosem_aarq_no_security")["hex"])
+    assert A.parse_initiate_request(plain) is None
+
+
+def test_hls_value_extraction(vectors):
+    v = bytes.fromhex(V(vectors, "dlmscosem_action_request_hls_reply")["hex"])
+    which, val, iid = A.hls_value(v)
+    assert which == "pass3" and val == bytes.fromhex("1000001A90E6D2221FA2FD85EED61ACC22") and iid == 0
+    v = bytes.fromhex(V(vectors, "jdlms_kaifa_hls_gmac_action_response")["hex"])
+    assert A.hls_value(v) == ("pass4", bytes.fromhex("101A9190BC0A587217BCD2BCD4FDDB7143"), 1)
+    assert A.hls_value(GET) is None
+
+
+def test_assoc_repr_hides_dedicated_key():
+    a = A.Association(1, ("udp",), "UDP", "c", "s", 1, 0)
+    a.dedicated_key = b"\x11" * 16
+    assert "1111" not in repr(a) and "1111" not in str(a.to_dict())
+
+
+@given(st.binary(max_size=40))
+def test_helpers_never_raise(b):
+    A.parse_initiate_request(b"\x01" + b)
+    A.parse_initiate_response(b"\x08" + b)
+    A.hls_value(b"\xC3\x01" + b)
+    A.hls_value(b"\xC7\x01" + b)
+    A.invoke_id(b"\xC0" + b)
+    A.is_error_response(b"\xC5\x01" + b)
