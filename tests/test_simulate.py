@@ -487,3 +487,52 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
     assert counts["lon.nv"] > 5 and counts["lon.nd"] > 5 and counts["lon.nm"] > 5 and counts["lon.authpdu"] >= 2
     assert tolerated < 40
     print(f"truth agreement: {counts}; tolerated relay no-key: {tolerated}; decoder gaps: {gaps}")
+
+
+# --------------------------------------------------------------------------- audit vs the truth
+
+def _explained(finding, frames_by_no):
+    """Why an audit finding that the truth does not expect is a known audit limitation,
+    or None: a frame with a CRC error, the same APDU seen again on another hop (router or
+    repeater), a data notification sent after the association's release."""
+    fr = [frames_by_no[n] for n in finding.get("frames") or [finding.get("frame")] if n in frames_by_no]
+    if any(f["lon"].get("crc_ok") is False for f in fr):
+        return "crc-error frame"
+    wires = [(f.get("dlms") or {}).get("wire") for f in fr]
+    if len(fr) >= 2 and len(set(wires)) == 1 and wires[0] and any(
+            f["medium"] == "ip" or f.get("routed") or f.get("proxy") for f in fr):
+        return "same APDU on another hop (router/repeater)"
+    if finding["rule"] in ("hls-challenge-relay", "dedicated-key-shared") and len(fr) >= 2 and any(
+            f["medium"] == "ip" or f.get("routed") or f.get("proxy") for f in fr) and \
+            len({(f.get("dlms") or {}).get("association") for f in fr}) == 1:
+        return "same association seen on another hop (router/repeater)"
+    if finding["rule"] == "global-key-where-dedicated" and all(
+            (f.get("dlms") or {}).get("direction") == "push" for f in fr):
+        return "data notification after release"
+    return None
+
+
+def test_audit_reports_the_expected_findings(lonscope_cmd, generated):
+    """`lonscope audit -T json`: every finding the truth expects is reported for every
+    scenario; every other finding must be one of the known audit limitations above (they
+    are counted and printed, and must not occur in the single-hop attack scenarios)."""
+    known: dict[str, int] = {}
+    for name, (cap, doc, keys) in generated.items():
+        r = subprocess.run(lonscope_cmd + ["audit", str(cap), "--keys", str(keys), "-T", "json"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode in (0, 1), r.stderr[-2000:]
+        got = json.loads(r.stdout)["findings"]
+        expected = {f["rule"] for f in doc["findings"]}
+        reported = {f["rule"] for f in got}
+        assert expected <= reported, (name, sorted(expected - reported))
+        by_no = {f["number"]: f for f in doc["frames"]}
+        for f in got:
+            if f["rule"] in expected:
+                continue
+            why = _explained(f, by_no)
+            assert why is not None, (name, f["rule"], f["message"], f.get("frames"))
+            known[f"{f['rule']}: {why}"] = known.get(f"{f['rule']}: {why}", 0) + 1
+        if name in ("lls-sniff", "hls-swap", "mitm-relay", "replay", "tamper", "nm-unauth", "osgp-legacy"):
+            extra = reported - expected
+            assert all(any(k.startswith(e + ":") for k in known) for e in extra), (name, extra)
+    print("audit limitations seen (not expected by the truth):", known)

@@ -132,8 +132,10 @@ class Association:
         ic = ep.next_ic() if force_ic is None else force_ic
         title = ep.title
         sc = self.p.sc
-        if glo_only and kind in ("ded", "general-glo", "general-ded", "signing"):
-            kind = "glo"
+        if glo_only and kind in ("general-glo", "general-ded", "signing"):
+            # HLS passes travel as service-specific APDUs: glo-, or ded- once a dedicated
+            # key is agreed
+            kind = "ded" if kind == "general-ded" else "glo"
         if kind == "signing":
             tid = struct.pack(">Q", ic)
             orig, recip = (self.cep.title, self.sep.title) if direction == "request" else (self.sep.title, self.cep.title)
@@ -240,7 +242,7 @@ class Association:
         st["dlms"]["initiate"] = {"protection": prot_resp, "plaintext": iresp.hex(),
                                   "decryption": self._status(prot_resp)}
         if p.mechanism == 1:
-            rt["findings"] = ["lls-password-cleartext"]
+            rt["findings"] = ["lls-cleartext"]
         if self.mitm:
             req, rt, resp, st = self.mitm(req, rt, resp, st)
         self.send(req, resp, rt, st)
