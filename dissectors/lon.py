@@ -504,11 +504,15 @@ def _nm_sub(buf, off, end, d, node):
     return ""
 
 
+_PIN_OFF = _off(SERVICE_PIN)
+
+
 def _service_pin(buf, off, end, d, node):
-    need(end, off, 14, "service pin")
-    _u(d, node, "lon.nm.nid", buf[off: off + 6], off, 6)
-    _u(d, node, "lon.nm.program_id", buf[off + 6: off + 14], off + 6, 8)
-    return f"nid {buf[off: off + 6].hex()}"
+    need(end, off, SERVICE_PIN.sizeof(), "service pin")
+    (no, nn), (po, pn) = _PIN_OFF["nid"], _PIN_OFF["program_id"]
+    _u(d, node, "lon.nm.nid", buf[off + no: off + no + nn], off + no, nn)
+    _u(d, node, "lon.nm.program_id", buf[off + po: off + po + pn], off + po, pn)
+    return f"nid {buf[off + no: off + no + nn].hex()}"
 
 
 def _mem_data(buf, off, end, d, node):
@@ -516,16 +520,16 @@ def _mem_data(buf, off, end, d, node):
     return f"{end - off} bytes"
 
 
+_ND_STATUS_OFF = _off(ND_STATUS)
+
+
 def _nd_status(buf, off, end, d, node):
-    need(end, off, 15, "status")
-    g = buf
-    for name, o, n in (("xmit_errors", 0, 2), ("tx_timeouts", 2, 2), ("rcv_tx_full", 4, 2),
-                       ("lost_msgs", 6, 2), ("missed_msgs", 8, 2), ("reset_cause", 10, 1),
-                       ("node_state", 11, 1), ("version", 12, 1), ("error_log", 13, 1),
-                       ("model", 14, 1)):
-        v = g[off + o] << 8 | g[off + o + 1] if n == 2 else g[off + o]
+    need(end, off, ND_STATUS.sizeof(), "status")
+    for name, (o, n) in _ND_STATUS_OFF.items():
+        v = int.from_bytes(buf[off + o: off + o + n], "big")
         _u(d, node, "lon.nd." + name, v, off + o, n)
-    return f"state {NODE_STATES.get(buf[off + 11], hex(buf[off + 11]))}"
+    st = buf[off + _ND_STATUS_OFF["node_state"][0]]
+    return f"state {NODE_STATES.get(st, hex(st))}"
 
 
 def _nd_xcvr(buf, off, end, d, node):
