@@ -815,9 +815,12 @@ def _conformance(s: _P, p: int, node) -> int:
               f"Conformance: 0x{v:06x} ({', '.join(names)})" if node is not None else None)
     d.add(None, "dlms.conformance_name", ",".join(names), p + 4, 3)
     if n is not None:
+        # a field (True) for each set bit, as in the fast pass; unset bits are text only
         for i, nm in CONFORMANCE_BITS.items():
-            d.add(n, f"dlms.conformance.{nm.replace('-', '_')}", bool(v >> (23 - i) & 1), p + 4, 3,
-                  f"{'1' if v >> (23 - i) & 1 else '0'} .... bit {i:2d} {nm}")
+            if v >> (23 - i) & 1:
+                d.add(n, f"dlms.conformance.{nm.replace('-', '_')}", True, p + 4, 3, f"1 .... bit {i:2d} {nm}")
+            else:
+                d.label(n, f"0 .... bit {i:2d} {nm}", p + 4, 3)
     else:
         for i, nm in CONFORMANCE_BITS.items():
             if v >> (23 - i) & 1:
