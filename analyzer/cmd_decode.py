@@ -126,8 +126,10 @@ def _quiet_exit_on_broken_pipe() -> None:
 @click.option("-c", "count", type=click.IntRange(min=1), default=None,
               help="Stop after COUNT displayed packets.")
 @click.option("-x", "hexdump", is_flag=True, help="Add a hex dump of each data source.")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Worker processes for -T fields when every field is stateless (0 = one per CPU).")
 def command(captures, keys_path, key_items, profile, display_filter, verbose, fmt, field_names,
-            eopts, count, hexdump):
+            eopts, count, hexdump, jobs):
     """Decode CAPTURE files: one line per packet (like tshark), -V trees, JSON, fields."""
     from . import output as O
 
@@ -143,9 +145,8 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
         raise CliError(str(e)) from None
     match = compile_display_filter(display_filter)
     if field_names:
-        from dissectors import load_all
-        load_all()
-        import analyzer.filters  # noqa: F401  (registers the frame/_ws names)
+        from .filters import _load_fields
+        _load_fields()
         bad = [n for n in field_names if not O.known_field(n)]
         if bad:
             raise CliError(f"unknown field(s) for -e: {', '.join(bad)} (see `lonscope fields`)")
@@ -154,6 +155,14 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
     readers = open_readers(captures)
 
     want_tree = verbose
+    if jobs != 1 and fmt == "fields" and keys is None and not verbose and not hexdump:
+        used = set(field_names) | set(getattr(match, "fields", ()) if match is not None else ())
+        if parallel_eligible(used):
+            try:
+                run_parallel(readers, field_names, eo, match, count, jobs or (os.cpu_count() or 1), prof)
+            except BrokenPipeError:
+                _quiet_exit_on_broken_pipe()
+            return
     from .pipeline import Pipeline
     pipe = Pipeline(keys=keys, profile=prof, want_tree=want_tree)
     out = sys.stdout
@@ -236,6 +245,124 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
         _quiet_exit_on_broken_pipe()
     finally:
         progress.done()
+    for msg in errors:
+        click.echo(f"lonscope: {msg}", err=True)
+    if errors and read == 0:
+        sys.exit(2)
+
+
+# --------------------------------------------------------------------------- parallel -T fields
+#
+# The capture is cut into record ranges decoded by worker processes (fork), each with its
+# own pipeline.  Stateful stages would see each range on its own, so this mode is used only
+# when every requested field (-e and -Y) is a per-frame field of the lower layers, registered
+# by a dissector (not by a stage), and each range starts with a warm-up of earlier records
+# (decoded, not printed) so that IP fragments and short LonTalk/TCP exchanges that cross a
+# range boundary still come out as in a single pass.
+
+SAFE_PREFIXES = ("frame.", "eth.", "vlan.", "sll.", "null.", "ip.", "ipv6.", "udp.", "tcp.",
+                 "cnip.", "lon.", "lonip.", "ni.")
+SAFE_PROTOCOLS = frozenset(["eth", "vlan", "sll", "null", "ip", "ipv6", "udp", "tcp", "cnip", "lon",
+                            "lonip", "ni"])
+SAFE_VIRTUAL = frozenset(["frame.number", "frame.time_epoch", "frame.time_relative", "frame.time_delta",
+                          "frame.len", "frame.cap_len"])
+WARMUP = 256
+CHUNK = 20000
+
+
+def parallel_eligible(names) -> bool:
+    from . import filters
+    filters._load_fields()
+    from dissectors.core import REGISTRY
+    dissector_fields = filters.DISSECTOR_FIELDS
+    if dissector_fields is None:          # stage fields cannot be told apart: be safe
+        return False
+    for n in names:
+        if n in SAFE_VIRTUAL or n in SAFE_PROTOCOLS:
+            continue
+        if n not in dissector_fields or n not in REGISTRY or not n.startswith(SAFE_PREFIXES):
+            return False
+    return True
+
+
+_PAR: dict = {}
+
+
+def _par_chunk(job):
+    """Worker: decode records [start, end) of the current file; returns (text, shown)."""
+    from . import output as O
+    from .pipeline import Pipeline
+    start, end = job
+    p = _PAR
+    idx, path, ff, match, t0, need_virtual = p["idx"], p["path"], p["ff"], p["match"], p["t0"], p["virtual"]
+    pipe = Pipeline(profile=p["profile"])
+    warm = max(0, start - WARMUP)
+    pipe.count = p["base"] + warm
+    prev = int(idx.ts_ns[warm - 1]) if warm > 0 else None
+    lines = []
+    for i in range(warm, end):
+        pkt = pipe.feed(idx.record(i), path)
+        if i < start:
+            prev = pkt.ts_ns
+            continue
+        fields = O.with_virtual(pkt, t0, prev) if need_virtual else pkt.d.fields
+        prev = pkt.ts_ns
+        if match is not None and not match(fields):
+            continue
+        lines.append(ff.line(fields))
+    return ("\n".join(lines) + "\n") if lines else "", len(lines)
+
+
+def run_parallel(readers, field_names, eo, match, count, jobs: int, profile) -> None:
+    import multiprocessing as mp
+    from . import output as O
+    from .capture import index_capture
+    ff = O.FieldsFormatter(list(field_names), eo["separator"], eo["occurrence"], eo["aggregator"],
+                           eo["quote"], eo["header"])
+    out = sys.stdout
+    if ff.header:
+        out.write(ff.header_line() + "\n")
+    need_virtual = bool(match is not None and getattr(match, "fields", ()) & O.VIRTUAL_NAMES) or ff.needs_virtual
+    shown = 0
+    base = 0
+    t0 = None
+    errors = []
+    read = 0
+    ctx = mp.get_context("fork")
+    if os.environ.get("LONSCOPE_DEBUG_PARALLEL"):
+        click.echo(f"lonscope: decoding with {jobs} worker processes", err=True)
+    for path, reader in readers:
+        reader.close()
+        _, idx = index_capture(path)
+        n = len(idx)
+        if t0 is None and n:
+            t0 = int(idx.ts_ns[0])
+        _PAR.update(idx=idx, path=path, ff=ff, match=match, t0=t0, virtual=need_virtual,
+                    base=base, profile=profile)
+        size = max(2000, min(CHUNK, n // (jobs * 4) + 1))
+        ranges = [(a, min(a + size, n)) for a in range(0, n, size)]
+        done = False
+        if ranges:
+            with ctx.Pool(min(jobs, len(ranges))) as pool:
+                for text, k in pool.imap(_par_chunk, ranges):
+                    if count is not None and shown + k >= count:
+                        keep = count - shown
+                        text = "".join(text.splitlines(True)[:keep])
+                        k = keep
+                        done = True
+                    out.write(text)
+                    shown += k
+                    if done:
+                        pool.terminate()
+                        break
+        read += n
+        base += n
+        if idx.error:
+            errors.append(idx.error)
+        idx.close()
+        if done:
+            break
+    out.flush()
     for msg in errors:
         click.echo(f"lonscope: {msg}", err=True)
     if errors and read == 0:

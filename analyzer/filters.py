@@ -113,6 +113,28 @@ _TERM_DESC = {"WORD": "a field name or value", "STRING": "a string", "CMP": "a c
               "COMMA": "','"}
 
 
+# Names registered by the dissectors alone (before any stage module was imported), or
+# None when stages were imported first and the two cannot be told apart.
+DISSECTOR_FIELDS: frozenset | None = None
+_snapshot_done = False
+
+
+def _load_fields() -> None:
+    """Every registered field: dissectors and the pipeline stages (which add their own)."""
+    global DISSECTOR_FIELDS, _snapshot_done
+    load_all()
+    try:
+        import sys
+        from .pipeline import STAGE_MODULES, _load_stage_modules
+        if not _snapshot_done:
+            _snapshot_done = True
+            if not any(m in sys.modules for m in STAGE_MODULES):
+                DISSECTOR_FIELDS = frozenset(REGISTRY)
+        _load_stage_modules()
+    except Exception:       # a broken stage module must not break filtering
+        pass
+
+
 def _known_field(name: str) -> bool:
     if name in REGISTRY:
         return True
@@ -644,7 +666,7 @@ def _syntax_error(text: str, e: UnexpectedInput) -> FilterError:
 
 def compile_filter(text: str) -> Callable[[dict], bool]:
     """Parse and compile a display filter; raises `FilterError` (with `.column`)."""
-    load_all()
+    _load_fields()
     if text is None or not text.strip():
         return _MatchAll(text or "")
     try:
@@ -679,7 +701,7 @@ def validate(text: str) -> FilterError | None:
 
 def complete(prefix: str) -> list[str]:
     """Field names starting with `prefix` (or with the last word of a partial filter)."""
-    load_all()
+    _load_fields()
     m = re.search(r"[A-Za-z0-9_.\-]*$", prefix or "")
     word = m.group(0) if m else ""
     names = set(REGISTRY)

@@ -210,3 +210,90 @@ def test_fields_command(lonscope_cmd):
     pre = run(lonscope_cmd, "fields", "--prefix", "ip.").stdout.splitlines()
     assert pre and all(l.startswith("ip.") for l in pre)
     assert "ip.src\t" in "\n".join(pre)
+
+
+# --------------------------------------------------------------------------- CN/IP LonTalk
+
+def _ether_udp(payload: bytes, sport: int, dport: int, ident: int) -> bytes:
+    import struct
+    udp = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ident & 0xFFFF, 0, 64, 17, 0,
+                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    csum = 0
+    for i in range(0, 20, 2):
+        csum += (ip[i] << 8) | ip[i + 1]
+    while csum >> 16:
+        csum = (csum & 0xFFFF) + (csum >> 16)
+    ip = ip[:10] + struct.pack(">H", ~csum & 0xFFFF) + ip[12:]
+    return bytes.fromhex("020000000002020000000001" "0800") + ip + udp
+
+
+@pytest.fixture(scope="module")
+def cnip_capture(tmp_path_factory):
+    """CN/IP (UDP 1628) datagrams each carrying one LonTalk frame with varying addresses."""
+    from analyzer.packet import Record
+    from analyzer.pcapwriter import PcapWriter
+    from dissectors.cnip import build_cnip
+    from dissectors.lon import build_frame
+    path = tmp_path_factory.mktemp("cnip") / "lon.pcap"
+    w = PcapWriter(str(path), linktype=1)
+    for i in range(3000):
+        frame = build_frame(pdu="spdu", spdu_type=0 if i % 2 == 0 else 2, addr="2a",
+                            src_subnet=1 + i % 3, src_node=1 + i % 7, dst_subnet=1 + (i + 1) % 3,
+                            dst_node=1 + (i * 5) % 11, tid=i % 16, domain=b"\x4d",
+                            apdu=bytes([0x30 | (i % 16), i & 0xFF, 1, 2]), crc=False)
+        data = _ether_udp(build_cnip(frame, seqno=i + 1), 1628, 1628, i)
+        w.write(Record(1_700_000_000_000_000_000 + i * 1_000_000, data, 1, len(data)))
+    w.close()
+    return path
+
+
+LON_FIELDS = ["frame.number", "cnip.seqno", "lon.srcnet", "lon.srcnode", "lon.dstnet", "lon.dstnode",
+              "lon.trans_no", "lon.domain"]
+
+
+def _norm(text: str) -> list[list[str]]:
+    """tshark prints hex-based fields as 0x..; compare numbers as numbers."""
+    rows = []
+    for line in text.splitlines():
+        row = []
+        for c in line.split("\t"):
+            row.append(str(int(c, 0)) if c.startswith("0x") else c)
+        rows.append(row)
+    return rows
+
+
+def test_lon_fields_match_tshark_and_parallel(lonscope_cmd, tshark, cnip_capture):
+    args = []
+    for f in LON_FIELDS:
+        args += ["-e", f]
+    ours = run(lonscope_cmd, "decode", cnip_capture, "-T", "fields", *args).stdout
+    theirs = tshark_fields(tshark, cnip_capture, LON_FIELDS)
+    assert len(ours.splitlines()) == 3000
+    assert _norm(ours) == _norm(theirs)
+    par = run(lonscope_cmd, "decode", cnip_capture, "-T", "fields", "-j", "2", *args).stdout
+    assert par == ours
+    flt = "lon.srcnode == 3 && lon.dstnet in {2, 3}"
+    ours = run(lonscope_cmd, "decode", cnip_capture, "-Y", flt, "-j", "2", "-e", "frame.number").stdout
+    assert ours == tshark_fields(tshark, cnip_capture, ["frame.number"], flt)
+    ours = run(lonscope_cmd, "decode", cnip_capture, "-Y", flt, "-j", "2", "-c", "7", "-e", "frame.number").stdout
+    assert ours.splitlines() == tshark_fields(tshark, cnip_capture, ["frame.number"], flt).splitlines()[:7]
+
+
+def test_parallel_falls_back_for_stateful_fields(lonscope_cmd, pcaps, cnip_capture):
+    import os
+    env = dict(os.environ, LONSCOPE_DEBUG_PARALLEL="1")
+    path = pcaps / HT / "Output.pcap"
+    p = run(lonscope_cmd, "decode", cnip_capture, "-e", "lon.srcnode", "-e", "frame.time_relative",
+            "-Y", "cnip.seqno > 10", "-j", "2", env=env)
+    assert "decoding with 2 worker processes" in p.stderr
+    assert p.stdout.splitlines()[0] == "4\t0.010000000"   # i = 10: src node 1 + 10 % 7
+    for fields in (["tcp.stream"], ["dlms.invoke_id"], ["_ws.col.Info"]):   # stage / upper-layer fields
+        args = [a for f in fields for a in ("-e", f)]
+        one = run(lonscope_cmd, "decode", path, *args, "-e", "frame.number").stdout
+        two = run(lonscope_cmd, "decode", path, *args, "-e", "frame.number", "-j", "2", env=env)
+        assert "worker processes" not in two.stderr
+        assert one == two.stdout
+    assert one.splitlines()[0].endswith("\t1")
+    first = run(lonscope_cmd, "decode", path, "-e", "tcp.stream", "-c", "1").stdout
+    assert first == "0\n"
