@@ -34,6 +34,7 @@ field("dlms.sec.signature_status", FT_STR, "general-signing signature check: ver
 field("dlms.sec.plaintext_len", FT_UINT, "Length of the decrypted APDU")
 field("dlms.sec.plaintext", FT_BYTES, "Decrypted bytes (no xDLMS dissector for them)")
 
+_U32 = struct.Struct(">I").unpack_from
 _RANK = {"auth-failed": 6, "no-key": 5, "unsupported": 4, "unauthenticated": 3, "decrypted": 2, "auth-ok": 1}
 
 KNOWN_PLAIN = frozenset([0x01, 0x05, 0x06, 0x08, 0x0C, 0x0D, 0x0E, 0x0F, 0x16, 0x18, 0x60, 0x61, 0x62,
@@ -214,10 +215,10 @@ def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, directi
     if end - off < 5:
         return Result("unsupported", kind=kind, tag=tag, message="ciphered content shorter than SC+IC")
     sc_b = buf[off]
-    ic = struct.unpack_from(">I", buf, off + 1)[0]
+    ic = _U32(buf, off + 1)[0]
     body = bytes(buf[off + 5:end])
     sc = dc.parse_sc(sc_b)
-    r0 = dict(sc=sc_b, ic=ic, kind=kind, tag=tag)
+    r0 = {"sc": sc_b, "ic": ic, "kind": kind, "tag": tag}
     if sc.compressed:
         return Result("unsupported", message="compressed APDU (not supported)", **r0)
     if sc.suite > 2:
@@ -240,8 +241,9 @@ def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, directi
         peer = assoc.peer_title_of(direction)
     if sender is None:
         return Result("no-key", message="sender's system title unknown (no AARQ/AARE seen)", **r0)
-    titles = [(bytes(sender), False)]
-    if peer is not None and bytes(peer) != bytes(sender) and kind in ("glo", "ded"):
+    sender = bytes(sender)
+    titles = [(sender, False)]
+    if peer is not None and peer != sender and kind in ("glo", "ded"):
         titles.append((bytes(peer), True))
     server_title = assoc.server_title if assoc is not None else None
     client_title = assoc.client_title if assoc is not None else None
@@ -267,9 +269,6 @@ def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, directi
                 ek, label = _pick_keys(ks, kind, sc, assoc, key_info)
             if ek is None:
                 continue
-            if sc.auth and not ks.ak and not (kind in ("ded",) and ek):
-                # AK may legitimately be empty for some stacks; still try with none
-                pass
             tried = True
             for extra in aads:
                 try:
@@ -279,7 +278,7 @@ def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, directi
                         res = _unprotect_extra_aad(sc_b, ic, title, ek, ks.ak, body, extra)
                 except dc.CryptoError:
                     continue
-                r = Result(res.status, res.plaintext, ks.name, label, title, is_peer, **r0)
+                r = Result(res.status, res.plaintext, ks.name, label, title, is_peer, sc_b, ic, kind, tag)
                 if res.status == "unauthenticated":
                     # nothing authenticates the key: prefer a plausible plaintext
                     if plausible(res.plaintext, tag):

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (decode_dss_signature,
                                                             encode_dss_signature)
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import (InvalidUnwrap, aes_key_unwrap,
                                                     aes_key_wrap)
@@ -52,9 +53,15 @@ class SecurityControl(NamedTuple):
         return "none"
 
 
+_SC_TABLE = tuple(SecurityControl(sc & SC_SUITE_MASK, bool(sc & SC_AUTH), bool(sc & SC_ENC),
+                                   bool(sc & SC_BROADCAST), bool(sc & SC_COMPRESSED)) for sc in range(256))
+
+
 def parse_sc(sc: int) -> SecurityControl:
-    return SecurityControl(sc & SC_SUITE_MASK, bool(sc & SC_AUTH), bool(sc & SC_ENC),
-                           bool(sc & SC_BROADCAST), bool(sc & SC_COMPRESSED))
+    return _SC_TABLE[sc & 0xFF]
+
+
+_IC = struct.Struct(">I")
 
 
 class CryptoError(Exception):
@@ -62,7 +69,7 @@ class CryptoError(Exception):
 
 
 def make_iv(system_title: bytes, ic: int) -> bytes:
-    return bytes(system_title) + struct.pack(">I", ic & 0xFFFFFFFF)
+    return bytes(system_title) + _IC.pack(ic & 0xFFFFFFFF)
 
 
 def _check_key(key: bytes, what: str = "key") -> None:
@@ -76,32 +83,58 @@ def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
     """GCM's keystream without a tag: CTR mode starting at counter 2 (J0 + 1)."""
     if len(iv) != 12:
         raise CryptoError("IV must be 12 bytes (system title 8 + invocation counter 4)")
-    c = Cipher(algorithms.AES(key), modes.CTR(iv + b"\x00\x00\x00\x02")).encryptor()
-    return c.update(data) + c.finalize()
+    if not data:
+        return b""
+    return _gcm(key).encrypt(iv, data, None)[:-16]
+
+
+def _gcm(key: bytes) -> AESGCM:
+    """AES-GCM object per key (bounded in-memory cache: the hot path makes one Rust call)."""
+    g = _GCM_CACHE.get(key)
+    if g is None:
+        if key is None or len(key) not in (16, 24, 32):
+            raise CryptoError("key must be 16, 24 or 32 bytes long")
+        if len(_GCM_CACHE) > 256:
+            _GCM_CACHE.clear()
+        k = bytes(key)
+        g = _GCM_CACHE[k] = AESGCM(k)
+    return g
+
+
+_GCM_CACHE: dict[bytes, AESGCM] = {}
 
 
 def gcm_encrypt_raw(key: bytes, iv: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
     """AES-GCM: (ciphertext, 16-byte tag)."""
-    _check_key(key)
-    enc = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
-    if aad:
-        enc.authenticate_additional_data(aad)
-    ct = enc.update(plaintext) + enc.finalize()
-    return ct, enc.tag
+    if len(iv) != 12:
+        raise CryptoError("IV must be 12 bytes")
+    out = _gcm(key).encrypt(iv, plaintext, aad or None)
+    return out[:-16], out[-16:]
 
 
 def gcm_decrypt_raw(key: bytes, iv: bytes, ciphertext: bytes, aad: bytes, tag: bytes) -> bytes:
-    """AES-GCM decrypt and verify a (possibly truncated, >= 12 byte) tag; raises CryptoError."""
-    _check_key(key)
-    try:
-        dec = Cipher(algorithms.AES(key), modes.GCM(iv, tag, min_tag_length=len(tag))).decryptor()
-        if aad:
-            dec.authenticate_additional_data(aad)
-        return dec.update(ciphertext) + dec.finalize()
-    except InvalidTag:
-        raise CryptoError("authentication tag mismatch") from None
-    except ValueError as e:
-        raise CryptoError(f"GCM parameters rejected: {type(e).__name__}") from None
+    """AES-GCM decrypt and verify a (possibly truncated, >= 12 byte) tag; raises CryptoError.
+
+    DLMS truncates the tag to 12 bytes, which the AEAD interface cannot verify directly:
+    the plaintext is recovered with the same keystream (GCM encryption of the ciphertext
+    under the same IV XORs the same counter blocks), then re-encrypted to recompute the
+    full tag, compared in constant time on its first len(tag) bytes."""
+    if len(iv) != 12:
+        raise CryptoError("IV must be 12 bytes")
+    if not 12 <= len(tag) <= 16:
+        raise CryptoError("tag must be 12..16 bytes")
+    g = _gcm(key)
+    a = aad or None
+    if len(tag) == 16:
+        try:
+            return g.decrypt(iv, bytes(ciphertext) + bytes(tag), a)
+        except InvalidTag:
+            raise CryptoError("authentication tag mismatch") from None
+    pt = g.encrypt(iv, ciphertext, None)[:-16] if ciphertext else b""
+    full = g.encrypt(iv, pt, a)[-16:]
+    if not hmac.compare_digest(full[:len(tag)], bytes(tag)):
+        raise CryptoError("authentication tag mismatch")
+    return pt
 
 
 def protect(sc: int, ic: int, system_title: bytes, ek: bytes | None, ak: bytes | None,
@@ -133,19 +166,16 @@ def unprotect(sc: int, ic: int, system_title: bytes, ek: bytes | None, ak: bytes
               body: bytes) -> Unprotected:
     """Reverse `protect` for `body` = the bytes after SC||IC.  Raises CryptoError when the
     tag does not verify (wrong key, wrong title, or damaged data)."""
-    s = parse_sc(sc)
-    iv = make_iv(system_title, ic)
-    ak = ak or b""
-    if s.auth:
+    iv = system_title + _IC.pack(ic & 0xFFFFFFFF)
+    if sc & SC_AUTH:
         if len(body) < TAG_LEN:
             raise CryptoError("ciphered content shorter than the authentication tag")
         data, tag = body[:-TAG_LEN], body[-TAG_LEN:]
-        if s.enc:
-            pt = gcm_decrypt_raw(ek, iv, data, bytes([sc]) + ak, tag)
-            return Unprotected(pt, "decrypted", tag)
-        gcm_decrypt_raw(ek, iv, b"", bytes([sc]) + ak + data, tag)
+        if sc & SC_ENC:
+            return Unprotected(gcm_decrypt_raw(ek, iv, data, bytes((sc,)) + (ak or b""), tag), "decrypted", tag)
+        gcm_decrypt_raw(ek, iv, b"", bytes((sc,)) + (ak or b"") + data, tag)
         return Unprotected(data, "auth-ok", tag)
-    if s.enc:
+    if sc & SC_ENC:
         _check_key(ek)
         return Unprotected(_ctr(ek, iv, body), "unauthenticated", None)
     return Unprotected(body, "plain", None)

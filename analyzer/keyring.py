@@ -234,7 +234,19 @@ class KeyRing:
         return exact + default
 
     def candidates(self, *titles: bytes | None) -> list[DlmsKeySet]:
-        """Candidate sets for any of several titles (server first), each once."""
+        """Candidate sets for any of several titles (server first), each once (memoised
+        until the ring changes)."""
+        ck = (self.version, len(self.dlms_sets), titles)
+        cache = self.__dict__.setdefault("_cand", {})
+        hit = cache.get(ck)
+        if hit is not None:
+            return hit
+        if len(cache) > 1024:
+            cache.clear()
+        out = cache[ck] = self._candidates(titles)
+        return out
+
+    def _candidates(self, titles) -> list[DlmsKeySet]:
         out: list[DlmsKeySet] = []
         for t in titles:
             if t is None:
