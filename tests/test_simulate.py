@@ -113,7 +113,7 @@ def test_demo_has_what_the_readme_promises(generated):
     assert any(n["route"] and len(n["route"]) >= 2 for n in doc["nodes"])
     profiles = {a["profile"] for a in doc["associations"]}
     assert {"none", "lls", "hls-gmac", "ae-dedicated", "general-glo", "sn-c1219"} <= profiles
-    assert {f["id"] for f in doc["findings"]} >= {"lls-password-cleartext", "nm-unauthenticated"}
+    assert {f["rule"] for f in doc["findings"]} >= {"lls-cleartext", "lon-nm-unauthenticated", "osgp-legacy-security"}
 
 
 def test_pl20_timing_is_medium_like(generated):
