@@ -42,6 +42,7 @@ MAX_RUN_BYTES = 16 << 20    # give up a block run beyond this (memory bound per 
 MAX_RUNS = 4096             # open runs kept per stage (oldest dropped)
 
 _ATTACH = ("class_id", "obis", "attribute_id", "method_id")
+_MISSING = object()
 
 
 class _Run:
@@ -339,8 +340,10 @@ class Reassembly(Stage):
             frames = entry["frames"]
             node = None
             if entry["kind"] == "apdu":
+                n_cip = len(d.ctx.get("dlms.ciphered") or ())
                 _xdlms.dissect_apdu(data, 0, len(data), d, d.root)
                 node = d.root.children[-1] if d.root is not None and d.root.children else None
+                self._decrypt_reassembled(pkt, d, entry, n_cip, first_pass)
             else:
                 node = d.layer("dlms", f"Reassembled xDLMS data ({len(data)} bytes, {len(frames)} parts)",
                                0, len(data))
@@ -371,6 +374,39 @@ class Reassembly(Stage):
                 d.add(node, "dlms.fragment", f, 0, 0, f"Frame {f}" if node is not None else None)
         finally:
             d.source = old
+
+    def _decrypt_reassembled(self, pkt, d, entry: dict, n_cip: int, first_pass: bool) -> None:
+        """A reassembled APDU that is itself protected (GBT around a ciphered APDU): the
+        decryption stage (order 40) has already run, so it is asked again for the new
+        descriptors only; its per-packet record is kept in this stage's aux so that both
+        stages re-dissect the packet consistently."""
+        cip = d.ctx.get("dlms.ciphered") or []
+        if len(cip) <= n_cip or self.pipeline is None:
+            return
+        dec = self.pipeline.stage("decrypt")
+        if dec is None:
+            return
+        saved_aux = pkt.aux.get("decrypt", _MISSING)
+        saved_status = d.status
+        d.ctx["dlms.ciphered"] = cip[n_cip:]
+        try:
+            if first_pass:
+                pkt.aux.pop("decrypt", None)
+                dec.process(pkt, d, True)
+                entry["decrypt"] = pkt.aux.get("decrypt")
+            elif entry.get("decrypt"):
+                pkt.aux["decrypt"] = entry["decrypt"]
+                dec.process(pkt, d, False)
+        except Exception as exc:    # the other stage's failure stays a per-packet note
+            d.note("warn", "decryption", "dlms", 0, f"reassembled APDU not decrypted: {type(exc).__name__}: {exc}")
+        finally:
+            d.ctx["dlms.ciphered"] = cip[:n_cip] + d.ctx["dlms.ciphered"]
+            if saved_aux is _MISSING:
+                pkt.aux.pop("decrypt", None)
+            else:
+                pkt.aux["decrypt"] = saved_aux
+            if saved_status and not d.status:
+                d.status = saved_status
 
     @staticmethod
     def _info_fields(d, info: dict) -> None:
