@@ -299,10 +299,6 @@ class _Frame:
         self.what = ""
 
 
-def _hx(b: bytes) -> str:
-    return b.hex()
-
-
 def _mlist_members(ml: bytes) -> list[int]:
     out = []
     for i, b in enumerate(ml):
@@ -889,52 +885,53 @@ PDU_BY_FMT = (_pdu_tpdu, _pdu_spdu, _pdu_auth, _pdu_apdu)
 
 
 def _addr0(buf, off, end, d, parent, lon):
-    need(end, off, 3, "address (broadcast)")
+    need(end, off, ADDR_SIZE["0"], "address (broadcast)")
     dn = buf[off + _O["0"]["dst_subnet"]]
     d.add(parent, "lon.dstnet", dn, off + 2, 1)
     lon["dst_type"] = "bcast"
     lon["dst_subnet"] = dn
     d.dst = f"bcast {dn}" if dn else "bcast"
-    return off + 3
+    return off + ADDR_SIZE["0"]
 
 
 def _addr1(buf, off, end, d, parent, lon):
-    need(end, off, 3, "address (multicast)")
+    need(end, off, ADDR_SIZE["1"], "address (multicast)")
     g = buf[off + _O["1"]["group"]]
     d.add(parent, "lon.dstgrp", g, off + 2, 1)
     lon["dst_type"] = "group"
     lon["group"] = g
     d.dst = f"grp {g}"
-    return off + 3
+    return off + ADDR_SIZE["1"]
 
 
 def _addr2(buf, off, end, d, parent, lon):
-    O = _O["2a"] if buf[off + 1] & 0x80 else _O["2b"]
-    n = 4 if buf[off + 1] & 0x80 else 6
-    need(end, off, n, "address (2a)" if n == 4 else "address (2b)")
+    kind = "2a" if buf[off + 1] & 0x80 else "2b"      # selector bit of the source node byte
+    O = _O[kind]
+    n = ADDR_SIZE[kind]
+    need(end, off, n, f"address ({kind})")
     dn = buf[off + O["dst_subnet"]]
     nd = buf[off + O["dst_node"]] & 0x7F
     add = d.add
-    add(parent, "lon.dstnet", dn, off + 2, 1)
-    add(parent, "lon.dstnode", nd, off + 3, 1)
+    add(parent, "lon.dstnet", dn, off + O["dst_subnet"], 1)
+    add(parent, "lon.dstnode", nd, off + O["dst_node"], 1)
     lon["dst_subnet"] = dn
     lon["dst_node"] = nd
     d.dst = f"{dn}/{nd}"
-    if n == 4:
+    if kind == "2a":
         lon["dst_type"] = "unicast"
-        return off + 4
+        return off + n
     g = buf[off + O["group"]]
     m = buf[off + O["member"]]
-    add(parent, "lon.grp", g, off + 4, 1)
-    add(parent, "lon.grpmem", m, off + 5, 1)
+    add(parent, "lon.grp", g, off + O["group"], 1)
+    add(parent, "lon.grpmem", m, off + O["member"], 1)
     lon["dst_type"] = "groupack"
     lon["group"] = g
     lon["member"] = m
-    return off + 6
+    return off + n
 
 
 def _addr3(buf, off, end, d, parent, lon):
-    need(end, off, 9, "address (Neuron ID)")
+    need(end, off, ADDR_SIZE["3"], "address (Neuron ID)")
     dn = buf[off + 2]
     o = off + _O["3"]["nid"]
     nid = buf[o: o + 6]
@@ -944,7 +941,7 @@ def _addr3(buf, off, end, d, parent, lon):
     lon["dst_subnet"] = dn
     lon["nid"] = nid
     d.dst = nid.hex()
-    return off + 9
+    return off + ADDR_SIZE["3"]
 
 
 ADDR_BY_FMT = (_addr0, _addr1, _addr2, _addr3)
