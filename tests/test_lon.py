@@ -324,3 +324,15 @@ def test_unexpected_tpdu_spdu_types():
     assert f(d, "data.data") == [b"\x01"] and any("Unexpected TPDU type 3" in e.message for e in d.expert)
     d = dec("00 19 01 85 02 83 42 13")                    # SPDU type 1
     assert f(d, "lon.spdu_type.unknown") == [None]
+
+
+def test_multicast_request_several_responders(tmp_path):
+    req = "00 15 01 85 07 42 02 61 00"                   # SPDU REQUEST tid 2 from 1/5 to group 7: query ID
+    r1 = "00 19 01 09 01 85 07 01 42 22 21 0a0b0c0d0e0f 3132333435363738"   # 2b from 1/9, member 1
+    r2 = "00 19 01 0a 01 85 07 02 42 22 21 1a1b1c1d1e1f 3132333435363738"   # 2b from 1/10, member 2
+    pkts = _pipeline([req, r1, r2], tmp_path)
+    for p, nid in ((pkts[1], "0a0b0c0d0e0f"), (pkts[2], "1a1b1c1d1e1f")):
+        assert p.fields["lon.response_to"] == [1]
+        assert p.fields["lon.nm.nid"] == [bytes.fromhex(nid)]
+        assert p.fields["lon.grp"] == [7]
+    assert pkts[1].source == "1/9" and pkts[1].destination == "1/5"
