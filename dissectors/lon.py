@@ -611,6 +611,7 @@ def _handoff(code, buf, off, end, d, parent, fr):
     LonTalk prefix ("ACKD [tid 3] <payload summary>")."""
     before = d.info
     d.info = ""
+    d.ctx.pop("lon.app_info", None)
     if table("lon.apdu").dispatch(code, buf, off, end, d, parent, try_heuristics=True):
         app = d.ctx.get("lon.app_info") or d.info
         if app:
