@@ -72,3 +72,12 @@ def test_ethertype_8950():
     d = dissect_frame(eth, 1)
     assert "ni" in d.protocols and "lon" in d.protocols
     assert d.fields["lon.nv.selector"] == [0x123]
+
+
+def test_lon_netdev_link_type():
+    """The lon netdev (ARPHRD 0x950) link type carries one SICB message per packet."""
+    b = bytes([0x1C, 3 + len(FRAME_CRC), 0x01]) + FRAME_CRC + b"\x00\x20"
+    d = dissect_frame(b, 0x950)
+    assert d.protocols == ["ni", "lon"]
+    assert d.fields["ni.ssi"] == [0x20] and d.fields["ni.phase"] == [1]
+    assert d.info == "ACKD NV update sel 0x123 [tid 3]"
