@@ -217,22 +217,25 @@ async def test_first_paint_and_status(demo_pcap):
         assert "Loaded" in text
 
 
-@pytest.mark.parametrize("keys,expected", [
-    (["G"], 59), (["end"], 59), (["G", "g"], 0), (["end", "home"], 0),
-    (["down", "down", "j"], 3), (["down", "down", "up", "k"], 0), (["pagedown"], None),
-])
-async def test_list_navigation_keys(demo_pcap, keys, expected):
+NAVIGATION = [
+    (["G"], 59), (["g"], 0), (["end"], 59), (["home"], 0),
+    (["down", "down", "j"], 3), (["up", "k"], 1), (["pagedown"], None), (["pageup"], 1),
+]
+
+
+async def test_list_navigation_keys(demo_pcap):
     app = make_app(demo_pcap)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot)
-        await pilot.press(*keys)
-        await pilot.pause()
         plist = app.q("list")
-        if expected is None:
-            assert plist.cursor > 5
-        else:
-            assert plist.cursor == expected
-            assert app.detail_row == expected
+        for keys, expected in NAVIGATION:
+            await pilot.press(*keys)
+            await pilot.pause()
+            if expected is None:
+                assert plist.cursor > 5, keys
+            else:
+                assert plist.cursor == expected, keys
+                assert app.detail_row == expected, keys
 
 
 async def test_goto_packet_ctrl_g(demo_pcap):

@@ -97,4 +97,13 @@ async def wait_loaded(pilot, timeout: float = 20.0) -> None:
         if s.done and (s.filter_fn is None or s.view_upto >= s.n_decoded):
             break
         await asyncio.sleep(0.02)
-    await pilot.pause(0.15)
+    await pilot.pause(0.1)
+    # the details pane is final once the selected packet was decoded by the pipeline
+    plist = app.q("list")
+    while loop.time() < end and plist.count:
+        node = app.q("details").cursor_node
+        if app.detail_row is not None and app._detail_decoded and not app._reveal_pending \
+                and node is not None and node.data is not None:
+            break
+        await asyncio.sleep(0.02)
+    await pilot.pause(0.05)

@@ -167,6 +167,9 @@ class LonscopeApp(App):
         self.live = live or bool(session.live)
         self.file_label = name or ", ".join(os.path.basename(p) for p in session.paths) or (session.live or "")
         self.filter_hint = ""
+        self._last_hint = self._last_status = None
+        self._reveal_pending = False
+        self._detail_gen = 0
         self.dissection = None
         self.detail_row: int | None = None
         self._detail_decoded = False
@@ -261,8 +264,14 @@ class LonscopeApp(App):
         if row is not None and (row != self.detail_row or
                                 (not self._detail_decoded and s.store.decoded(row) and s.n_decoded > row)):
             self.show_details(row)
-        self.q("#hint").update(Text(self.filter_hint or self._progress_hint()))
-        self.q(StatusBar).update(Text(self.status_text()))
+        hint = self.filter_hint or self._progress_hint()
+        if hint != self._last_hint:
+            self._last_hint = hint
+            self.q("#hint").update(Text(hint))
+        status = self.status_text()
+        if status != self._last_status:
+            self._last_status = status
+            self.q(StatusBar).update(Text(status))
         active = self.q(TabbedContent).active
         if active != "packets":
             self.refresh_view(active)
@@ -311,6 +320,7 @@ class LonscopeApp(App):
         s = self.session
         tree = self.q("#details")
         self.detail_row = row
+        self._detail_gen += 1
         self._detail_decoded = s.store.decoded(row) and s.n_decoded > row
         try:
             d = s.dissect(row)
@@ -337,12 +347,14 @@ class LonscopeApp(App):
         self._set_sources(d)
         self.show_source(0)
         if deepest is not None:
-            self.call_after_refresh(self._reveal, tree, deepest, row)
+            self._reveal_pending = True
+            self.call_after_refresh(self._reveal, tree, deepest, self._detail_gen)
 
-    def _reveal(self, tree, node, row) -> None:
+    def _reveal(self, tree, node, gen) -> None:
         """Select the deepest layer once the tree has laid out its lines."""
-        if self.detail_row != row:
+        if gen != self._detail_gen:
             return
+        self._reveal_pending = False
         tree.move_cursor(node)
         tree.scroll_to_node(node, animate=False)
 

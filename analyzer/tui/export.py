@@ -53,6 +53,13 @@ def export_view(session, path: str) -> int:
                 w = PcapngWriter(path) if ext == ".pcapng" else PcapWriter(path, linktype=1)
             w.close()
         return n
+    try:
+        from analyzer.export import output_format, packet_tables, write_tables
+    except ImportError:       # the export module is optional for the TUI
+        write_tables = None
+    if write_tables is not None and ext in (".csv", ".parquet", ".pq", ".jsonl", ".ndjson"):
+        packets = (session.fast_packet(row) for row in view_rows(session))
+        return write_tables(packet_tables(packets), path, output_format(path))
     df = view_dataframe(session)
     if ext == ".parquet":
         df.to_parquet(path, index=False)

@@ -224,6 +224,7 @@ class Session:
     def _reset_decode(self):
         self.pipeline = self._new_pipeline()
         self.aux.clear()
+        self.store.assoc[:] = 0
         self.fields_cache.clear()
         self.objects.clear()
         self.paths_seen.clear()
@@ -250,9 +251,18 @@ class Session:
     def _collect_findings(self, extra) -> None:
         """Findings from the audit stage (list of dict-like or objects)."""
         found = []
+        items = []
         audit = self.pipeline.stage("audit") if self.pipeline else None
-        src = getattr(audit, "findings", None) if audit is not None else None
-        for item in list(src or []) + [x for x in (extra or []) if x is not None]:
+        if audit is not None:
+            try:
+                from analyzer.export import finding_rows
+                items = finding_rows(self.pipeline, [x for x in (extra or []) if x is not None])
+            except Exception:
+                src = getattr(audit, "findings", None)
+                if callable(src):
+                    src = src()
+                items = list(src or []) + [x for x in (extra or []) if x is not None]
+        for item in items:
             f = item.to_dict() if hasattr(item, "to_dict") else (dict(item) if isinstance(item, dict) else None)
             if f is None:
                 continue
@@ -317,6 +327,9 @@ class Session:
             self.decrypted += 1
         proto = d.protocols[-1].upper() if d.protocols else ""
         st.set_summary(i, proto, d.src, d.dst, ":".join(d.protocols), d.info, status, flags)
+        aid = d.fields.get("dlms.assoc_id")
+        if aid and isinstance(aid[0], int):
+            st.assoc[i] = aid[0]
         if pkt.aux:
             self.aux[i] = pkt.aux
         if i < FIELDS_CACHE_MAX:
@@ -371,7 +384,11 @@ class Session:
     def fields_of(self, i: int) -> dict:
         if i < len(self.fields_cache):
             return self.fields_cache[i]
-        pipeline = self.pipeline
+        return self.fast_packet(i).d.fields
+
+    def fast_packet(self, i: int) -> Packet:
+        """Packet i with a flat (no tree) dissection rebuilt from its bytes and pkt.aux."""
+        pipeline = self.pipeline or self._new_pipeline()
         pkt = self.packet(i)
         from dissectors import dissect_frame
         d = Dissection(pkt.data, False)
@@ -383,7 +400,8 @@ class Session:
                 s.process(pkt, d, False)
             except Exception:
                 pass
-        return d.fields
+        pkt.d = d
+        return pkt
 
     # ------------------------------------------------------------------ filter
     def set_filter(self, text: str, start: bool = True) -> None:

@@ -48,7 +48,7 @@ class Strings:
 _COLUMNS = (
     ("ts", np.int64), ("offset", np.int64), ("caplen", np.int32), ("origlen", np.int32),
     ("linktype", np.int32), ("file", np.int16), ("proto", np.int32), ("src", np.int32),
-    ("dst", np.int32), ("stack", np.int32), ("status", np.int8), ("flags", np.int8),
+    ("dst", np.int32), ("stack", np.int32), ("status", np.int8), ("flags", np.int8), ("assoc", np.int32),
 )
 
 

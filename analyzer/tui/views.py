@@ -55,7 +55,7 @@ def associations(session) -> list[dict]:
     stage = pipe.stage("associations") if pipe is not None else None
     raw = None
     if stage is not None:
-        for attr in ("associations", "all", "items", "sessions"):
+        for attr in ("list", "associations", "records", "all", "items", "sessions"):
             v = getattr(stage, attr, None)
             if v is not None:
                 raw = v() if callable(v) else v
@@ -70,9 +70,15 @@ def associations(session) -> list[dict]:
                 a = a.to_dict()
             except Exception:
                 pass
+        aid = _get(a, "assoc_id", "id", "index", default=k + 1)
         frames = list(_get(a, "frames", "packets", default=[]) or [])
         frames = [int(f) for f in frames if isinstance(f, (int, np.integer))]
-        aid = _get(a, "id", "assoc_id", "index", default=k + 1)
+        if not frames and isinstance(aid, int):
+            nd = session.n_decoded
+            frames = [int(x) + 1 for x in np.nonzero(session.store.assoc[:nd] == aid)[0]]
+            by_column = True
+        else:
+            by_column = False
         first = frames[0] if frames else None
         last = frames[-1] if frames else None
         n = session.store.n
@@ -90,7 +96,7 @@ def associations(session) -> list[dict]:
             "responses": _get(a, "responses", "n_responses", default=None),
             "frames": frames,
             "duration": dur,
-            "filter": _short(_get(a, "filter", default=""), 200),
+            "filter": _short(_get(a, "filter", default=""), 200) or (f"dlms.assoc_id == {aid}" if by_column else ""),
             "raw": a,
         })
     return out
@@ -109,7 +115,11 @@ def association_filter(a: dict) -> str:
 
 
 def association_of_row(session, row: int) -> dict | None:
+    aid = int(session.store.assoc[row]) if row < session.store.n else 0
     num = row + 1
+    for a in associations(session):
+        if aid and a["id"] == aid:
+            return a
     for a in associations(session):
         if num in a["frames"]:
             return a
