@@ -100,17 +100,18 @@ class LonTrack(Stage):
             code = d.ctx.get("lon.apdu_code")
             if code is None:
                 code = d.first("lon.nm", d.first("lon.nd"))
-            self.pending[key] = (pkt, code)
+            # keep only what the answer needs (not the packet and its dissection)
+            self.pending[key] = (pkt.number, pkt.ts_ns, pkt.aux, code)
         elif kind in _RESP and lon.get("dst_type") in ("unicast", "groupack"):
             key = (dom, lon.get("dst_subnet"), lon.get("dst_node"), tid)
             hit = self.pending.get(key)
             if hit is None:
                 return
-            req, code = hit
-            pkt.aux["lon"] = {"response_to": req.number,
-                              "response_time": round((pkt.ts_ns - req.ts_ns) / 1e9, 9),
+            number, ts_ns, req_aux, code = hit
+            pkt.aux["lon"] = {"response_to": number,
+                              "response_time": round((pkt.ts_ns - ts_ns) / 1e9, 9),
                               "request_code": code}
-            req.aux.setdefault("lon", {}).setdefault("response_in", pkt.number)
+            req_aux.setdefault("lon", {}).setdefault("response_in", pkt.number)
 
     def _md5(self, pkt, d, first_pass):
         entries = d.ctx["cnip.md5"]
