@@ -75,6 +75,33 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def corpus_benchmarks(quick: bool) -> list[dict]:
+    """End to end on the simulator corpora: `lonscope decode -T fields` (fast pass, all
+    stages) on the plain and the ciphered mix (with the demo keys), beside tshark's lon/cnip
+    dissection of the same frames wrapped in CN/IP (tshark cannot go further: no DLMS in
+    4.0, no decryption).  CPU seconds of the child processes (shared machine)."""
+    n = 20_000 if quick else common.sizes(False)["small"]
+    rows = []
+    ts_rate = None
+    wrapped = common.corpus("plain", n, wrapped=True)
+    if common.tshark():
+        _, cpu, rss = common.run_cmd_cpu([common.tshark(), "-r", str(wrapped), "-T", "fields",
+                                          "-e", "lon.srcnode", "-e", "lon.code"])
+        ts_rate = n / cpu
+        ts_rss = rss
+    for kind in ("plain", "ciphered"):
+        cap = common.corpus(kind, n)
+        argv = common.lonscope_cmd() + ["decode", str(cap), "-T", "fields", "-e", "lon.srcnode",
+                                        "-e", "dlms.apdu", "-e", "dlms.obis", "--keys", str(common.keys_file())]
+        _, cpu, rss = common.run_cmd_cpu(argv)
+        rows.append(common.row(f"e2e.decode_fields.{kind}", n / cpu, "packets/s", ts_rate,
+                               f"{n} packets of the {kind} mix, all stages + decryption, CPU time; "
+                               f"tshark: lon/cnip only (wrapped copy)"))
+        rows.append(common.row(f"e2e.decode_fields.{kind}.rss", rss, "MB peak", ts_rss if ts_rate else None,
+                               "peak RSS of the decode process", higher_is_better=False))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small corpora (100k / 1M packets), fewer repeats")
@@ -100,6 +127,14 @@ def main(argv=None) -> int:
             rows.append(common.row(f"corpus.{kind}-{common._count_name(n)}", p.stat().st_size / 2**20, "MB",
                                    note=f"{n} packets, generated or cached in {t:.1f} s ({p.name})"))
     failures = []
+    if not a.only or "e2e" in a.only:
+        print("[bench] e2e on the corpora ...", file=sys.stderr, flush=True)
+        try:
+            rows.extend(corpus_benchmarks(a.quick))
+        except Exception as exc:
+            failures.append("e2e")
+            rows.append({"benchmark": "e2e", "value": None, "unit": "", "tshark": None, "ratio": None,
+                         "note": f"FAILED: {type(exc).__name__}: {str(exc)[:120]}"})
     for m in mods:
         print(f"[bench] {m} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()

@@ -63,6 +63,14 @@ def current_rss_mb() -> float:
 def run_cmd(argv: list[str], timeout: float = 3600, stdout=subprocess.DEVNULL, env: dict | None = None,
             check: bool = True) -> tuple[float, float]:
     """Run a command; returns (wall seconds, the child's peak RSS in MB)."""
+    wall, _, rss = run_cmd_cpu(argv, timeout, stdout, env, check)
+    return wall, rss
+
+
+def run_cmd_cpu(argv: list[str], timeout: float = 3600, stdout=subprocess.DEVNULL, env: dict | None = None,
+                check: bool = True) -> tuple[float, float, float]:
+    """Run a command; returns (wall seconds, CPU seconds user+sys, peak RSS MB) of the child.
+    CPU time is the fairer figure on a shared machine."""
     t = time.perf_counter()
     p = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, env=env)
     try:
@@ -75,7 +83,8 @@ def run_cmd(argv: list[str], timeout: float = 3600, stdout=subprocess.DEVNULL, e
     err = p.stderr.read().decode(errors="replace") if p.stderr else ""
     if check and p.returncode != 0:
         raise RuntimeError(f"{argv[0]} exited with {p.returncode}: {err.strip()[-300:]}")
-    return dt, (ru.ru_maxrss / 1024.0 if ru else 0.0)
+    cpu = (ru.ru_utime + ru.ru_stime) if ru else dt
+    return dt, cpu, (ru.ru_maxrss / 1024.0 if ru else 0.0)
 
 
 def lonscope_cmd() -> list[str]:
@@ -202,5 +211,5 @@ def row(benchmark: str, value: float, unit: str, tshark: float | None = None, no
             "note": note}
 
 
-__all__ = ["ROOT", "OUT", "sizes", "timed", "best_of", "peak_rss_mb", "current_rss_mb", "run_cmd",
+__all__ = ["ROOT", "OUT", "sizes", "timed", "best_of", "peak_rss_mb", "current_rss_mb", "run_cmd", "run_cmd_cpu",
            "lonscope_cmd", "tshark", "tshark_version", "run_tshark", "corpus", "keys_file", "row"]
