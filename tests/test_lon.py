@@ -266,6 +266,8 @@ def test_ack_matched_and_unrelated_not(tmp_path):
     assert pkts[1].fields["lon.response_to"] == [1]
     assert "lon.response_to" not in pkts[2].fields
     assert pkts[1].info == "ACK [tid 7]"
+    from analyzer.pipeline import Pipeline
+    assert Pipeline().redissect(pkts[0]).fields["lon.response_in"] == [2]
 
 
 # --------------------------------------------------------------------------- builder round trip
