@@ -626,7 +626,10 @@ def _apdu_app(buf, off, end, d, parent, fr):
     d.add(parent, "lon.application", code, off, 1)
     d.add(parent, "lon.code", code & 0x3F, off, 1)
     fr.code = code
-    fr.what = f"code 0x{code:02x}" if fr.resp else f"application code 0x{code:02x}"
+    if fr.resp:
+        fr.what = f"code 0x{code:02x}"
+    else:
+        fr.what = "application offline" if code == 0x3F else f"application code 0x{code:02x}"
     d.ctx["lon.apdu_code"] = code
     _handoff(code, buf, off, end, d, parent, fr)
 
