@@ -94,6 +94,15 @@ NM_CODES = {0x60: "expanded", 0x61: "query ID", 0x62: "respond to query", 0x63: 
             0x7D: "device escape", 0x7E: "router escape", 0x7F: "service pin"}
 FF_CODES = {0x4C: "proxy failure", 0x4D: "proxy", 0x4E: "AES-GCM wrapper", 0x4F: "foreign offline"}
 CRC_STATUS = ("good", "bad", "absent")
+NM_EXPANDED = {0x01: "query version", 0x02: "update NV by index", 0x07: "update domain (no key)",
+               0x08: "report domain (no key)", 0x09: "report key", 0x0A: "update key",
+               0x0F: "initialize configuration", 0x11: "update NV config", 0x12: "query NV config",
+               0x13: "update NV alias config", 0x14: "query NV alias config",
+               0x15: "address mapping announcement", 0x16: "address mapping announcement",
+               0x17: "address mapping announcement",
+               0x18: "query LS address mapping announcement", 0x19: "query IP address"}
+MEM_FORMS = {0: "no action", 1: "recalculate both checksums", 4: "recalculate config checksum",
+             8: "reset", 9: "recalculate both checksums and reset", 12: "recalculate config checksum and reset"}
 ADDR_TYPES = {0: "unbound", 1: "subnet/node", 2: "turnaround", 3: "broadcast", 0x80: "group"}
 NODE_MODES = {0: "application offline", 1: "application online", 2: "application reset",
               3: "change state", 4: "physical reset"}
@@ -197,8 +206,8 @@ fields("lon.nm.", FT_UINT, [
     ("mem_mode", "Memory addressing mode", MEM_MODES),
     ("mem_offset", "Memory offset", None, "hex"),
     ("mem_count", "Byte count"),
-    ("mem_form", "Write form (post-write action)", None, "hex"),
-    ("cksum", "Checksum recalculation selector", None, "hex"),
+    ("mem_form", "Write form (post-write action)", MEM_FORMS, "hex"),
+    ("cksum", "Checksum recalculation selector", MEM_FORMS, "hex"),
     ("sub", "Sub-command", None, "hex"),
 ])
 fields("lon.nm.", FT_BYTES, [
@@ -223,6 +232,11 @@ fields("lon.nd.", FT_UINT, [
     ("version", "Firmware version"),
     ("error_log", "Error log", None, "hex"),
     ("model", "Model number", None, "hex"),
+])
+fields("lon.nd.", FT_UINT, [
+    ("fw_version", "Firmware version"), ("fw_variant", "Firmware variant"),
+    ("rom_version", "ROM version"), ("minor_version", "Minor version"),
+    ("build_number", "Build number"), ("fw_code", "Firmware code"),
 ])
 fields("lon.nd.", FT_BYTES, [("xcvr_regs", "Transceiver status registers"),
                              ("data", "ND data")])
@@ -488,16 +502,39 @@ def _nm_write_mem(buf, off, end, d, node):
 def _nm_cksum(buf, off, end, d, node):
     need(end, off, 1, "checksum selector")
     _u(d, node, "lon.nm.cksum", buf[off], off, 1)
-    return f"0x{buf[off]:02x}"
+    return MEM_FORMS.get(buf[off]) or f"0x{buf[off]:02x}"
 
 
 def _nm_sub(buf, off, end, d, node):
+    """Expanded NM (0x60): a sub-command byte, then its data (shown as bytes)."""
     if off < end:
         _u(d, node, "lon.nm.sub", buf[off], off, 1)
         if end - off > 1:
             _u(d, node, "lon.nm.data", buf[off + 1: end], off + 1, end - off - 1)
-        return f"sub 0x{buf[off]:02x}"
+        return NM_EXPANDED.get(buf[off]) or f"sub 0x{buf[off]:02x}"
     return ""
+
+
+def _nm_wink(buf, off, end, d, node):
+    """Wink / install (0x70): optional sub-command byte (0 = wink)."""
+    if off < end:
+        _u(d, node, "lon.nm.sub", buf[off], off, 1)
+        if end - off > 1:
+            _u(d, node, "lon.nm.data", buf[off + 1: end], off + 1, end - off - 1)
+        return f"sub 0x{buf[off]:02x}" if buf[off] else ""
+    return ""
+
+
+_FULL_VERSION = Struct("fw_version" / Int8ub, "fw_variant" / Int8ub, "rom_version" / Int8ub,
+                       "minor_version" / Int8ub, "build_number" / Int8ub, "fw_code" / Int8ub)
+_FULL_VERSION_OFF = _off(_FULL_VERSION)
+
+
+def _nd_full_version(buf, off, end, d, node):
+    need(end, off, _FULL_VERSION.sizeof(), "full version")
+    for name, (o, _) in _FULL_VERSION_OFF.items():
+        _u(d, node, "lon.nd." + name, buf[off + o], off + o, 1)
+    return f"{buf[off]}.{buf[off + 3]}.{buf[off + 4]}"
 
 
 _PIN_OFF = _off(SERVICE_PIN)
@@ -570,7 +607,7 @@ NM_ARGS = {
     0x6D: (_nm_read_mem, _mem_data),
     0x6E: (_nm_write_mem, _none),
     0x6F: (_nm_cksum, _none),
-    0x70: (_nm_sub, _nm_data),
+    0x70: (_nm_wink, _nm_data),
     0x7F: (_service_pin, _nm_data),
 }
 ND_ARGS = {
@@ -579,6 +616,7 @@ ND_ARGS = {
     0x53: (_none, _none),
     0x54: (_none, _nd_xcvr),
     0x56: (_none, _nd_status),
+    0x59: (_none, _nd_full_version),
 }
 
 

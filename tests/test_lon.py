@@ -137,6 +137,8 @@ def test_rem_msg_member_list():
 
 NM_CASES = [
     ("61 01", {"lon.nm": [0x61], "lon.nm.selector": [1]}, "NM query ID selected"),
+    ("61 01 01 00 20 02 aa bb", {"lon.nm.selector": [1], "lon.nm.mem_mode": [1], "lon.nm.mem_offset": [0x20],
+                                 "lon.nm.mem_count": [2], "lon.nm.mem_data": [b"\xaa\xbb"]}, "NM query ID selected"),
     ("62 01", {"lon.nm.respond": [1]}, "NM respond to query on"),
     ("63 00 112233445566 07 85 06 a1a2a3a4a5a6",
      {"lon.nm.domain_index": [0], "lon.nm.domain_id": [bytes.fromhex("112233445566")],
@@ -168,7 +170,8 @@ NM_CASES = [
     ("6e 02 00 10 02 01 aa bb",
      {"lon.nm.mem_mode": [2], "lon.nm.mem_offset": [0x10], "lon.nm.mem_count": [2],
       "lon.nm.mem_form": [1], "lon.nm.mem_data": [b"\xaa\xbb"]}, "NM write memory config relative 0x0010 count 2"),
-    ("6f 01", {"lon.nm.cksum": [1]}, "NM checksum recalculate 0x01"),
+    ("6f 01", {"lon.nm.cksum": [1]}, "NM checksum recalculate recalculate both checksums"),
+    ("60 01", {"lon.nm.sub": [1]}, "NM expanded query version"),
     ("70", {"lon.nm": [0x70]}, "NM wink"),
     ("7f 010203040506 5052494f47524d31",
      {"lon.nm.nid": [bytes(range(1, 7))], "lon.nm.program_id": [b"PRIOGRM1"]}, "NM service pin nid 010203040506"),
@@ -236,6 +239,9 @@ RESP_CASES = [
     ("54", "34 01020304050607", {"lon.nd.xcvr_regs": [bytes(range(1, 8))]},
      "ND query transceiver status success"),
     ("53", "13", {"lon.nd.status": ["failure"]}, "ND clear status failure"),
+    ("59", "39 04 00 10 02 07 1f", {"lon.nd.fw_version": [4], "lon.nd.minor_version": [2],
+                                   "lon.nd.build_number": [7], "lon.nd.fw_code": [0x1F]},
+     "ND get full version success 4.2.7"),
 ]
 
 
