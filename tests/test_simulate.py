@@ -462,12 +462,23 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
                     tolerated += 1
                     continue
                 ok("dlms.decryption", d["decryption"] in status, (where, d["decryption"], status))
+                if d["decryption"] == "decrypted":
+                    ok("dlms.plaintext-length", len(bytes.fromhex(d["plaintext"])) in _as_list(
+                        F.get("dlms.sec.plaintext_len")), where)
             if d.get("decryption") not in (None, "decrypted", "auth-ok", "unauthenticated"):
                 continue
             if not d.get("gbt"):
                 ok("dlms.plain_apdu", d["plain_apdu"] in apdus, (where, d["plain_apdu"], apdus))
             values = _as_list(F.get("dlms.data.value"))
+            role = t.get("proxy", {}).get("role")
             for op in d["ops"]:
+                if op.get("hls"):
+                    st = F.get(f"dlms.sec.hls_{op['hls']}")
+                    if role in ("request", "relay") and st in (None, "no-key"):
+                        gaps["HLS pass on a repeater hop not verified"] = gaps.get(
+                            "HLS pass on a repeater hop not verified", 0) + 1
+                    else:
+                        ok("dlms.hls-verified", st == "verified", (where, op["hls"], st))
                 if "obis" in op:
                     ok("dlms.obis", op["obis"] in _as_list(F.get("dlms.obis")), where)
                     ok("dlms.class_id", op["class_id"] in _as_list(F.get("dlms.class_id")), where)
@@ -484,6 +495,7 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
                     ok("dlms.gbt-value", all(x in values for x in want), where)
     assert counts["lon.src"] > 800 and counts["dlms.decryption"] > 300 and counts["dlms.obis"] > 200
     assert counts["dlms.value"] > 150 and counts["dlms.gbt-reassembled"] >= 1 and counts["osgp.table"] > 10
+    assert counts["dlms.hls-verified"] > 20
     assert counts["lon.nv"] > 5 and counts["lon.nd"] > 5 and counts["lon.nm"] > 5 and counts["lon.authpdu"] >= 2
     assert tolerated < 40
     print(f"truth agreement: {counts}; tolerated relay no-key: {tolerated}; decoder gaps: {gaps}")
