@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from analyzer.capture import (CaptureError, index_capture, open_reader, read_capture,
+from analyzer.capture import (CaptureError, CaptureReader, index_capture, open_reader, read_capture,
                               read_record_at)
 from analyzer.packet import Record
 from analyzer.pcapwriter import PcapngWriter, PcapWriter
@@ -297,19 +297,19 @@ _GOOD_RECS = None
 
 
 def _read_bytes(data: bytes, tmp: Path):
-    p = tmp / "f.bin"
-    p.write_bytes(data)
-    r = open_reader(p)
+    if not data:
+        raise CaptureError("f.bin: empty file, not a capture")
+    r = CaptureReader("f.bin", buf=data)     # the same walker as on files, without disk I/O
     got = list(r)
     assert r.error is None or ("\n" not in r.error and "read" in r.error)
     return got, r.error
 
 
 @given(st.binary(max_size=300), st.integers(0, len(_GOOD)))
-def test_fuzz_reader_never_raises_on_damage(tmp_path_factory, blob, cut):
+def test_fuzz_reader_never_raises_on_damage(blob, cut):
     """Truncated and garbage-extended files: no exception, and the records read are a
     prefix of the intact file's records."""
-    tmp = tmp_path_factory.mktemp("fz")
+    tmp = None
     full, err = _read_bytes(_GOOD, tmp)
     assert err is None and len(full) == 5
     # truncation: a prefix of the records, an error unless cut on a block boundary

@@ -5,7 +5,7 @@ import struct
 import subprocess
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from analyzer.capture import read_capture
 from analyzer.packet import Record
@@ -204,6 +204,7 @@ def test_fuzz_random_frames(linktype, data, tree):
 _SEEDS = list(_scapy_frames().items())
 
 
+@settings(max_examples=min(settings.default.max_examples, 800))  # heavy: cap the CI profile
 @given(st.sampled_from(_SEEDS), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
        st.integers(0, 200))
 def test_fuzz_mutated_frames(seed, flips, cut):

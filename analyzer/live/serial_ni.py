@@ -115,9 +115,13 @@ class Decoder:
             if len(self.buf) == 3:
                 fc, param, ck = self.buf
                 if checksum(bytes([SYNC, fc, param])) != ck:
+                    # a stray 0x7E: look for the real start among the bytes just read
                     self.bad_checksums += 1
                     self.errors += 1
+                    again = bytes(self.buf)
                     self._restart()
+                    for x in again:
+                        self._byte(x, out)
                     return
                 cmd = fc & 0x0F
                 out.append(("code", cmd, param, fc >> 5, bool(fc & 0x10)))
@@ -239,21 +243,29 @@ class SerialNiSource:
     def _switch_l2(self, timeout: float) -> None:
         self._send(NI_MODE_L2)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        answered = False
+        while not answered and time.monotonic() < deadline:
             data = self.port.read(self.port.in_waiting or 1)
             if not data:
                 continue
             for ev in self.decoder.feed(data):
+                # everything after the answer in the same read is traffic: keep it
                 if ev[0] == "code":
+                    self._last_seq = ev[3]
                     if ev[4] or ev[1] == U50_MSG_ACK:        # acknowledgement of our message
-                        return
+                        answered = True
                     continue
                 cmd, payload = ev[1], ev[2]
-                if cmd in (NI_RESET, NI_MODE_L2):
+                if not answered and cmd in (NI_RESET, NI_MODE_L2):
                     if cmd == NI_RESET:
                         self.stats["resets"] += 1
-                    return
-                self._handle(cmd, payload)                   # early traffic is kept
+                    answered = True
+                    continue
+                self._handle(cmd, payload)
+                if self.framing == "u50":
+                    self.port.write(u50_code_packet(U50_NULL, 0, self._last_seq, ack=True))
+        if answered:
+            return
         self.port.close()
         self.closed = True
         raise SerialNiError(f"serial:{self.device}: no answer to the layer-2 mode switch (NI command 0xD1) "
