@@ -122,9 +122,16 @@ def test_matches_tshark_and_ground_truth(corpus, tshark_rows, ours):
     load_all()
     mismatches = []
     known = {}
+    apdu_tbl = table("lon.apdu")
     for i, ((frame, t), ts, us) in enumerate(zip(frames, tshark_rows, ours)):
+        code = t.get("lon.application", t.get("lon.ff"))
+        # a payload handed to another team's dissector (e.g. the proxy, which decodes a nested
+        # target APDU) may add further lon.* occurrences: compare the frame's own (first) ones
+        handed = code is not None and apdu_tbl.get(code) is not None
         for name in LON_FIELDS:
             mine = us.get(name, [])
+            if handed and name in AFTER_TID:
+                mine = mine[:1]
             truth = _truth_list(t, name)
             if mine != truth:
                 mismatches.append((i + 1, name, "truth", mine, truth))
