@@ -68,6 +68,7 @@ field("lonproxy.target.group_size", FT_UINT, "Target group size")
 field("lonproxy.target.nid", FT_BYTES, "Target Neuron ID")
 field("lonproxy.target.backlog", FT_UINT, "Broadcast backlog")
 field("lonproxy.path", FT_STR, "Relay path (source -> repeaters -> target)")
+field("lonproxy.source", FT_STR, "Sender of this proxy message (first node of the path)")
 field("lonproxy.target.data", FT_BYTES, "Target APDU (no dissector for its code)")
 field("lonproxy.failure_count", FT_UINT, "Hop count remaining where the chain failed")
 
@@ -223,6 +224,7 @@ def dissect_proxy(buf, off: int, end: int, d: Dissection, parent: Node | None) -
     p += tlen
     path_nodes = [_sn(*x) for x in chain] + [target]
     path = " -> ".join(path_nodes)
+    d.add(node, "lonproxy.source", path_nodes[0], off, 0)
     d.add(node, "lonproxy.path", path, off, end - off)
     if tree:
         node.text = f"Enhanced proxy: {path}"

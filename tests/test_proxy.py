@@ -36,7 +36,7 @@ def test_two_hops_non_uniform_with_adp_get():
     assert f["lonproxy.retry"] == [3] and f["lonproxy.timer"] == [0]
     assert f["lonproxy.sicb.addr_type"] == [1] and f["lonproxy.sicb.service"] == [0]
     assert f["lonproxy.target"] == ["1/20"]
-    assert f["lonproxy.path"] == ["1/5 -> 1/10 -> 1/11 -> 1/20"]
+    assert f["lonproxy.path"] == ["1/5 -> 1/10 -> 1/11 -> 1/20"] and f["lonproxy.source"] == ["1/5"]
     assert d.info.startswith("Proxy 1/5 -> 1/10 -> 1/11 -> 1/20")
     # the nested PDU is dissected as if sent to the target directly
     assert f["adp.sap.client"] == [16] and f["dlms.apdu"] == ["get-request"]
