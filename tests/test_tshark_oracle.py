@@ -35,6 +35,8 @@ LON_FIELDS = [
 CNIP_FIELDS = ["cnip.len", "cnip.ver", "cnip.type", "cnip.exth", "cnip.pf", "cnip.protocol",
                "cnip.vendorcode", "cnip.sessid", "cnip.seqno", "cnip.tstamp"]
 BYTES_FIELDS = {"lon.uid", "lon.domain", "data.data"}
+APDU_FIELDS = {"lon.nv", "lon.nv.dir", "lon.nv.selector", "lon.application", "lon.code", "lon.nm",
+               "lon.nd", "lon.ff"}
 AFTER_TID = {"lon.spdu.mlen", "lon.spdu.mlist", "lon.nv", "lon.nv.dir", "lon.nv.selector",
              "lon.application", "lon.code", "lon.nm", "lon.nd", "lon.ff"}
 
@@ -130,7 +132,7 @@ def test_matches_tshark_and_ground_truth(corpus, tshark_rows, ours):
         handed = code is not None and apdu_tbl.get(code) is not None
         for name in LON_FIELDS:
             mine = us.get(name, [])
-            if handed and name in AFTER_TID:
+            if handed and name in APDU_FIELDS:
                 mine = mine[:1]
             truth = _truth_list(t, name)
             if mine != truth:
