@@ -654,6 +654,10 @@ def _action_response(s: _P, p: int, node) -> str:
     if c == 1:
         op = _op(s, choice=name)
         q, res = _action_result(s, q, node, op)
+        if op.get("return_result"):
+            res = f"{res}, return {op['return_result']}"
+        elif op.get("value") is not None:
+            res = f"{res}, {_value_info(op, 'data')}"
         return _end(s, q, node, f"action-response normal [invoke {s.iid}] {res}")
     if c == 2:
         _op(s, choice=name, partial=True)

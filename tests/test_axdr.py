@@ -157,7 +157,7 @@ def test_fuzz_random(data):
 _leaf = st.one_of(
     st.tuples(st.just("double-long-unsigned"), st.integers(0, 2 ** 32 - 1)),
     st.tuples(st.just("long"), st.integers(-2 ** 15, 2 ** 15 - 1)),
-    st.tuples(st.just("octet-string"), st.binary(max_size=40)),
+    st.tuples(st.just("octet-string"), st.binary(max_size=16)),
     st.tuples(st.just("visible-string"), st.text(alphabet="abcXYZ09 ", max_size=20)),
     st.tuples(st.just("boolean"), st.booleans()),
     st.tuples(st.just("bit-string"), st.text(alphabet="01", max_size=30)),
@@ -165,7 +165,7 @@ _leaf = st.one_of(
     st.just(("null-data", None)),
 )
 _spec = st.recursive(_leaf, lambda inner: st.tuples(st.sampled_from(["structure", "array"]),
-                                                     st.lists(inner, max_size=5)), max_leaves=25)
+                                                     st.lists(inner, max_size=4)), max_leaves=10)
 
 
 def _plain(spec):

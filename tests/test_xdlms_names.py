@@ -75,7 +75,7 @@ def test_fuzz_obis_csv_lines(raw):
 
 
 _blocks = st.lists(st.tuples(st.sampled_from(["get", "set", "gbt", "sn"]), st.integers(0, 6), st.booleans(),
-                             st.integers(0, 3), st.binary(max_size=40)), max_size=25)
+                             st.integers(0, 3), st.binary(max_size=24)), max_size=12)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
