@@ -33,6 +33,8 @@ field("dlms.sec.iv_peer_title", FT_BOOL, "The IV used the peer's system title (a
 field("dlms.sec.signature_status", FT_STR, "general-signing signature check: verified, failed, no-key")
 field("dlms.sec.plaintext_len", FT_UINT, "Length of the decrypted APDU")
 field("dlms.sec.plaintext", FT_BYTES, "Decrypted bytes (no xDLMS dissector for them)")
+field("osgp.digest_status", FT_STR, "OSGP legacy OMA digest check: verified, failed, no-key")
+field("osgp.keyset", FT_STR, "Name of the key set whose OMA key verified the digest")
 
 _U32 = struct.Struct(">I").unpack_from
 _RANK = {"auth-failed": 6, "no-key": 5, "unsupported": 4, "unauthenticated": 3, "decrypted": 2, "auth-ok": 1}
@@ -439,6 +441,8 @@ class Decrypt(Stage):
     def process(self, pkt, d, first_pass: bool) -> None:
         if d.ctx.get("adp.protected"):
             self._adp(pkt, d, first_pass)
+        if "osgp.digest" in d.fields:
+            self._osgp(pkt, d, first_pass)
         cip = d.ctx.get("dlms.ciphered")
         if not cip and not (not first_pass and pkt.aux.get("decrypt")):
             return
@@ -578,6 +582,61 @@ class Decrypt(Stage):
                         ast.observe(pkt, d, {"tag": res.plaintext[0]}, key_t[0], key_t[1], key_t[2],
                                     assoc.transport, plaintext=res.plaintext, decrypted=True)
         return out, pt_tag
+
+    def _osgp(self, pkt, d, first_pass: bool) -> None:
+        """OSGP legacy digest: request digest over code..sequence number, response digest
+        over request || response, with the OMA key of the meter's [[lon]] set."""
+        if not first_pass:
+            st = pkt.aux.get("osgp")
+            if st:
+                d.add(None, "osgp.digest_status", st[0], 0, 0)
+                if st[1]:
+                    d.add(None, "osgp.keyset", st[1], 0, 0)
+            return
+        from . import osgpcrypto as oc
+        loc = d.ctx.get("lon.apdu")
+        lon = d.ctx.get("lon") or {}
+        if loc is None:
+            return
+        try:
+            apdu = bytes(d.sources[loc[0]][1][loc[1]:loc[2]])
+        except (IndexError, TypeError):
+            return
+        if len(apdu) < 9:
+            return
+        body, digest = apdu[:-8], apdu[-8:]
+        a = (lon.get("src_subnet"), lon.get("src_node"))
+        b = (lon.get("dst_subnet"), lon.get("dst_node"))
+        pair = tuple(sorted((a, b), key=str)) + (bytes(lon.get("domain") or b""),)
+        is_req = (d.fields.get("osgp.direction") or [""])[0] == "request"
+        if not hasattr(self, "_osgp_req"):
+            self._osgp_req = {}
+        if is_req:
+            self._osgp_req[pair] = body
+            msg = body
+        else:
+            req = self._osgp_req.get(pair)
+            msg = (req + body) if req is not None else None
+        keys = self.keys
+        status, name = "no-key", None
+        if keys is not None and msg is not None:
+            meter = b if is_req else a
+            sets = [x for x in keys.match_lon(None, meter[0], meter[1], lon.get("domain")) if x.oma_key]
+            sets += [x for x in keys.lon_sets if x.oma_key and x not in sets]
+            for ks in sets:
+                status = "failed"
+                try:
+                    if oc.oma_digest(ks.oma_key, msg) == digest:
+                        status, name = "verified", ks.name
+                        break
+                except oc.OsgpCryptoError:
+                    continue
+        d.add(None, "osgp.digest_status", status, 0, 0)
+        if name:
+            d.add(None, "osgp.keyset", name, 0, 0)
+        if status == "failed":
+            d.note("warn", "security", "osgp", loc[1], "OSGP digest does not verify with the OMA key")
+        pkt.aux["osgp"] = (status, name)
 
     def _adp(self, pkt, d, first_pass: bool) -> None:
         stored = pkt.aux.get("adp") if not first_pass else None

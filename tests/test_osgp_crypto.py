@@ -123,3 +123,28 @@ def test_lon_auth_reply_depends_on_everything():
     assert r != oc.lon_auth_reply(k, b"\x01" * 8, b"\x60\x01\x03")
     assert r != oc.lon_auth_reply(k, b"\x01" * 8, b"\x60\x01\x02", oma_address=b"\xff" * 13)
     assert r == oc.oma_digest(k, b"\x02\x01\x60", state=b"\x01" * 8)
+
+
+def test_pipeline_verifies_mep_digests_over_lontalk():
+    """The MEP request/response pair (published digests) carried in LonTalk SPDUs: the
+    decryption stage checks both with the [[lon]] OMA key of the meter."""
+    from dissectors.lon import build_frame
+    from analyzer.keyring import load_keys
+    from _dlms_frames import run
+    req = MEP_REQ + bytes.fromhex("74861F6D7658DD56")
+    rsp = bytes.fromhex("0C77635B90") + bytes.fromhex("35863C1DF5B91482")
+    frames = [(None, build_frame(pdu="spdu", spdu_type=0, src_subnet=1, src_node=2, dst_subnet=1, dst_node=9,
+                                 apdu=req), 147),
+              (None, build_frame(pdu="spdu", spdu_type=2, src_subnet=1, src_node=9, dst_subnet=1, dst_node=2,
+                                 apdu=rsp), 147)]
+    pkts, pipe = run(frames, load_keys(None, ["lon.oma_key=" + MEP_KEY.hex(), "lon.address=1/9",
+                                              "lon.name=meter-9"]))
+    assert [p.fields.get("osgp.digest_status") for p in pkts] == [["verified"], ["verified"]]
+    assert pkts[0].fields["osgp.keyset"] == ["meter-9"]
+    assert pkts[1].fields["osgp.expected_seq"] == [0x77635B90]
+    pkts, _ = run(frames, load_keys(None, ["lon.oma_key=" + "02" * 16]))
+    assert [p.fields.get("osgp.digest_status") for p in pkts] == [["failed"], ["failed"]]
+    pkts, _ = run(frames, None)
+    assert [p.fields.get("osgp.digest_status") for p in pkts] == [["no-key"], ["no-key"]]
+    findings = [f["rule"] for f in pipe.stage("audit").findings()]
+    assert "osgp-legacy-security" in findings
