@@ -339,7 +339,7 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile) -> 
             t0 = int(idx.ts_ns[0])
         _PAR.update(idx=idx, path=path, ff=ff, match=match, t0=t0, virtual=need_virtual,
                     base=base, profile=profile)
-        size = max(2000, min(CHUNK, n // (jobs * 4) + 1))
+        size = max(500, min(CHUNK, n // (jobs * 4) + 1))
         ranges = [(a, min(a + size, n)) for a in range(0, n, size)]
         done = False
         if ranges:

@@ -469,9 +469,10 @@ OBJECT_SCHEMA = [("frame", pa.int64()), ("time", pa.float64()), ("file", pa.stri
                  ("class_id", pa.int64()), ("obis", pa.string()), ("attribute_id", pa.int64()),
                  ("method_id", pa.int64()), ("value", pa.string()), ("result", pa.string())]
 
-FINDING_SCHEMA = [("severity", pa.string()), ("rule", pa.string()), ("title", pa.string()),
-                  ("frame", pa.int64()), ("frames", pa.string()), ("assoc_id", pa.int64()),
-                  ("message", pa.string()), ("file", pa.string())]
+FINDING_SCHEMA = [("id", pa.string()), ("rule", pa.string()), ("severity", pa.string()),
+                  ("title", pa.string()), ("message", pa.string()), ("frame", pa.int64()),
+                  ("frames", pa.string()), ("evidence_count", pa.int64()), ("assoc_id", pa.int64()),
+                  ("explanation", pa.string()), ("recommendation", pa.string()), ("file", pa.string())]
 
 
 def rows_table(rows: list[dict], schema: list) -> pa.Table:

@@ -101,7 +101,29 @@ WORD: /(?!(?:and|or|not|in|eq|ne|lt|le|gt|ge|contains|matches|any_eq|all_ne|all_
 %ignore /[ \t\r\n]+/
 """
 
-_parser = Lark(_GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+class _LazyParser:
+    """The LALR parser, built on first use (keeps `lonscope` start-up fast when no filter
+    is given); lark caches the tables on disk between runs."""
+    _p = None
+
+    def _get(self):
+        if self._p is None:
+            try:
+                _LazyParser._p = Lark(_GRAMMAR, parser="lalr", propagate_positions=True,
+                                      maybe_placeholders=True, cache=True)
+            except OSError:     # no writable temp dir for the cache
+                _LazyParser._p = Lark(_GRAMMAR, parser="lalr", propagate_positions=True,
+                                      maybe_placeholders=True)
+        return self._p
+
+    def parse(self, text):
+        return self._get().parse(text)
+
+    def lex(self, text):
+        return self._get().lex(text)
+
+
+_parser = _LazyParser()
 
 _CMP_NAMES = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
               "any_eq": "==", "all_ne": "!=", "all_eq": "===", "any_ne": "!=="}

@@ -115,19 +115,21 @@ def test_sessions_and_objects(lonscope_cmd, pcaps, tmp_path):
 
 
 def test_findings_export(lonscope_cmd, pcaps, tmp_path):
-    import importlib.util
-    path = pcaps / HT / "Output-EPRI.pcap"
+    """Output-EPRI.pcap is a public (no security) association; Output-Ciphered-Director.pcap
+    authenticates with LLS and an empty password (../shared/pcaps/README.md)."""
     out = tmp_path / "f.jsonl"
-    p = run(lonscope_cmd, "export", path, "--what", "findings", "-o", out, check=False)
-    if importlib.util.find_spec("analyzer.audit") is None:
-        assert p.returncode == 2
-        assert p.stderr.strip() == ("lonscope: --what findings needs the audit stage "
-                                    "(analyzer/audit.py), which is not available in this build")
-    else:
-        assert p.returncode == 0, p.stderr
-        rows = [json.loads(l) for l in out.read_text().splitlines()]
-        # a plain association without authentication is a finding worth reporting
-        assert rows and all("severity" in r for r in rows)
+    run(lonscope_cmd, "export", pcaps / HT / "Output-EPRI.pcap", "--what", "findings", "-o", out)
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    plain = [r for r in rows if r["rule"] == "plaintext-public"]
+    assert len(plain) == 1 and plain[0]["assoc_id"] == 1
+    assert plain[0]["severity"] in ("info", "low")
+    assert json.loads(plain[0]["frames"])[0] == plain[0]["frame"] == 3
+    out = tmp_path / "f.parquet"
+    run(lonscope_cmd, "export", pcaps / HT / "Output-Ciphered-Director.pcap", "--what", "findings", "-o", out)
+    df = pd.read_parquet(out)
+    lls = df[df["rule"] == "lls-cleartext"]
+    assert len(lls) == 1 and lls.iloc[0]["frame"] == 1
+    assert list(df.columns[:5]) == ["id", "rule", "severity", "title", "message"]
 
 
 def test_dask_local_cluster(pcaps, tshark, tmp_path):
