@@ -168,4 +168,25 @@ class DlmsStreamStage(Stage):
                     d.source = old
 
 
+class OsgpContextStage(Stage):
+    """After LonTalk transaction tracking (order 20): a RESPONSE whose request was a
+    network-management or diagnostic command carries an NM/ND status code, not an OSGP
+    one (both use 0x00..0x0C), so the OSGP reading of that byte is withdrawn."""
+    name = "osgp_context"
+
+    def process(self, pkt, d: Dissection, first_pass: bool) -> None:
+        if "osgp" not in d.fields:
+            return
+        rc = (pkt.aux.get("lon") or {}).get("request_code")
+        if rc is None or not 0x50 <= rc <= 0x7F or "osgp.response" not in d.fields:
+            return
+        for name in [k for k in d.fields if k == "osgp" or k.startswith("osgp.")]:
+            del d.fields[name]
+        d.protocols[:] = [p for p in d.protocols if p != "osgp"]
+        if d.root is not None:
+            d.root.children[:] = [n for n in d.root.children if n.field != "osgp"]
+        d.expert[:] = [e for e in d.expert if e.layer != "osgp"]
+
+
 register_stage(12, "dlms_streams", DlmsStreamStage)
+register_stage(21, "osgp_context", OsgpContextStage)

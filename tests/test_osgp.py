@@ -134,3 +134,17 @@ def test_fuzz_responses(b):
     for tree in (False, True):
         d = _rsp(b, tree)
         assert d.fields["osgp.response.code"] == [b[0]]
+
+
+def test_nm_failure_response_is_not_osgp():
+    """0x01 answering an NM query-ID request is an NM failure, not an OSGP status."""
+    pipe = Pipeline()
+    req = pipe.feed(_lon_record(bytes([0x61, 0x00]), 0, tid=9))
+    assert "osgp" not in req.fields
+    p = pipe.feed(_lon_record(bytes([0x01]), 2, src=(1, 20), dst=(1, 5), tid=9))
+    assert "osgp" not in p.fields and "osgp" not in p.protocols.split(":")
+    assert p.fields["lon.nm.status"] == ["failure"]
+    # the same byte answering an OSGP read stays OSGP
+    pipe.feed(_lon_record(MEP_REQ + MEP_REQ_DIGEST, 0, tid=10))
+    p = pipe.feed(_lon_record(bytes([0x01]) + b"\x00" * 8, 2, src=(1, 20), dst=(1, 5), tid=10))
+    assert p.fields["osgp.response"] == ["error"]
