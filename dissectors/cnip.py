@@ -157,21 +157,32 @@ def _one(buf, off, end, d, parent):
         if node is not None:
             node.text = f"ISO/IEC 14908-4 CN/IP, {name}, session 0x{sess:08x}, seq {seq}" + \
                 (", MD5" if pf & SEC_FLAG else "")
-        if typ == 0x01:
-            d.info = f"CN/IP data seq {seq}"
-            if not table("cnip.protocol").dispatch(pf & PROTO_MASK, buf, o, pend, d, node,
-                                                    try_heuristics=False):
-                if pend > o:
-                    add(node, "data.data", buf[o:pend], o, pend - o)
-        else:
-            add(node, "cnip.type_name", name, off + 3, 1)
-            if pend > o:
-                add(node, "cnip.payload", buf[o:pend], o, pend - o)
-            d.info = f"CN/IP {name} seq {seq}"
+        CNIP_BODY.get(typ, _control_body)(buf, o, pend, d, node, pf, seq, name, off)
         return nxt
     except Truncated as e:
         d.malformed("cnip", e.offset, str(e), node)
         return None
+
+
+def _data_body(buf, o, pend, d, node, pf, seq, name, off):
+    """Data packet: the payload goes to table("cnip.protocol") by protocol code."""
+    d.info = f"CN/IP data seq {seq}"
+    if not table("cnip.protocol").dispatch(pf & PROTO_MASK, buf, o, pend, d, node, try_heuristics=False):
+        if pend > o:
+            d.add(node, "data.data", buf[o:pend], o, pend - o)
+
+
+def _control_body(buf, o, pend, d, node, pf, seq, name, off):
+    """Control packets (registration, configuration, membership, routing, statistics...):
+    named, body shown as bytes."""
+    d.add(node, "cnip.type_name", name, off + 3, 1)
+    if pend > o:
+        d.add(node, "cnip.payload", buf[o:pend], o, pend - o)
+    d.info = f"CN/IP {name} seq {seq}"
+
+
+# packet type -> body handler (anything else: a named control packet)
+CNIP_BODY = {0x01: _data_body}
 
 
 def md5_digest(packet: bytes, secret: bytes) -> bytes:
