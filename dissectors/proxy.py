@@ -41,7 +41,7 @@ KEY_TYPES = {0: "standard (6 bytes)", 1: "OMA (12 bytes)"}
 _TARGET_LEN = {0: 2, 1: 2, 2: 7, 3: 2, 4: 1, 5: 1, 6: 6, 7: 1}
 
 field("lonproxy", FT_BOOL, "LonTalk enhanced proxy (IEC 62056-8-8 Annex E repeating)")
-field("lonproxy.kind", FT_STR, "request, success or failure")
+field("lonproxy.kind", FT_STR, "Proxy message kind (request, success, failure)")
 field("lonproxy.header", FT_UINT, "Proxy header", base="hex")
 field("lonproxy.uniform_by_dest", FT_BOOL, "Hop subnets are the receiving repeater's subnet")
 field("lonproxy.uniform_by_src", FT_BOOL, "Hop subnets are the sending node's subnet")
@@ -237,7 +237,9 @@ def dissect_proxy(buf, off: int, end: int, d: Dissection, parent: Node | None) -
     tctx["pdu"] = "apdu"
     tctx["type"] = SERVICES[service]
     tctx["proxied"] = True
-    dissect_target_apdu(buf, p, end, d, parent, tctx)
+    tparent = d.label(node, f"Target APDU, as sent to {target} ({end - p} bytes)", p, end - p) \
+        if node is not None else parent
+    dissect_target_apdu(buf, p, end, d, tparent, tctx)
     if d.info and d.info != prefix:
         d.info = f"{prefix}: {d.info}"
 
