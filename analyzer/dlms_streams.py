@@ -32,6 +32,7 @@ field("adp.reassembled.length", FT_UINT, "Length of the reassembled adaptation A
 field("adp.reassembled.segments", FT_UINT, "Number of adaptation segments reassembled")
 field("hdlc.reassembled.data", FT_BYTES, "Reassembled information field (no xDLMS dissector)")
 
+_PROFILE_FROM_PIPELINE = False
 MAX_REASSEMBLY = 1 << 20     # bytes kept per direction before giving up
 LLC_LEN = 3
 
@@ -64,9 +65,17 @@ class DlmsStreamStage(Stage):
 
     def __init__(self, pipeline):
         super().__init__(pipeline)
+        # A profile given to a pipeline stays active for that pipeline; a later pipeline
+        # without one goes back to the default, unless the profile was set directly
+        # through dissectors.adaptation.use_profile.
+        global _PROFILE_FROM_PIPELINE
         prof = getattr(pipeline, "profile", None)
         if prof is not None:
             _adp.use_profile(prof)
+            _PROFILE_FROM_PIPELINE = True
+        elif _PROFILE_FROM_PIPELINE:
+            _adp.use_profile(None)
+            _PROFILE_FROM_PIPELINE = False
         self.hdlc: dict[tuple, _Pending] = {}
         self.adp: dict[tuple, dict] = {}
 

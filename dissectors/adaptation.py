@@ -233,22 +233,26 @@ def load_profile(path: str | None = None) -> Profile:
 
 
 _ACTIVE: Profile | None = None
+_DEFAULT: Profile | None = None
 _OURS = ("adp", "osgp", "lonproxy")
 
 
 def active_profile() -> Profile:
-    global _ACTIVE
     if _ACTIVE is None:
-        use_profile(load_profile())
+        use_profile(None)
     return _ACTIVE
 
 
 def use_profile(profile: Profile | str | None) -> Profile:
     """Make `profile` (a Profile, a path, or None for the default) the active one and
     register its codes in table("lon.apdu").  Call once before dissecting."""
-    global _ACTIVE
-    if profile is None or isinstance(profile, (str, os.PathLike)):
-        profile = load_profile(profile and os.fspath(profile))
+    global _ACTIVE, _DEFAULT
+    if profile is None:
+        if _DEFAULT is None:
+            _DEFAULT = load_profile()
+        profile = _DEFAULT
+    elif isinstance(profile, (str, os.PathLike)):
+        profile = load_profile(os.fspath(profile))
     tbl = table("lon.apdu")
     for k in [k for k, (proto, _fn) in tbl.entries.items() if proto in _OURS]:
         del tbl.entries[k]
@@ -607,4 +611,4 @@ def segment_apdu(apdu: bytes, max_data: int, **fields) -> list[bytes]:
             for i, c in enumerate(chunks)]
 
 
-use_profile(load_profile())
+use_profile(None)

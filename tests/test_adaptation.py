@@ -215,6 +215,10 @@ def test_corrected_profile(tmp_path):
     pipe = Pipeline(profile=str(path))
     p = pipe.feed(_lon(pdu))
     assert p.fields["adp.sap.server"] == [0x11] and p.fields["dlms.apdu"] == ["get-request"]
+    # a later pipeline without a profile is back on the default one
+    p = Pipeline().feed(_lon(adaptation.build_pdu(GET)))
+    assert adaptation.active_profile().codes["adp"] == [0x41]
+    assert p.fields["adp.sap.client"] == [0x10] and p.fields["adp.inferred"] == [True]
 
 
 @pytest.mark.parametrize("text,msg", [
