@@ -24,6 +24,8 @@ the decryption stage's business).
 """
 from __future__ import annotations
 
+from construct import Int16ub, Int24ub, Struct
+
 from .core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, Dissection, Node, field
 
 SERVICES = {0x30: "full-read", 0x3F: "partial-read", 0x40: "full-write", 0x4F: "partial-write"}
@@ -45,6 +47,20 @@ RESPONSE_TEXT = {
     0x0C: "Invalid sequence number",
 }
 RESPONSE_CODES = tuple(RESPONSES)
+
+# The fixed part of each request after the code byte: one declaration used by the
+# dissector (parse, field offsets) and the builder.  Written data (count bytes) follows
+# the fixed part of the write services.
+_INT = {2: Int16ub, 3: Int24ub}
+REQUEST_FIELDS = {
+    0x30: (("table", 2),),
+    0x3F: (("table", 2), ("offset", 3), ("count", 2)),
+    0x40: (("table", 2), ("count", 2)),
+    0x4F: (("table", 2), ("offset", 3), ("count", 2)),
+}
+REQUEST_LAYOUTS = {code: Struct(*[name / _INT[size] for name, size in flds]).compile()
+                   for code, flds in REQUEST_FIELDS.items()}
+WRITES = (0x40, 0x4F)
 
 # ANSI C12.19 standard (basic) table names, hand-authored from the standard's table list.
 BT_NAMES = {
@@ -121,26 +137,25 @@ def dissect_request(buf, off: int, end: int, d: Dissection, parent: Node | None)
     d.add(node, "osgp.code", code, off, 1)
     d.add(node, "osgp.service", svc, off, 1)
     p = off + 1
-    partial = code in (0x3F, 0x4F)
-    write = code in (0x40, 0x4F)
-    fixed = 2 + (3 if partial else 0) + (2 if partial or write else 0)
+    flds = REQUEST_FIELDS[code]
+    fixed = sum(n for _, n in flds)
     if end - p < fixed:
         d.malformed("osgp", p, f"{SERVICE_TEXT[code]} needs {fixed} bytes, {end - p} present", node)
         return
-    tbl = int.from_bytes(buf[p:p + 2], "big")
+    v = REQUEST_LAYOUTS[code].parse(bytes(buf[p:p + fixed]))
+    tbl = v.table
     name = table_name(tbl)
-    d.add(node, "osgp.table", tbl, p, 2, f"Table: {name} ({tbl}, 0x{tbl:04x})" if tree else None)
-    d.add(node, "osgp.table.name", name, p, 2)
-    p += 2
-    offset = count = None
-    if partial:
-        offset = int.from_bytes(buf[p:p + 3], "big")
-        d.add(node, "osgp.offset", offset, p, 3)
-        p += 3
-    if partial or write:
-        count = int.from_bytes(buf[p:p + 2], "big")
-        d.add(node, "osgp.count", count, p, 2)
-        p += 2
+    for fname, size in flds:
+        if fname == "table":
+            d.add(node, "osgp.table", tbl, p, 2, f"Table: {name} ({tbl}, 0x{tbl:04x})" if tree else None)
+            d.add(node, "osgp.table.name", name, p, 2)
+        else:
+            d.add(node, "osgp." + fname, v[fname], p, size)
+        p += size
+    offset = v.get("offset")
+    count = v.get("count")
+    partial = offset is not None
+    write = code in WRITES
     if write:
         if count > end - p:
             d.malformed("osgp", p, f"count {count} exceeds the {end - p} bytes present", node)
@@ -208,13 +223,11 @@ def build_request(service, table: int, offset: int | None = None, count: int | N
         code = int(service)
         if code not in SERVICES:
             raise ValueError(f"unknown OSGP service code 0x{code:02x}")
-    out = bytearray([code]) + (table & 0xFFFF).to_bytes(2, "big")
-    if code in (0x3F, 0x4F):
-        out += (offset or 0).to_bytes(3, "big")
-    if code == 0x3F:
-        out += (count or 0).to_bytes(2, "big")
-    if code in (0x40, 0x4F):
-        out += (len(data) if count is None else count).to_bytes(2, "big") + bytes(data)
+    vals = {"table": table & 0xFFFF, "offset": (offset or 0) & 0xFFFFFF,
+            "count": (len(data) if count is None and code in WRITES else (count or 0)) & 0xFFFF}
+    out = bytearray([code]) + REQUEST_LAYOUTS[code].build(vals)
+    if code in WRITES:
+        out += bytes(data)
     if seq is not None:
         out += (seq & 0xFFFFFFFF).to_bytes(4, "big")
     if digest is not None:

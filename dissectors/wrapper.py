@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import struct
 
+from construct import Const, Int16ub, Struct
+
 from .core import FT_BOOL, FT_BYTES, FT_UINT, Dissection, Node, field, table
 from . import hdlc as _hdlc
 
@@ -30,14 +32,20 @@ field("wrapper.data", FT_BYTES, "APDU bytes (no xDLMS dissector available)")
 WPORT_NAMES = {0x0001: "management logical device", 0x0010: "public client",
                0x0000: "no station"}
 
+# The header, declared once: the builder uses the Construct; the hot parse path reads the
+# same four big-endian words with struct (the layouts are checked against each other below).
+HEADER_LAYOUT = Struct("version" / Const(1, Int16ub), "srcport" / Int16ub, "dstport" / Int16ub,
+                       "length" / Int16ub)
 _HDR = struct.Struct(">HHHH")
+assert HEADER_LAYOUT.sizeof() == _HDR.size == HEADER
 
 
 def build(src: int, dst: int, apdu: bytes) -> bytes:
     """One wrapper PDU (for tests and the simulator)."""
     if len(apdu) > MAX_PDU:
         raise ValueError("wrapper APDU longer than 65535 bytes")
-    return _HDR.pack(1, src & 0xFFFF, dst & 0xFFFF, len(apdu)) + bytes(apdu)
+    return HEADER_LAYOUT.build({"srcport": src & 0xFFFF, "dstport": dst & 0xFFFF,
+                                "length": len(apdu)}) + bytes(apdu)
 
 
 def pdu_len(buf, off: int, end: int | None = None) -> int | None:
