@@ -505,12 +505,15 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
 
 def _explained(finding, frames_by_no):
     """Why an audit finding that the truth does not expect is a known audit limitation,
-    or None: a frame with a CRC error, the same APDU seen again on another hop (router or
-    repeater), a data notification sent after the association's release."""
+    or None: a frame with a CRC error, a 14908 retransmission, the same APDU seen again on
+    another hop (router or repeater), a data notification sent after the association's
+    release."""
     fr = [frames_by_no[n] for n in finding.get("frames") or [finding.get("frame")] if n in frames_by_no]
     if any(f["lon"].get("crc_ok") is False for f in fr):
         return "crc-error frame"
     wires = [(f.get("dlms") or {}).get("wire") for f in fr]
+    if len(fr) >= 2 and len(set(wires)) == 1 and any(f.get("duplicate") or f.get("retry") for f in fr):
+        return "14908 retransmission (same TID)"
     if len(fr) >= 2 and len(set(wires)) == 1 and wires[0] and any(
             f["medium"] == "ip" or f.get("routed") or f.get("proxy") for f in fr):
         return "same APDU on another hop (router/repeater)"

@@ -110,7 +110,8 @@ class Association:
         self.dedicated: bytes | None = None
         self.stoc = self.ctos = b""
         self.findings: list[dict] = []
-        self.mitm = None             # hook for attack scenarios: fn(stage, data) -> data
+        self.mitm = None             # attack hook: fn(req, req_truth, resp, resp_truth) -> same 4
+        self.forced_stoc: bytes | None = None   # a server that hands out a given challenge
 
     # ------------------------------------------------------------ helpers
     def _base(self, direction: str) -> dict:
@@ -192,37 +193,60 @@ class Association:
         return rw, sw
 
     # ------------------------------------------------------------ association
-    def associate(self) -> bool:
+    def associate(self, hls: bool = True) -> bool:
+        """AARQ/AARE, then (for HLS, unless `hls` is False) passes 3 and 4."""
+        req, rt = self.aarq_apdu()
+        resp, st = self.aare_apdu()
+        if self.mitm:
+            req, rt, resp, st = self.mitm(req, rt, resp, st)
+        self.send(req, resp, rt, st)
+        if self.p.mechanism >= 2 and hls:
+            self.hls_passes()
+        return True
+
+    def aarq_apdu(self, ctos: bytes | None = None) -> tuple[bytes, dict]:
+        """The client's AARQ (with its protected InitiateRequest) and its truth."""
         p = self.p
         ctx = A.APP_CONTEXT[p.context]
         conf = A.CONFORMANCE_SN if p.context == "sn" else A.CONFORMANCE_LN
         if p.protection in ("ded", "general-ded"):
             self.dedicated = self.rng.getrandbits(128).to_bytes(16, "big")
         ireq = A.initiate_request(conf, dedicated_key=self.dedicated)
-        iresp = A.initiate_response(conf & 0x7FFFFF, vaa=0xFA00 if p.context == "sn" else 0x0007)
-        ui_req, ui_resp = ireq, iresp
-        prot_req = prot_resp = None
+        ui_req, prot_req = ireq, None
         if p.protection and p.protection != "signing":
-            sc = p.sc
             ic = self.cep.next_ic()
-            ui_req = bytes([0x21]) + A.blen(5 + len(ireq) + (12 if sc & 0x10 else 0)) + \
-                dc.protect(sc, ic, self.cep.title, self.k.ek, self.k.ak, ireq)
-            prot_req = {"kind": "glo", "sc": sc, "ic": ic, "system_title": self.cep.title.hex(), "tag": "0x21"}
-            ic2 = self.sep.next_ic()
-            ui_resp = bytes([0x28]) + A.blen(5 + len(iresp) + (12 if sc & 0x10 else 0)) + \
-                dc.protect(sc, ic2, self.sep.title, self.k.ek, self.k.ak, iresp)
-            prot_resp = {"kind": "glo", "sc": sc, "ic": ic2, "system_title": self.sep.title.hex(), "tag": "0x28"}
+            ui_req = bytes([0x21]) + A.blen(5 + len(ireq) + (12 if p.sc & 0x10 else 0)) + \
+                dc.protect(p.sc, ic, self.cep.title, self.k.ek, self.k.ak, ireq)
+            prot_req = {"kind": "glo", "sc": p.sc, "ic": ic, "system_title": self.cep.title.hex(), "tag": "0x21"}
         calling = self.cep.title if (p.protection or p.mechanism >= 5) else None
         auth = None
         if p.mechanism == 1:
             auth = self.k.lls_password
         elif p.mechanism >= 2:
-            self.ctos = bytes(self.rng.getrandbits(8) | 0x21 & 0x7F for _ in range(16))
-            self.ctos = bytes(0x30 + self.rng.randrange(75) for _ in range(16))
+            # printable challenges, as many meters and clients generate them
+            self.ctos = ctos if ctos is not None else bytes(0x30 + self.rng.randrange(75) for _ in range(16))
             auth = self.ctos
-        if self.mitm_ctos is not None:
-            pass
         req = A.aarq(ctx, ui_req, calling, p.mechanism, auth)
+        rt = self._truth("request", req, req, None,
+                         [{"service": "aarq", "dir": "request", "mechanism": p.mechanism, "context": ctx}])
+        rt["dlms"]["initiate"] = {"protection": prot_req, "plaintext": ireq.hex(),
+                                  "decryption": self._status(prot_req)}
+        if p.mechanism == 1:
+            rt["findings"] = ["lls-cleartext"]
+        return req, rt
+
+    def aare_apdu(self) -> tuple[bytes, dict]:
+        """The server's AARE (accepted; StoC for HLS) and its truth."""
+        p = self.p
+        ctx = A.APP_CONTEXT[p.context]
+        conf = A.CONFORMANCE_SN if p.context == "sn" else A.CONFORMANCE_LN
+        iresp = A.initiate_response(conf & 0x7FFFFF, vaa=0xFA00 if p.context == "sn" else 0x0007)
+        ui_resp, prot_resp = iresp, None
+        if p.protection and p.protection != "signing":
+            ic2 = self.sep.next_ic()
+            ui_resp = bytes([0x28]) + A.blen(5 + len(iresp) + (12 if p.sc & 0x10 else 0)) + \
+                dc.protect(p.sc, ic2, self.sep.title, self.k.ek, self.k.ak, iresp)
+            prot_resp = {"kind": "glo", "sc": p.sc, "ic": ic2, "system_title": self.sep.title.hex(), "tag": "0x28"}
         stoc = None
         if p.mechanism >= 2:
             stoc = bytes(0x30 + self.rng.randrange(75) for _ in range(16))
@@ -231,27 +255,25 @@ class Association:
             self.stoc = stoc
         resp = A.aare(ctx, 0, 14 if p.mechanism >= 2 else 0, ui_resp,
                       self.sep.title if (p.protection or p.mechanism >= 5) else None, p.mechanism, stoc)
-        rt = self._truth("request", req, req, None,
-                         [{"service": "aarq", "dir": "request", "mechanism": p.mechanism,
-                           "context": ctx}])
-        rt["dlms"]["initiate"] = {"protection": prot_req, "plaintext": ireq.hex(),
-                                  "decryption": self._status(prot_req)}
         st = self._truth("response", resp, resp, None,
-                         [{"service": "aare", "dir": "response", "result": 0,
-                           "mechanism": p.mechanism}])
+                         [{"service": "aare", "dir": "response", "result": 0, "mechanism": p.mechanism}])
         st["dlms"]["initiate"] = {"protection": prot_resp, "plaintext": iresp.hex(),
                                   "decryption": self._status(prot_resp)}
-        if p.mechanism == 1:
-            rt["findings"] = ["lls-cleartext"]
-        if self.mitm:
-            req, rt, resp, st = self.mitm(req, rt, resp, st)
-        self.send(req, resp, rt, st)
-        if p.mechanism >= 2:
-            self.hls_passes()
-        return True
+        return resp, st
 
-    forced_stoc: bytes | None = None
-    mitm_ctos = None
+    def hls_apdus(self, f_stoc: bytes | None = None, f_ctos: bytes | None = None):
+        """Pass 3 (action-request) and pass 4 (action-response), plaintext, with their ops."""
+        fs = f_stoc if f_stoc is not None else self.f_stoc()
+        fc = f_ctos if f_ctos is not None else self.f_ctos()
+        iid = self._next_iid() | 0xC0
+        req = A.action_request(iid, 15, CURRENT_ASSOCIATION, 1, ("octet-string", fs))
+        resp = A.action_response(iid, 0, ("octet-string", fc))
+        self.pass3 = fs
+        rq = [{"service": "action", "dir": "request", "invoke_id": iid & 0x0F, "class_id": 15,
+               "obis": CURRENT_ASSOCIATION, "method_id": 1, "hls": "pass3", "value": fs.hex()}]
+        rs = [{"service": "action", "dir": "response", "invoke_id": iid & 0x0F, "result": 0,
+               "hls": "pass4", "value": fc.hex()}]
+        return req, resp, rq, rs
 
     @staticmethod
     def _status(prot):
@@ -282,18 +304,8 @@ class Association:
         raise ValueError(m)
 
     def hls_passes(self, f_stoc: bytes | None = None) -> None:
-        fs = f_stoc if f_stoc is not None else self.f_stoc()
-        fc = self.f_ctos()
-        iid = self._next_iid() | 0xC0
-        req = A.action_request(iid, 15, CURRENT_ASSOCIATION, 1, ("octet-string", fs))
-        resp = A.action_response(iid, 0, ("octet-string", fc))
-        self.pass3 = fs
-        self.exchange(req, resp,
-                      [{"service": "action", "dir": "request", "invoke_id": iid & 0x0F, "class_id": 15,
-                        "obis": CURRENT_ASSOCIATION, "method_id": 1, "hls": "pass3",
-                        "value": fs.hex()}],
-                      [{"service": "action", "dir": "response", "invoke_id": iid & 0x0F, "result": 0,
-                        "hls": "pass4", "value": fc.hex()}], glo_only=True)
+        req, resp, rq, rs = self.hls_apdus(f_stoc)
+        self.exchange(req, resp, rq, rs, glo_only=True)
 
     def release(self) -> None:
         req, resp = A.rlrq(0), A.rlre(0)

@@ -233,6 +233,15 @@ class Network:
             self.wait(5_000_000, 15_000_000)
             self._hop(server, client, "spdu", "RESPONSE", tid, resp_apdu, dict(resp_truth, duplicate=True))
 
+    def send_request(self, client: Node, server: Node, apdu: bytes, truth: dict) -> int:
+        """The request half of a transaction (for interleaved attack stories); returns the TID."""
+        tid = client.next_tid()
+        self._hop(client, server, "spdu", "REQUEST", tid, apdu, truth, backlog=1)
+        return tid
+
+    def send_response(self, server: Node, client: Node, tid: int, apdu: bytes, truth: dict) -> None:
+        self._hop(server, client, "spdu", "RESPONSE", tid, apdu, truth)
+
     def _proxied(self, client, server, req_apdu, resp_apdu, req_truth, resp_truth, via, proxy_wrap, proc_ns):
         chain = [client] + via + [server]
         tids = []

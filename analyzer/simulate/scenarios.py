@@ -255,47 +255,52 @@ def sc_lls(w: World, target: int | None) -> None:
     w.finding(**{"rule": "lls-cleartext", "association": "lls1", "severity": "high"})
 
 
-@scenario("hls-swap", "HLS challenge swap between two concurrent clients (attacker acting as server)")
+@scenario("hls-swap", "HLS challenge swap: the attacker poses as the meter to the concentrator and swaps the two associations' challenges")
 def sc_hls_swap(w: World, target: int | None) -> None:
     net = w.net
     m = w.meters[0]
     x = net.add_node("attacker", 1, 120, "attacker", system_title=ATTACKER_TITLE)
-    x.model = m.model
-    # 1. attacker opens an association to the real meter and receives its challenge StoC
-    ax = w.association("swap-attacker", x, m, "hls-md5")
-    ax_hold = {}
-
-    def hold(req, rt, resp, st):
-        ax_hold["stoc"] = ax.stoc
-        return req, rt, resp, st
-    ax.mitm = hold
-    # AARQ/AARE of the attacker's association only (no pass 3 yet)
-    p_mech = ax.p.mechanism
-    ax.hls_passes_orig = ax.hls_passes
-    ax.hls_passes = lambda *a, **k: None
-    ax.associate()
-    ax.mitm = None
-    # 2. the legitimate client associates with the attacker, who answers as the meter and
-    #    hands out the meter's challenge as its own
+    # the concentrator has been led to the attacker's address for this meter; the attacker
+    # answers with the meter's system title
     fake = Node("fake-meter", x.subnet, x.node, x.nid, "attacker", system_title=m.system_title)
     fake.model = m.model
-    ac = w.association("swap-victim", w.dc, fake, "hls-md5")
+    ac = w.association("swap-victim", w.dc, fake, "hls-md5")     # concentrator -> attacker
+    ax = w.association("swap-attacker", x, m, "hls-md5")         # attacker -> meter
+    adp = wire.adaptation
+    # 1. the concentrator's AARQ (challenge CtoS) reaches the attacker
+    req_v, rt_v = ac.aarq_apdu()
+    tid_v = net.send_request(w.dc, fake, adp(req_v), rt_v)
+    w.gap(20, 60)
+    # 2. the attacker opens its own association to the meter with the concentrator's CtoS
+    req_x, rt_x = ax.aarq_apdu(ctos=ac.ctos)
+    tid_x = net.send_request(x, m, adp(req_x), rt_x)
+    w.gap(20, 90)
+    resp_x, st_x = ax.aare_apdu()                                  # the meter's StoC
+    net.send_response(m, x, tid_x, adp(resp_x), st_x)
+    w.gap(20, 60)
+    # 3. ... and hands the meter's StoC to the concentrator as its own challenge
     ac.forced_stoc = ax.stoc
-    ac.hls_passes = lambda *a, **k: None
-    ac.associate()
-    # 3. the client answers the challenge: f(StoC) computed with the real secret
-    fs = ac.f_stoc()
-    ac.hls_passes_real = Association.hls_passes
-    Association.hls_passes(ac, f_stoc=fs)
-    # 4. the attacker replays that answer in its own association to the meter: accepted
-    Association.hls_passes(ax, f_stoc=fs)
+    resp_v, st_v = ac.aare_apdu()
+    net.send_response(fake, w.dc, tid_v, adp(resp_v), st_v)
+    w.gap(50, 150)
+    # 4. the concentrator answers the meter's challenge (pass 3); the attacker relays it to
+    #    the meter, which accepts and answers the concentrator's challenge (pass 4); the
+    #    attacker relays that back: both associations authenticate, the attacker holds one
+    p3_v, p4_v, rq_v, rs_v = ac.hls_apdus()
+    p3_x, p4_x, rq_x, rs_x = ax.hls_apdus(f_stoc=ac.pass3, f_ctos=ac.f_ctos())
+    tid_v = net.send_request(w.dc, fake, adp(p3_v), ac._truth("request", p3_v, p3_v, None, rq_v))
+    w.gap(20, 60)
+    tid_x = net.send_request(x, m, adp(p3_x), ax._truth("request", p3_x, p3_x, None, rq_x))
+    w.gap(20, 90)
+    net.send_response(m, x, tid_x, adp(p4_x), ax._truth("response", p4_x, p4_x, None, rs_x))
+    w.gap(20, 60)
+    net.send_response(fake, w.dc, tid_v, adp(p4_v), ac._truth("response", p4_v, p4_v, None, rs_v))
+    w.gap(200, 600)
+    # 5. the attacker uses its authenticated association
     ax.get(3, "1.0.1.8.0.255", 2)
     ax.action(70, "0.0.96.3.10.255", 1, ("integer", 0))
     ax.release()
-    w.finding(**{"rule": "hls-challenge-relay", "associations": ["swap-attacker", "swap-victim"],
-                       "severity": "high"})
-    w.finding(**{"rule": "hls-challenge-relay", "associations": ["swap-victim", "swap-attacker"],
-                       "severity": "high"})
+    w.finding(rule="hls-challenge-relay", associations=["swap-victim", "swap-attacker"], severity="critical")
 
 
 @scenario("mitm-relay", "MITM relaying a client's HLS pass 3 (attacker acting as client)")
@@ -305,17 +310,15 @@ def sc_mitm(w: World, target: int | None) -> None:
     x = net.add_node("attacker", 1, 121, "attacker", system_title=ATTACKER_TITLE)
     # the victim's association with the real meter; the attacker copies the meter's challenge
     av = w.association("relay-victim", w.dc, m, "hls-md5")
-    av.hls_passes = lambda *a, **k: None
-    av.associate()
+    av.associate(hls=False)
     # the attacker opens its own association and gets the same challenge replayed by a
     # meter with a weak RNG (a fixed StoC per session start)
     ax = w.association("relay-attacker", x, m, "hls-md5")
     ax.forced_stoc = av.stoc
-    ax.hls_passes = lambda *a, **k: None
-    ax.associate()
+    ax.associate(hls=False)
     fs = av.f_stoc()
-    Association.hls_passes(av, f_stoc=fs)
-    Association.hls_passes(ax, f_stoc=fs)          # relayed pass 3 from another address
+    av.hls_passes(f_stoc=fs)
+    ax.hls_passes(f_stoc=fs)          # the victim's pass 3, relayed from the attacker's address
     ax.set(8, "0.0.1.0.0.255", 2, ("octet-string", m.model.clock(net.t + 3_600_000_000_000)))
     ax.release()
     av.release()
