@@ -420,8 +420,10 @@ def dissect_frames(buf, off: int, end: int, d: Dissection, parent: Node | None) 
         if q <= p:
             break
         p = q
-    if infos:
-        d.info = infos[0] if len(infos) == 1 else f"[{len(infos)} HDLC frames] " + " | ".join(infos)
+    if len(infos) == 1:
+        d.info = infos[0]
+    elif infos:
+        _join_infos(d, infos)
 
 
 def looks_like_hdlc(buf, off: int, end: int) -> bool:
@@ -486,9 +488,13 @@ def stream_dissect(buf, off: int, end: int, d: Dissection, parent: Node | None) 
 
 
 def _join_infos(d: Dissection, infos: list) -> None:
+    """Several frames in one packet: their count, then the summaries that say most
+    (frames carrying an APDU before bare supervisory frames), at most eight."""
     if len(infos) > 1:
-        shown = infos if len(infos) <= 8 else infos[:8] + ["..."]
-        d.info = f"[{len(infos)} HDLC frames] " + " | ".join(shown)
+        rich = [i for i in infos if not i.startswith("HDLC ")]
+        shown = (rich or infos)[:8]
+        more = len(rich or infos) > 8
+        d.info = f"[{len(infos)} HDLC frames] " + " | ".join(shown) + (" | ..." if more else "")
 
 
 # --------------------------------------------------------------------------- serial captures
