@@ -52,6 +52,8 @@ def machine() -> dict:
 def fmt(v) -> str:
     if v is None:
         return "–"
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
     if isinstance(v, float):
         if v == 0:
             return "0"
