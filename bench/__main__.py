@@ -104,6 +104,12 @@ def corpus_benchmarks(quick: bool) -> list[dict]:
     return rows
 
 
+def header(doc: dict) -> str:
+    mc = doc["machine"]
+    return (f"lonscope benchmarks ({doc['mode']} mode, {doc['date']}; {mc['cpu']}, {mc['cores']} cores, "
+            f"{mc['memory_gib']} GiB, Python {mc['python']}, {mc['tshark'] or 'no tshark'})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small corpora (100k / 1M packets), fewer repeats")
@@ -111,7 +117,13 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="list the benchmark modules and exit")
     ap.add_argument("--no-corpora", action="store_true", help="do not pre-generate the shared corpora")
     ap.add_argument("-o", "--output", default=str(common.OUT / "results.json"))
+    ap.add_argument("--table", metavar="RESULTS_JSON", help="print the table of an earlier run and exit")
     a = ap.parse_args(argv)
+    if a.table:
+        doc = json.loads(Path(a.table).read_text())
+        print(header(doc))
+        print(table(doc["rows"]))
+        return 0
     mods = modules()
     if a.list:
         print("\n".join(mods))
@@ -157,9 +169,7 @@ def main(argv=None) -> int:
            "modules": mods, "failed": failures, "rows": rows}
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_text(json.dumps(doc, indent=1))
-    mc = doc["machine"]
-    print(f"lonscope benchmarks ({doc['mode']} mode, {doc['date']}; {mc['cpu']}, {mc['cores']} cores, "
-          f"{mc['memory_gib']} GiB, Python {mc['python']}, {mc['tshark'] or 'no tshark'})")
+    print(header(doc))
     print(table(rows))
     print(f"results: {a.output}")
     return 1 if failures else 0
