@@ -3,10 +3,11 @@ pane, status bar; analysis views in tabs; modal help / go-to / keys / export scr
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -170,6 +171,7 @@ class LonscopeApp(App):
         self._last_hint = self._last_status = None
         self._reveal_pending = False
         self._detail_gen = 0
+        self._want_details = None
         self.dissection = None
         self.detail_row: int | None = None
         self._detail_decoded = False
@@ -197,19 +199,20 @@ class LonscopeApp(App):
                         with self._keep(Vertical(id="bytes")):
                             yield self._keep(SourceBar(id="sources"))
                             yield self._keep(HexView(id="hex"))
-            with TabPane("Associations", id="assoc"):
-                yield self._keep(DataTable(id="assoc-table", cursor_type="row", zebra_stripes=True))
-            with TabPane("Follow", id="follow"):
-                yield self._keep(Static("Select a packet or an association, then press F (or f in Associations).",
-                                        id="follow-title"))
-                yield self._keep(DataTable(id="follow-table", cursor_type="row"))
-            with TabPane("Objects", id="objects"):
-                yield self._keep(DataTable(id="objects-table", cursor_type="row", zebra_stripes=True))
-            with TabPane("Findings", id="findings"):
-                yield self._keep(DataTable(id="findings-table", cursor_type="row", zebra_stripes=True))
-            with TabPane("Statistics", id="stats"):
-                with VerticalScroll(id="stats-scroll"):
-                    yield self._keep(Static("", id="stats-body"))
+            # the analysis views are mounted when first shown (a faster first screen)
+            for pane_id, title in (("assoc", "Associations"), ("follow", "Follow"), ("objects", "Objects"),
+                                   ("findings", "Findings"), ("stats", "Statistics")):
+                yield self._keep(TabPane(title, id=pane_id))
+        self._lazy_views = {
+            "assoc": [self._keep(DataTable(id="assoc-table", cursor_type="row", zebra_stripes=True))],
+            "follow": [self._keep(Static("Select a packet or an association, then press F (or f in Associations).",
+                                         id="follow-title")),
+                       self._keep(DataTable(id="follow-table", cursor_type="row"))],
+            "objects": [self._keep(DataTable(id="objects-table", cursor_type="row", zebra_stripes=True))],
+            "findings": [self._keep(DataTable(id="findings-table", cursor_type="row", zebra_stripes=True))],
+            "stats": [self._keep(VerticalScroll(self._keep(Static("", id="stats-body")), id="stats-scroll"))],
+        }
+        self._mounted_views: set[str] = {"packets"}
         yield self._keep(Static("", id="hint"))
         yield self._keep(StatusBar("", id="status"))
         yield Footer()
@@ -227,24 +230,31 @@ class LonscopeApp(App):
                 StatusBar: self.w["status"]}[key]
 
     def on_mount(self) -> None:
-        t = self.q("#assoc-table")
-        t.add_columns("#", "Client", "Server", "Mechanism", "Security", "State", "Req", "Resp",
-                      "Packets", "Duration s")
-        self.q("#follow-table").add_columns("", "Dialogue")
-        self.q("#objects-table").add_columns(*OBJECT_COLUMNS)
-        self.q("#findings-table").add_columns(*FINDING_COLUMNS)
+        # a short interpreter switch interval keeps the UI responsive next to the decoder
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(0.001)
+        self.session.ui_busy(0.5)
         plist = self.q(PacketList)
         plist.follow = self.live
         if self.session.filter_text:
             self.q(FilterBar).value = self.session.filter_text
         if self.session._thread is None:
-            self.session.start()
+            self.session.start(wait_for_ui=True)
+        self.call_after_refresh(self.session.first_paint_done.set)
         plist.focus()
         self.set_interval(self.tick_interval, self.tick)
         self.tick()
 
     def on_unmount(self) -> None:
         self.session.stop()
+        sys.setswitchinterval(self._switch)
+
+    async def on_event(self, event) -> None:
+        # input first: background decoding pauses for a moment while the user interacts
+        if isinstance(event, (events.Key, events.MouseDown, events.MouseScrollDown,
+                              events.MouseScrollUp)):
+            self.session.ui_busy()
+        await super().on_event(event)
 
     # ------------------------------------------------------------------ periodic refresh
     def tick(self) -> None:
@@ -261,7 +271,7 @@ class LonscopeApp(App):
         plist = self.q(PacketList)
         plist.refresh_count()
         row = plist.selected_row()
-        if row is not None and (row != self.detail_row or
+        if row is not None and s.dissectors_ready and (row != self.detail_row or
                                 (not self._detail_decoded and s.store.decoded(row) and s.n_decoded > row)):
             self.show_details(row)
         hint = self.filter_hint or self._progress_hint()
@@ -314,7 +324,13 @@ class LonscopeApp(App):
 
     # ------------------------------------------------------------------ details + hex
     def on_packet_list_selected(self, event: PacketList.Selected) -> None:
-        self.show_details(event.row)
+        # the list repaints first; the details follow (only for the latest selection)
+        self._want_details = event.row
+        self.call_after_refresh(self._details_after_refresh, event.row)
+
+    def _details_after_refresh(self, row: int) -> None:
+        if self._want_details == row and row != self.detail_row and self.session.dissectors_ready:
+            self.show_details(row)
 
     def show_details(self, row: int) -> None:
         s = self.session
@@ -516,7 +532,23 @@ class LonscopeApp(App):
         s.paused = not s.paused
         self.notify("capture paused" if s.paused else "capture resumed", timeout=2)
 
-    def action_view(self, view: str) -> None:
+    async def _ensure_view(self, view: str) -> None:
+        if view in self._mounted_views or view not in self._lazy_views:
+            return
+        self._mounted_views.add(view)
+        await self.w[view].mount_all(self._lazy_views[view])
+        if view == "assoc":
+            self.q("#assoc-table").add_columns("#", "Client", "Server", "Mechanism", "Security", "State",
+                                               "Req", "Resp", "Packets", "Duration s")
+        elif view == "follow":
+            self.q("#follow-table").add_columns("", "Dialogue")
+        elif view == "objects":
+            self.q("#objects-table").add_columns(*OBJECT_COLUMNS)
+        elif view == "findings":
+            self.q("#findings-table").add_columns(*FINDING_COLUMNS)
+
+    async def action_view(self, view: str) -> None:
+        await self._ensure_view(view)
         self.q(TabbedContent).active = view
         self.refresh_view(view, force=True)
         if view == "packets":
@@ -528,19 +560,20 @@ class LonscopeApp(App):
                 self.q(tbl).focus()
 
     @on(TabbedContent.TabActivated, "#views")
-    def _view_activated(self, event: TabbedContent.TabActivated) -> None:
+    async def _view_activated(self, event: TabbedContent.TabActivated) -> None:
         pane = event.pane.id if event.pane is not None else None
         if pane:
+            await self._ensure_view(pane)
             self.refresh_view(pane, force=True)
 
-    def action_follow(self) -> None:
+    async def action_follow(self) -> None:
         plist = self.q(PacketList)
         row = plist.selected_row()
         if row is None:
             return
         self._follow_assoc = association_of_row(self.session, row)
         self._follow_row = row
-        self.action_view("follow")
+        await self.action_view("follow")
 
     def action_keys(self) -> None:
         if self.keyring is None:
@@ -576,6 +609,8 @@ class LonscopeApp(App):
 
     # ------------------------------------------------------------------ views
     def refresh_view(self, view: str, force: bool = False) -> None:
+        if view not in self._mounted_views:
+            return
         s = self.session
         stamp = (s.n_decoded, s.done, len(s.findings), s.decode_gen, id(self._follow_assoc), self._follow_row)
         if not force and self._view_stamp.get(view) == stamp:
@@ -646,7 +681,7 @@ class LonscopeApp(App):
             if self.apply_filter(text):
                 self.q(TabbedContent).active = "packets"
 
-    def key_f(self) -> None:
+    async def key_f(self) -> None:
         """f in the Associations view: follow the highlighted association."""
         if self.q(TabbedContent).active != "assoc":
             return
@@ -655,7 +690,7 @@ class LonscopeApp(App):
         if 0 <= k < len(self._assoc_cache):
             self._follow_assoc = self._assoc_cache[k]
             self._follow_row = None
-            self.action_view("follow")
+            await self.action_view("follow")
 
     @on(DataTable.RowSelected, "#findings-table")
     def _finding_selected(self, event: DataTable.RowSelected) -> None:

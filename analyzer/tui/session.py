@@ -26,6 +26,7 @@ from .store import (ColumnStore, F_FINDING, F_MALFORMED, F_WARN, ST_AUTHFAIL, ST
 FIELDS_CACHE_MAX = 50_000      # keep flat fields of small captures for instant filtering
 OBJECTS_MAX = 200_000
 CHUNK = 50_000
+FIRST_CHUNK = 2_000
 
 
 def status_code(d: Dissection) -> int:
@@ -93,11 +94,18 @@ class Session:
         self.filter_gen = 0
         self._fthread: threading.Thread | None = None
         self.t_first_rows: float | None = None
+        self.ui_busy_until = 0.0          # workers pause while the UI handles input (time.monotonic)
+        self.dissectors_ready = False
+        self.first_paint_done = threading.Event()   # set by the UI after its first screen
         if display_filter:
             self.set_filter(display_filter, start=False)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, wait_for_ui: bool = False) -> None:
+        """Start loading.  With wait_for_ui, heavy start-up work waits (up to 3 s) until the
+        UI sets `first_paint_done`, so that the first screen appears at once."""
+        if not wait_for_ui:
+            self.first_paint_done.set()
         self._thread = threading.Thread(target=self._run_guarded, name="lonscope-load", daemon=True)
         self._thread.start()
         if self.filter_fn is not None:
@@ -110,6 +118,22 @@ class Session:
                 t.join(timeout=2)
         for f in self.files:
             f.close()
+
+    def ui_busy(self, seconds: float = 0.3) -> None:
+        """The user is interacting: background work yields the interpreter for a moment."""
+        self.ui_busy_until = time.monotonic() + seconds
+
+    def _yield(self) -> None:
+        while time.monotonic() < self.ui_busy_until and not self._stop.is_set():
+            time.sleep(0.005)
+
+    def _load_dissectors(self) -> None:
+        if not self.dissectors_ready:
+            from dissectors import load_all
+            load_all()
+            if self.pipeline is None:
+                self.pipeline = self._new_pipeline()
+            self.dissectors_ready = True
 
     def notice(self, severity: str, msg: str) -> None:
         self.notices.append((severity, msg))
@@ -147,12 +171,22 @@ class Session:
         files = self.files
         if len(files) == 1:
             f = files[0]
-            for c in f.chunks(CHUNK):
+            # a small first chunk: the first screen can be drawn at once
+            for c in f.chunks(FIRST_CHUNK):
                 st.append_index(c.ts, c.offset, c.caplen, c.origlen, c.linktype, 0)
-                if self.t_first_rows is None:
-                    self.t_first_rows = time.perf_counter()
-                if self._stop.is_set():
-                    return
+                self.t_first_rows = time.perf_counter()
+                break
+            # let the UI draw its first screen before the heavy start-up work
+            self.first_paint_done.wait(timeout=3.0)
+            self._load_dissectors()
+            if not f.error:
+                for c in f.chunks(CHUNK):
+                    st.append_index(c.ts, c.offset, c.caplen, c.origlen, c.linktype, 0)
+                    if self.t_first_rows is None:
+                        self.t_first_rows = time.perf_counter()
+                    if self._stop.is_set():
+                        return
+                    self._yield()
         elif files:
             parts = []
             for k, f in enumerate(files):
@@ -179,8 +213,8 @@ class Session:
     def _run(self):
         self._open_files()
         self._index()
+        self._load_dissectors()
         self.indexing = any(f.live for f in self.files)
-        self.pipeline = self._new_pipeline()
         gen = self.decode_gen
         i = 0
         while not self._stop.is_set():
@@ -195,6 +229,8 @@ class Session:
                     self._decode_row(i)
                     i += 1
                     self.n_decoded = i
+                    if not i % 16:
+                        self._yield()
                 continue
             live = [f for f in self.files if f.live]
             if not live:
@@ -361,6 +397,8 @@ class Session:
         hit = self._lazy.get(i)
         if hit is not None:
             return hit
+        if not self.dissectors_ready:       # still starting: index columns only for now
+            return ("", "", "", "", ST_NONE, 0)
         try:
             from dissectors import dissect_frame
             rec = self.record(i)
@@ -451,6 +489,8 @@ class Session:
                         view.append(i)
                     i += 1
                     self.view_upto = i
+                    if not i % 16:
+                        self._yield()
         except Exception as exc:
             self.notice("error", f"filter stopped: {type(exc).__name__}: {exc}")
 

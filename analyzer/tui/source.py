@@ -296,6 +296,7 @@ class CaptureFile:
             return
         while True:
             c = self.indexer.scan(self.buf, limit)
+            self._drop_pages()
             if len(c):
                 yield c
             if self.indexer.error:
@@ -306,6 +307,21 @@ class CaptureFile:
                         and self.error is None and self.indexer.kind is not None:
                     self.error = f"file is truncated at offset {self.indexer.pos}"
                 return
+
+    def _drop_pages(self) -> None:
+        """Indexed pages of the mapped file need not stay resident (a 10M-packet file would
+        otherwise count fully in RSS); they are read again from the page cache on demand."""
+        buf = self.buf
+        if not isinstance(buf, mmap.mmap) or not hasattr(buf, "madvise"):
+            return
+        end = (self.indexer.pos // mmap.PAGESIZE) * mmap.PAGESIZE
+        start = getattr(self, "_dropped", 0)
+        if end - start >= (8 << 20):
+            try:
+                buf.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError, AttributeError):
+                return
+            self._dropped = end
 
     def read(self, offset: int, caplen: int, origlen: int, linktype: int, ts: int) -> Record:
         if self.records is not None:

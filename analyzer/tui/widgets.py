@@ -119,6 +119,8 @@ class PacketList(ScrollView, can_focus=True):
         self._count = 0
         self._styles: dict = {}
         self.first_paint: float | None = None
+        self.cursor_paint: float | None = None     # when the cursor row was last drawn (bench)
+        self.first_full_paint: float | None = None  # first row drawn with its protocol columns
         self._last_selected: int | None = None
 
     # -- data
@@ -157,6 +159,7 @@ class PacketList(ScrollView, can_focus=True):
         if value != self.cursor:
             self.cursor = value
             return
+        self.session.ui_busy()
         top = int(self.scroll_offset.y)
         h = self.scrollable_content_region.height or self.size.height
         if value < top:
@@ -253,6 +256,11 @@ class PacketList(ScrollView, can_focus=True):
         text = text[:width].ljust(width)
         if self.first_paint is None:
             self.first_paint = _time.perf_counter()
+            self.call_after_refresh(s.first_paint_done.set)
+        if self.first_full_paint is None and (proto or not pending):
+            self.first_full_paint = _time.perf_counter()
+        if line == self.cursor and self.cursor_paint is None:
+            self.cursor_paint = _time.perf_counter()
         style = self._style(proto, status, flags, line == self.cursor, pending)
         return Strip([Segment(text, style)], width)
 
