@@ -66,6 +66,18 @@ def test_cli_writes_capture_truth_and_keys(lonscope_cmd, tmp_path):
     assert r.returncode == 0 and json.loads((tmp_path / "p.truth.json").read_text())["packets"] == 40
 
 
+def test_duration_limits_the_simulated_time(tmp_path):
+    out = tmp_path / "d.pcapng"
+    simulate("fleet", out, seed=2, duration=30.0)
+    doc = json.loads((tmp_path / "d.truth.json").read_text())
+    times = [f["time_ns"] for f in doc["frames"]]
+    assert times[-1] - times[0] < 30e9 and times[-1] - times[0] > 20e9
+    out2 = tmp_path / "e.pcapng"
+    simulate("nm-unauth", out2, seed=2, duration=400.0)       # longer than the story: fleet polling fills it
+    doc2 = json.loads((tmp_path / "e.truth.json").read_text())
+    assert (doc2["frames"][-1]["time_ns"] - doc2["frames"][0]["time_ns"]) > 300e9
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     a, b, c = tmp_path / "a.pcapng", tmp_path / "b.pcapng", tmp_path / "c.pcapng"
     simulate("fleet", a, seed=11)
@@ -472,6 +484,12 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
                 ok("lon.crc-good", F.get("lon.crc.status") == "good", where)
             if lt["pdu"] in ("tpdu", "spdu"):
                 ok("lon.tid", F.get("lon.trans_no") == lt["tid"], where)
+            px = t.get("proxy")
+            if px and px["role"] == "request":
+                ok("lonproxy.request", F.get("lonproxy.kind") == "request"
+                   and F.get("lonproxy.target") == px["target"]
+                   and _as_list(F.get("lonproxy.hop")) == px["hops"]
+                   and F.get("lonproxy.count") == px["hops_left"], (where, px))
             if t.get("nv"):
                 ok("lon.nv", F.get("lon.nv.selector") == t["nv"]["selector"]
                    and F.get("lon.nv.value") == t["nv"]["value"].to_bytes(2, "big").hex(), where)
@@ -531,7 +549,7 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
                     ok("dlms.gbt-value", all(x in values for x in want), where)
     assert counts["lon.src"] > 800 and counts["dlms.decryption"] > 300 and counts["dlms.obis"] > 200
     assert counts["dlms.value"] > 150 and counts["dlms.gbt-reassembled"] >= 1 and counts["osgp.table"] > 10
-    assert counts["dlms.hls-verified"] > 20
+    assert counts["dlms.hls-verified"] > 20 and counts["lonproxy.request"] > 20
     assert counts["lon.nv"] > 5 and counts["lon.nd"] > 5 and counts["lon.nm"] > 5 and counts["lon.authpdu"] >= 2
     assert tolerated < 40
     print(f"truth agreement: {counts}; tolerated relay no-key: {tolerated}; decoder gaps: {gaps}")
