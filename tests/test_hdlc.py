@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import analyzer
 from analyzer.packet import Record
@@ -270,6 +270,7 @@ def test_serial_linktype_records(vectors):
     assert (p1.source, p1.destination) == ("server 1", "client 1")     # the last frame (AARE)
 
 
+@settings(max_examples=min(settings.default.max_examples, 300))   # a whole pipeline per example
 @given(st.lists(st.tuples(st.booleans(), st.booleans(), st.binary(max_size=30), st.integers(0, 2)), max_size=8))
 def test_fuzz_segment_sequences(frames):
     """Random sequences of segmented / final I-frames through the reassembly stage."""
