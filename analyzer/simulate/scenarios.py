@@ -167,22 +167,40 @@ class World:
         self.net.ackd(m, self.dc, wire.adaptation(wire_apdu, client_sap=102, server_sap=1), truth)
 
     # ------------------------------------------------------------ OSGP legacy
-    def osgp_read(self, meter: Node, table: int, count_bytes: int = 16) -> None:
-        seq = self.osgp_seq.get(meter.name, 0x2C000000 + self.rng.randrange(1 << 16)) + 1
-        self.osgp_seq[meter.name] = seq
-        body = wire.osgp_request("full-read", table, seq=seq)
-        digest = osgpcrypto.oma_digest(OMA_KEY, body)
+    def osgp(self, meter: Node, service: str, table: int, offset: int | None = None, count: int | None = None,
+             data: bytes = b"", client: Node | None = None, key: bytes | None = OMA_KEY,
+             seq: int | None = None, outcome: str = "ok") -> None:
+        """One OSGP table service with the legacy trailer: request `code..seq` + OMA digest,
+        response `code [count data]` + digest over request || response.  `outcome`:
+        "ok", "auth-failure" (the meter rejects a wrong digest: 0x0B), "sequence-error"
+        (a stale sequence number: 0x0C with the expected one)."""
+        client = client or self.dc
+        expected = self.osgp_seq.get(meter.name, 0x2C000000 + self.rng.randrange(1 << 16)) + 1
+        if seq is None:
+            seq = expected
+        body = wire.osgp_request(service, table, offset, count, data, seq=seq)
+        digest = osgpcrypto.oma_digest(key, body) if key else bytes(self.rng.randrange(256) for _ in range(8))
         req = body + digest
-        data = bytes(self.rng.randrange(256) for _ in range(count_bytes))
-        rbody = wire.osgp_response(0, data)
-        rdigest = osgpcrypto.oma_digest(OMA_KEY, body + rbody)
-        resp = rbody + rdigest
-        rt = {"layers": ["lon", "osgp"], "osgp": {"service": "full-read", "table": table, "seq": seq,
-                                                  "digest": "ok", "keyset": "osgp-legacy", "dir": "request"},
-              "findings": ["osgp-legacy-security"]}
-        st = {"layers": ["lon", "osgp"], "osgp": {"code": 0, "count": len(data), "data": data.hex(),
-                                                  "digest": "ok", "keyset": "osgp-legacy", "dir": "response"}}
-        self.net.request_response(self.dc, meter, req, resp, rt, st, via=meter.route)
+        if outcome == "ok":
+            self.osgp_seq[meter.name] = seq
+            rdata = bytes(self.rng.randrange(256) for _ in range(count or 16)) if "read" in service else None
+            rbody = wire.osgp_response(0, rdata)
+        elif outcome == "sequence-error":
+            rbody = wire.osgp_response(0x0C, None, expected_seq=expected)
+        else:
+            rbody = wire.osgp_response(0x0B)
+        resp = rbody + osgpcrypto.oma_digest(OMA_KEY, body + rbody)
+        rt = {"layers": ["lon", "osgp"],
+              "osgp": {"service": service, "table": table, "seq": seq, "dir": "request", "keyset": "osgp-legacy",
+                       "digest": "ok" if key == OMA_KEY else "bad"}}
+        st = {"layers": ["lon", "osgp"],
+              "osgp": {"code": rbody[0], "dir": "response", "keyset": "osgp-legacy", "digest": "ok"}}
+        if outcome == "ok" and "read" in service:
+            st["osgp"].update(count=len(rdata), data=rdata.hex())
+        self.net.request_response(client, meter, req, resp, rt, st, via=meter.route if client is self.dc else [])
+
+    def osgp_read(self, meter: Node, table: int, count_bytes: int = 16) -> None:
+        self.osgp(meter, "full-read", table, count=count_bytes)
 
     # ------------------------------------------------------------ 14908 background traffic
     def nd_query_status(self, meter: Node) -> None:
@@ -441,7 +459,25 @@ def sc_osgp(w: World, target: int | None) -> None:
         for table in (1, 23, 2048 + 51):
             w.osgp_read(m, table)
             w.gap(100, 400)
+    m = w.meters[0]
+    w.osgp(m, "partial-read", 2048 + 51, offset=16, count=8)          # ET51 partial read
+    w.gap(100, 400)
+    w.osgp(m, "full-write", 7, data=bytes([0x0A, 0x00, 0x00, 0x01]))   # BT07 procedure request
+    w.gap(100, 400)
+    w.osgp(m, "full-read", 8, count=6)                                 # BT08 procedure response
+    w.gap(100, 400)
+    # a concentrator restart: it reuses an old sequence number and is told the right one
+    w.osgp(m, "full-read", 23, seq=w.osgp_seq[m.name] - 5, outcome="sequence-error")
+    w.gap(100, 400)
+    w.osgp(m, "full-read", 23)
+    w.gap(300, 900)
+    # a foreign node without the OMA key guesses digests: the meter rejects them
+    x = w.net.add_node("attacker", 1, 124, "attacker")
+    for _ in range(2):
+        w.osgp(m, "full-write", 2048 + 51, data=bytes(8), client=x, key=None, outcome="auth-failure")
+        w.gap(100, 400)
     w.finding(**{"rule": "osgp-legacy-security", "severity": "medium"})
+    w.finding(rule="lon-auth-failures", severity="medium")
 
 
 @scenario("demo", "the README demo: one small fleet with repeaters, mixed security and an LLS sniffing attack")
