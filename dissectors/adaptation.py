@@ -336,7 +336,7 @@ def dissect_adp(buf, off: int, end: int, d: Dissection, parent: Node | None) -> 
     values: dict[str, int] = {}
     byname: dict[str, int] = {}
     for f in prof.header:
-        if f.when is not None and not byname.get(f.when):
+        if f.when is not None and not (byname.get(f.when) or roles.get(f.when)):
             continue
         if end - p < f.size:
             d.malformed("adp", p, f"header field {f.name} needs {f.size} bytes, {end - p} present", node)
@@ -586,7 +586,7 @@ def build_pdu(apdu: bytes, *, code: int | None = None, client_sap: int = 0x10, s
                 bitvals[b.name] = b.get(v)
         else:
             v = int(vals.get(f.name, roles.get(f.role or "", 0)) or 0)
-        if f.when is not None and not bitvals.get(f.when):
+        if f.when is not None and not (bitvals.get(f.when) or roles.get(f.when)):
             continue
         out += (v & ((1 << (8 * f.size)) - 1)).to_bytes(f.size, "big")
     if protected:
