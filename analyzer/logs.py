@@ -232,8 +232,8 @@ def _detect_layout(text: str) -> str | None:
             int(_OFFSET_LINE.match(next(ln for ln in lines if _is_offset_line(ln))).group(1), 16) == 0 \
             and offs >= max(1, len(lines) // 2):
         return "offset"
-    ok = sum(1 for ln in lines if _parse_line(ln) is not None)
-    if ok >= max(1, (len(lines) * 3 + 3) // 4):
+    ok = [_parse_line(ln) is not None for ln in lines]
+    if ok[0] and sum(ok) * 2 >= len(ok):
         return "line"
     return None
 
