@@ -30,8 +30,8 @@ field("dlms.response_in", FT_UINT, "The response to this request is in frame")
 field("dlms.response_to", FT_UINT, "This is a response to the request in frame")
 field("dlms.time", FT_FLOAT, "Time since the request (seconds)")
 HLS_LABELS = {"verified": "verified", "failed": "FAILED", "no-key": "no key to verify"}
-field("dlms.sec.hls_pass3", FT_STR, "HLS pass 3 (client's f(StoC)): verified / failed / no-key")
-field("dlms.sec.hls_pass4", FT_STR, "HLS pass 4 (server's f(CtoS)): verified / failed / no-key")
+field("dlms.sec.hls_pass3", FT_STR, "HLS pass 3 check (client's f(StoC))")
+field("dlms.sec.hls_pass4", FT_STR, "HLS pass 4 check (server's f(CtoS))")
 field("dlms.sec.hls_value", FT_BYTES, "HLS pass 3/4 value (f(challenge))")
 
 # APDU tags by direction (plain, glo, ded); the rest (general-*, 0x00) by endpoint.
@@ -100,22 +100,8 @@ def transport_of(d) -> tuple[tuple, str, str, str]:
     tcp = ctx.get("tcp")
     lon = ctx.get("lon")
     hs, hd = f.get("hdlc.src"), f.get("hdlc.dst")
-    if tcp is not None:
-        s, sp, t, tp = tcp["flow"]
-        a, b = f"{s}:{sp}", f"{t}:{tp}"
-        if ws is not None:
-            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
-        elif hs and hd:
-            a, b = f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}"
-        return ("tcp",) + tuple(sorted((a, b))), a, b, "TCP"
-    if "udp.srcport" in ctx:
-        a = f"{ctx.get('ip.src', '')}:{ctx['udp.srcport']}"
-        b = f"{ctx.get('ip.dst', '')}:{ctx['udp.dstport']}"
-        if ws is not None:
-            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
-        elif hs and hd:
-            a, b = f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}"
-        return ("udp",) + tuple(sorted((a, b))), a, b, "UDP"
+    # LonTalk addressing first: CN/IP or LON/IP copies of a LonTalk frame belong to the
+    # association of the LonTalk nodes, not of the IP routers that carry them
     if lon is not None:
         dom = bytes(lon.get("domain") or b"").hex()
         a = f"{lon.get('src_subnet')}/{lon.get('src_node')}"
@@ -137,6 +123,22 @@ def transport_of(d) -> tuple[tuple, str, str, str]:
         if b.startswith("grp"):
             return ("lon", dom, a, b), a, b, "LonTalk"
         return ("lon", dom) + tuple(sorted((a, b))), a, b, "LonTalk"
+    if tcp is not None:
+        s, sp, t, tp = tcp["flow"]
+        a, b = f"{s}:{sp}", f"{t}:{tp}"
+        if ws is not None:
+            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
+        elif hs and hd:
+            a, b = f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}"
+        return ("tcp",) + tuple(sorted((a, b))), a, b, "TCP"
+    if "udp.srcport" in ctx:
+        a = f"{ctx.get('ip.src', '')}:{ctx['udp.srcport']}"
+        b = f"{ctx.get('ip.dst', '')}:{ctx['udp.dstport']}"
+        if ws is not None:
+            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
+        elif hs and hd:
+            a, b = f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}"
+        return ("udp",) + tuple(sorted((a, b))), a, b, "UDP"
     if hs and hd:
         a, b = f"hdlc:{hs[0]:#x}", f"hdlc:{hd[0]:#x}"
         return ("hdlc",) + tuple(sorted((a, b))), a, b, "HDLC"
@@ -275,7 +277,7 @@ class Association:
                  "errors", "ctos", "stoc", "f_stoc", "f_ctos", "hls_pass3", "hls_pass4",
                  "pass3_frame", "pass4_frame", "lls_password", "lls_frame", "aarq_frame", "aare_frame",
                  "pending", "pending_sn", "response_times", "keyset", "plain_after_assoc",
-                 "ciphered_count", "plain_count", "frames", "release_frame", "calling_titles")
+                 "ciphered_count", "plain_count", "frames", "release_frame", "calling_titles", "copies")
 
     def __init__(self, aid: int, key: tuple, transport: str, client: str, server: str, frame: int, ns: int):
         self.id = aid
@@ -317,6 +319,7 @@ class Association:
         self.frames: list[int] = []
         self.release_frame = None
         self.calling_titles = []
+        self.copies: dict[tuple, int] = {}
 
     def __repr__(self) -> str:   # the dedicated key never appears
         return (f"Association(id={self.id}, {self.client} -> {self.server}, state={self.state}, "
@@ -374,6 +377,8 @@ class Associations(Stage):
         self.current: dict[tuple, Association] = {}
         self.by_id: dict[int, Association] = {}
         self.events: list[dict] = []     # observations for the audit (HLS values, titles, LLS...)
+        self.alias: dict[tuple, tuple] = {}        # repeater hop key -> (association key, agent, target)
+        self.relay_alias: dict[tuple, tuple] = {}  # agent <-> source key -> (association key, until, source)
 
     # ---- public API
     def list(self) -> list[dict]:
@@ -397,12 +402,49 @@ class Associations(Stage):
                 if a is not None and a.state not in ("released", "aborted"):
                     a.state = "aborted"
             return
-        key, src, dst, kind = transport_of(d)
+        key, src, dst, kind = self.resolve(d, pkt, apdus)
         d.ctx["dlms.transport"] = (key, src, dst)
         for rec in list(apdus):
             if rec.get("source", 0) != 0 and rec.get("decrypted"):
                 continue
             self.observe(pkt, d, rec, key, src, dst, kind)
+
+    def resolve(self, d, pkt, apdus=()) -> tuple:
+        """The association transport of a packet, following 14908 repeaters: a proxy request
+        S -> agent A with target T makes the agent's own hop (A -> T, T -> A) and the relayed
+        response (A -> S, shortly after) part of the S <-> T association."""
+        key, src, dst, kind = transport_of(d)
+        if kind != "LonTalk":
+            return key, src, dst, kind
+        f = d.fields
+        lon = d.ctx.get("lon") or {}
+        dom = bytes(lon.get("domain") or b"").hex()
+        hop_src = f"{lon.get('src_subnet')}/{lon.get('src_node')}"
+        hop_dst = f"{lon.get('dst_subnet')}/{lon.get('dst_node')}"
+        if f.get("lonproxy.target") and (f.get("lonproxy.kind") or ["request"])[0] == "request":
+            tgt = dst
+            agent = hop_dst
+            self.alias[("lon", dom) + tuple(sorted((agent, tgt)))] = (key, agent, tgt)
+            self.relay_alias[("lon", dom) + tuple(sorted((agent, src)))] = (key, pkt.ts_ns + 60 * 10**9, src)
+            return key, src, dst, kind
+        al = self.alias.get(key)
+        if al is not None:
+            d.ctx["dlms.hop_copy"] = True
+            real_key, agent, tgt = al
+            s2 = real_key[2] if real_key[3] == tgt else real_key[3]
+            # agent -> target carries the client's request; target -> agent the response
+            if hop_src == agent:
+                return real_key, s2, tgt, kind
+            return real_key, tgt, s2, kind
+        ra = self.relay_alias.get(key)
+        if ra is not None and pkt.ts_ns <= ra[1]:
+            tags = [r.get("tag") for r in apdus]
+            if tags and all(t in SERVER_TAGS or t in (0xDB, 0xDC, 0xDD, 0x00) for t in tags):
+                d.ctx["dlms.hop_copy"] = True
+                real_key, _, client = ra
+                other = real_key[2] if real_key[3] == client else real_key[3]
+                return real_key, other, client, kind
+        return key, src, dst, kind
 
     def assoc_for(self, d) -> Association | None:
         t = d.ctx.get("dlms.transport")
@@ -448,7 +490,20 @@ class Associations(Stage):
         tag = apdu[0] if apdu else rec.get("tag")
         a = self.current.get(key)
         ns = pkt.ts_ns
-        if tag == 0x60 and not decrypted:
+        # the same 14908 transaction seen again (retransmission, or the copy of a routed frame
+        # on another medium): same association, not counted twice
+        lon = d.ctx.get("lon")
+        txn = None
+        if lon is not None and not decrypted:
+            txn = (lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_subnet"), lon.get("dst_node"),
+                   lon.get("tid"), hash(apdu))
+            if a is not None and txn in a.copies:
+                d.ctx["dlms.hop_copy"] = True
+                txn = None
+        hop_copy = bool(d.ctx.get("dlms.hop_copy"))
+        if tag == 0x60 and not decrypted and hop_copy and a is not None and a.state in ("requested", "open"):
+            pass        # the AARQ forwarded by a repeater: same association
+        elif tag == 0x60 and not decrypted:
             if a is not None and a.state not in ("released", "aborted", "rejected"):
                 a.state = "replaced"
             a = self._new(key, src, dst, kind, pkt, True)
@@ -461,6 +516,10 @@ class Associations(Stage):
             client_is_src = tag not in SERVER_TAGS
             a = self._new(key, src, dst, kind, pkt, client_is_src)
             a.state = "pre-established"
+        if txn is not None:
+            a.copies[txn] = pkt.number
+            if len(a.copies) > 64:
+                a.copies.pop(next(iter(a.copies)))
         direction = self.direction(a, tag, src)
         if a.last_frame != pkt.number or not a.frames or a.frames[-1] != pkt.number:
             a.frames.append(pkt.number)
@@ -554,7 +613,9 @@ class Associations(Stage):
                 hv = ("pass4", v, None)
         if hv is not None and a.mechanism is not None and a.mechanism >= 2:
             self._hls(pkt, d, a, hv[0], hv[1])
-        # request / response matching
+        # request / response matching (a repeater's copy of an APDU is not counted again)
+        if d.ctx.get("dlms.hop_copy"):
+            return
         if tag in REQUEST_TAGS:
             a.requests += 1
             iid = invoke_id(apdu)

@@ -25,9 +25,9 @@ from .associations import Association, transport_of
 from .pipeline import Stage, register_stage
 
 STATUSES = ("decrypted", "auth-ok", "auth-failed", "no-key", "unauthenticated", "unsupported")
-field("dlms.sec.status", FT_STR, "Decryption status: decrypted, auth-ok, auth-failed, no-key, unauthenticated, unsupported")
+field("dlms.sec.status", FT_STR, "Decryption status (decrypted, auth-ok, auth-failed, no-key, unauthenticated, unsupported)")
 field("dlms.sec.keyset", FT_STR, "Name of the key set that decrypted/verified this APDU (never its bytes)")
-field("dlms.sec.key", FT_STR, "Key used (global-unicast, global-broadcast, dedicated, wrapped, agreed)")
+field("dlms.sec.key", FT_STR, "Key used")
 field("dlms.sec.iv_title", FT_BYTES, "System title used in the IV")
 field("dlms.sec.iv_peer_title", FT_BOOL, "The IV used the peer's system title (anomaly)")
 field("dlms.sec.signature_status", FT_STR, "general-signing signature check: verified, failed, no-key")
@@ -427,7 +427,7 @@ class Decrypt(Stage):
     def __init__(self, pipeline):
         super().__init__(pipeline)
         self.events: list[dict] = []
-        self._seen: dict[bytes, int] = {}                    # ciphered bytes digest -> first frame
+        self._seen: dict[bytes, tuple] = {}                  # ciphered bytes digest -> (first frame, 14908 txn)
         self._ic: dict[tuple, tuple[int, int, bytes]] = {}  # (key id, title, dir) -> (ic, frame, digest)
         self._ic_seen: dict[tuple, tuple[int, bytes]] = {}  # (key id, title, ic) -> (frame, digest)
 
@@ -529,11 +529,19 @@ class Decrypt(Stage):
             digest = hashlib.blake2b(bytes(buf[off:off + ln]), digest_size=16).digest()
             title = bytes(res.iv_title) if res.iv_title else bytes(desc.get("system_title") or b"")
             kid = (res.keyset or "?", res.key or "?", assoc.id if res.key == "dedicated" and assoc else None)
+            lon = d.ctx.get("lon")
+            # a 14908 retransmission (or the same frame routed onto another medium) carries
+            # the same transaction: same source, destination and TID; that is no replay
+            txn = (lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_subnet"), lon.get("dst_node"),
+                   lon.get("nid"), lon.get("tid")) if lon is not None else None
             first = self._seen.get(digest)
             if first is not None:
-                ev["replay_of"] = first
+                if d.ctx.get("dlms.hop_copy") or (txn is not None and first[1] == txn):
+                    ev["retransmission_of"] = first[0]
+                else:
+                    ev["replay_of"] = first[0]
             else:
-                self._seen[digest] = pkt.number
+                self._seen[digest] = (pkt.number, txn)
             k3 = (kid, title, res.ic)
             prev = self._ic_seen.get(k3)
             if prev is not None and prev[1] != digest:
@@ -670,9 +678,10 @@ class Decrypt(Stage):
                 self._dissect_plain(d, desc2, res.plaintext)
                 ast = self._assoc_stage()
                 if first_pass and ast is not None:
-                    key, src, dst, kind = transport_of(d)
+                    new_recs = d.ctx.get("dlms.apdus", recs)[n0:]
+                    key, src, dst, kind = ast.resolve(d, pkt, new_recs)
                     d.ctx["dlms.transport"] = (key, src, dst)
-                    for rec in d.ctx.get("dlms.apdus", recs)[n0:]:
+                    for rec in new_recs:
                         ast.observe(pkt, d, rec, key, src, dst, kind)
             d.status = max([d.status, res.status] if d.status else [res.status], key=lambda s: _RANK.get(s, 0))
         if first_pass and out:
@@ -709,11 +718,17 @@ class Decrypt(Stage):
         recs = d.ctx.setdefault("dlms.apdus", [])
         n = len(recs)
         outer_info = d.info
+        nroot = len(d.root.children) if d.root is not None else 0
         try:
             if not table("dlms").dispatch("apdu", pt, 0, len(pt), d, parent):
                 d.add(parent, "dlms.sec.plaintext", pt, 0, len(pt))
         finally:
             d.source = old
+        if parent is not None and d.root is not None and len(d.root.children) > nroot:
+            # the plaintext's layer goes under "Decrypted xDLMS", below the ciphered APDU
+            moved = d.root.children[nroot:]
+            del d.root.children[nroot:]
+            parent.children.extend(moved)
         if desc.get("in_acse") and outer_info:
             # keep the ACSE summary; the decrypted initiate goes in brackets
             d.info = f"{outer_info} [decrypted: {d.info}]" if d.info != outer_info else outer_info
