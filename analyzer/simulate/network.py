@@ -80,6 +80,7 @@ class Network:
         self.fast = fast
         self.dc: Node | None = None
         self.stats = {"crc_errors": 0, "retries": 0, "duplicates": 0}
+        self.force_loss = 0          # scenarios may ask for the next responses to be lost
 
     # ---------------------------------------------------------------- topology
     def add_node(self, name: str, subnet: int, node: int, role: str = "meter", **kw) -> Node:
@@ -223,6 +224,9 @@ class Network:
         self._hop(client, server, "spdu", "REQUEST", tid, req_apdu, req_truth, backlog=1)
         self.wait(*proc_ns)
         lost = self.rng.random() < self.loss_rate and client.medium == "pl" and server.medium == "pl"
+        if self.force_loss and client.medium == "pl" and server.medium == "pl":
+            self.force_loss -= 1
+            lost = True
         self._hop(server, client, "spdu", "RESPONSE", tid, resp_apdu, resp_truth)
         if lost:
             # the client missed the response: it repeats the request with the same TID, the

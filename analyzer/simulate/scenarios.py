@@ -483,6 +483,11 @@ def sc_osgp(w: World, target: int | None) -> None:
 @scenario("demo", "the README demo: one small fleet with repeaters, mixed security and an LLS sniffing attack")
 def sc_demo(w: World, target: int | None) -> None:
     _fleet_run(w, FLEET_PROFILES, big_every=4)
+    # a response the concentrator misses: it repeats the request (same TID), the meter
+    # answers the duplicate from its response cache
+    w.net.force_loss = 1
+    w.nd_query_status(w.meters[1])
+    w.gap()
     sc_osgp(w, None)
     sc_nm(w, None)
 
