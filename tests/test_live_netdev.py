@@ -139,3 +139,34 @@ def test_pcapng_stream_reader_matches_file_reader(tmp_path):
     want = list(read_capture(f))
     assert [(r.ts_ns, r.data, r.linktype, r.comments) for r in got] == \
         [(r.ts_ns, r.data, r.linktype, r.comments) for r in want]
+
+
+def test_extcap_netdev_into_fifo_read_by_tshark(netns, tmp_path, tshark):
+    """lonscope-netdev extcap in the namespace: SICB receive messages from the netdev reach
+    tshark through the FIFO as CN/IP-wrapped LonTalk frames."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    ext = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "analyzer", "extcap", "--capture",
+                            "--extcap-interface", "lonscope-netdev", "--fifo", str(fifo), "--netdev", "v0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    reader = subprocess.Popen([tshark, "-i", str(fifo), "-c", "6", "-T", "fields", "-E", "separator=|",
+                               "-e", "lon.srcnode", "-e", "lon.dstnode", "-e", "lon.trans_no"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    sender = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", SENDER, "sicb", "v1", "400", ROOT],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = reader.communicate(timeout=60)
+    finally:
+        sender.kill()
+        sender.wait()
+        ext.terminate()
+        ext.communicate(timeout=30)
+    rows = [line.split("|") for line in out.splitlines()]
+    assert len(rows) == 6, err
+    tids = []
+    for row in rows:
+        assert row[0] == "0x29" and row[1] == "0x2a"          # 0xa9 & 0x7f, 0xaa & 0x7f
+        tids.append(int(row[2], 16))
+    # the sender's frame index sits in the TPDU byte: consecutive frames, consecutive TIDs
+    assert all((b - a) % 16 == 1 for a, b in zip(tids, tids[1:]))
