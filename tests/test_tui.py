@@ -591,3 +591,96 @@ async def test_findings_and_objects_views_jump(demo_pcap):
         await pilot.press("enter")
         await pilot.pause()
         assert app.q("list").selected_row() == 20
+
+
+# --------------------------------------------------------------------------- real captures
+
+def test_columns_and_objects_match_tshark_and_gurux(pcaps, tshark):
+    """Packet-list columns against tshark; the Objects view against Gurux's translator."""
+    import re
+    from gurux_dlms import GXByteBuffer, GXDLMSTranslator
+    from gurux_dlms.enums import TranslatorOutputType
+    path = pcaps / "htanwar922-wireshark-dlms" / "Output-EPRI.pcap"
+    out = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
+                          "-e", "frame.len", "-e", "tcp.payload"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    s = load_session(path)
+    assert s.store.n == len(out) == 52
+    objects = {}
+    for r, op in s.objects:
+        objects.setdefault(r, []).append(op)
+    checked = 0
+    for i, line in enumerate(out):
+        src, dst, flen, payload = line.split("\t")
+        proto, ssrc, sdst, info, status, flags = s.summary(i)
+        assert (ssrc, sdst, int(s.store.origlen[i])) == (src, dst, int(flen))
+        apdu = bytes.fromhex(payload)[8:]           # after the 8-byte wrapper header
+        if apdu[:2] == b"\xc0\x01":                  # get-request-normal
+            xml = GXDLMSTranslator(TranslatorOutputType.SIMPLE_XML).pduToXml(GXByteBuffer(apdu))
+            cls = int(re.search(r'<ClassId Value="([0-9A-F]+)"', xml).group(1), 16)
+            inst = ".".join(str(b) for b in bytes.fromhex(re.search(r'<InstanceId Value="([0-9A-F]+)"', xml).group(1)))
+            attr = int(re.search(r'<AttributeId Value="([0-9A-F]+)"', xml).group(1), 16)
+            ops = [op for op in objects.get(i, []) if op.get("service") == "get" and op.get("dir") == "request"]
+            assert [(op["class_id"], op["obis"], op["attribute_id"]) for op in ops] == [(cls, inst, attr)]
+            assert proto == "DLMS" and inst in info
+            checked += 1
+    assert checked >= 20
+    s.stop()
+
+
+DEMO = ROOT / "captures" / "demo.pcapng"
+DEMO_KEYS = ROOT / "keys" / "demo.toml"
+
+
+@pytest.mark.skipif(not DEMO.exists() or not DEMO_KEYS.exists(), reason="demo capture not generated")
+async def test_demo_capture_decrypted_rows_and_views():
+    """The README's first command: the demo capture with the demo keys."""
+    from analyzer import open_capture
+    from analyzer.keyring import load_keys
+    keys = load_keys(str(DEMO_KEYS))
+    statuses = [p.d.status for p in open_capture(str(DEMO), keys=keys)]
+    app = make_app(DEMO, keys=keys)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(pilot, timeout=60)
+        s = app.session
+        assert s.store.n == len(statuses)
+        dec = [i for i, st in enumerate(statuses) if st == "decrypted"]
+        assert dec and s.decrypted == len(dec)
+        assert [i for i in range(s.store.n) if s.summary(i)[4] == ST_DECRYPTED] == dec
+        assert f"Decrypted: {len(dec)}/" in app.status_text()
+        # select the first decrypted packet: its decrypted bytes are a source of their own
+        await pilot.press("ctrl+g", *str(dec[0] + 1), "enter")
+        await pilot.pause(0.3)
+        assert "Decrypted xDLMS" in app.q("sources").names
+        await pilot.press("2")
+        await pilot.pause(0.2)
+        assert app.q("assoc-table").row_count >= 1
+        await pilot.press("enter")                    # filter on the first association
+        await wait_loaded(pilot, timeout=60)
+        assert app.session.filter_text.startswith("dlms.assoc_id") and 0 < app.q("list").count < s.store.n
+
+
+def test_pcapng_blocks_resolution_and_drop_counter():
+    """Hand-built pcapng: nanosecond if_tsresol, an enhanced packet block with a comment,
+    and an interface statistics block whose isb_ifdrop is the live drop counter."""
+    from analyzer.tui.source import Indexer, epb_comments
+    def block(t, body):
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", t, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+    shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = block(1, struct.pack("<HHI", 147, 0, 0) + struct.pack("<HH", 9, 1) + b"\x09\0\0\0" + b"\0\0\0\0")
+    data = b"\x01\x02\x03\x04\x05"
+    ts = 1_700_000_000_123_456_789
+    comment = b"phase=A"
+    opts = struct.pack("<HH", 1, len(comment)) + comment + b"\0" + struct.pack("<HH", 0, 0)
+    epb = block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(data), 60) + data + b"\0\0\0" + opts)
+    isb = block(5, struct.pack("<III", 0, 0, 0) + struct.pack("<HHQ", 5, 8, 7) + struct.pack("<HH", 0, 0))
+    buf = shb + idb + epb + isb
+    ix = Indexer()
+    c = ix.scan(buf)
+    assert ix.error is None and len(c) == 1
+    assert int(c.ts[0]) == ts and int(c.linktype[0]) == 147 and int(c.origlen[0]) == 60
+    off = int(c.offset[0])
+    assert buf[off:off + 5] == data
+    assert epb_comments(buf, off, 5, "<") == ("phase=A",)
+    assert ix.drops == 7

@@ -175,6 +175,9 @@ class Session:
             for c in f.chunks(FIRST_CHUNK):
                 st.append_index(c.ts, c.offset, c.caplen, c.origlen, c.linktype, 0)
                 self.t_first_rows = time.perf_counter()
+                size = len(f.buf) if f.buf is not None else 0
+                if len(c) and f.indexer.pos and size > f.indexer.pos:
+                    st.reserve(int(len(c) * size / f.indexer.pos * 1.02) + 1024)
                 break
             # let the UI draw its first screen before the heavy start-up work
             self.first_paint_done.wait(timeout=3.0)

@@ -59,6 +59,7 @@ class Indexer:
         self.scale = 1000                # pcap: ns per fraction unit
         self.linktype = 1
         self.ifaces: list[tuple[int, int, int]] = []   # pcapng: (linktype, mul, div) to ns
+        self.drops = 0                   # pcapng interface statistics: packets dropped
 
     # -- header
     def _header(self, buf) -> bool:
@@ -188,6 +189,17 @@ class Indexer:
                 orig.append(olen)
                 lt.append(self.ifaces[0][0])
                 count += 1
+            elif btype == 5 and blen >= 24:
+                # interface statistics: isb_ifdrop (code 5) = packets dropped by the interface
+                p = pos + 20
+                bend = pos + blen - 4
+                while p + 4 <= bend:
+                    code, olen_ = struct.unpack_from(e + "HH", buf, p)
+                    if code == 0:
+                        break
+                    if code == 5 and olen_ == 8 and p + 12 <= bend:
+                        self.drops = struct.unpack_from(e + "Q", buf, p + 4)[0]
+                    p += 4 + ((olen_ + 3) & ~3)
             elif btype == 1 and blen >= 20:
                 link = struct.unpack_from(e + "H", buf, pos + 8)[0]
                 mul, div = 1000, 1           # default resolution: microseconds

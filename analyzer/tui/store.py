@@ -47,8 +47,8 @@ class Strings:
 
 _COLUMNS = (
     ("ts", np.int64), ("offset", np.int64), ("caplen", np.int32), ("origlen", np.int32),
-    ("linktype", np.int32), ("file", np.int16), ("proto", np.int32), ("src", np.int32),
-    ("dst", np.int32), ("stack", np.int32), ("status", np.int8), ("flags", np.int8), ("assoc", np.int32),
+    ("linktype", np.uint16), ("file", np.int16), ("proto", np.uint16), ("src", np.int32),
+    ("dst", np.int32), ("stack", np.uint16), ("status", np.int8), ("flags", np.int8), ("assoc", np.int32),
 )
 
 
@@ -80,6 +80,18 @@ class ColumnStore:
             setattr(self, name, new)
         self.cap = cap
 
+    def reserve(self, rows: int) -> None:
+        """Allocate room for `rows` rows at once (an estimate from the file size avoids
+        the doubling overshoot on very large captures)."""
+        with self.lock:
+            if rows > self.cap:
+                for name, dt in _COLUMNS:
+                    old = getattr(self, name)
+                    new = np.zeros(rows, dtype=dt)
+                    new[:self.n] = old[:self.n]
+                    setattr(self, name, new)
+                self.cap = rows
+
     def append_index(self, ts, offset, caplen, origlen, linktype, file: int) -> None:
         k = len(ts)
         with self.lock:
@@ -95,10 +107,10 @@ class ColumnStore:
 
     def set_summary(self, i: int, proto: str, src: str, dst: str, stack: str, info: str,
                     status: int, flags: int) -> None:
-        self.proto[i] = self.protos.id(proto)
+        self.proto[i] = min(self.protos.id(proto), 65535)
         self.src[i] = self.addrs.id(src)
         self.dst[i] = self.addrs.id(dst)
-        self.stack[i] = self.stacks.id(stack)
+        self.stack[i] = min(self.stacks.id(stack), 65535)
         self.status[i] = status
         self.flags[i] = flags | F_DECODED
         info_list = self.info
