@@ -484,6 +484,12 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
                 ok("lon.crc-good", F.get("lon.crc.status") == "good", where)
             if lt["pdu"] in ("tpdu", "spdu"):
                 ok("lon.tid", F.get("lon.trans_no") == lt["tid"], where)
+            if t.get("duplicate") or t.get("retry"):
+                if any(k in F for k in ("lon.retransmission", "lon.duplicate", "lon.retry")):
+                    ok("lon.retransmission", True, where)
+                else:
+                    gaps["14908 retransmission (same TID) not flagged"] = gaps.get(
+                        "14908 retransmission (same TID) not flagged", 0) + 1
             px = t.get("proxy")
             if px and px["role"] == "request":
                 ok("lonproxy.request", F.get("lonproxy.kind") == "request"
