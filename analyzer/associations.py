@@ -429,11 +429,12 @@ class Associations(Stage):
             return key, src, dst, kind
         al = self.alias.get(key)
         if al is not None:
-            d.ctx["dlms.hop_copy"] = True
             real_key, agent, tgt = al
             s2 = real_key[2] if real_key[3] == tgt else real_key[3]
-            # agent -> target carries the client's request; target -> agent the response
+            # agent -> target carries a copy of the client's request; target -> agent the
+            # (original) response, which the agent then relays
             if hop_src == agent:
+                d.ctx["dlms.hop_copy"] = True
                 return real_key, s2, tgt, kind
             return real_key, tgt, s2, kind
         ra = self.relay_alias.get(key)

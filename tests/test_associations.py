@@ -114,3 +114,33 @@ def test_helpers_never_raise(b):
     A.hls_value(b"\xC7\x01" + b)
     A.invoke_id(b"\xC0" + b)
     A.is_error_response(b"\xC5\x01" + b)
+
+
+def _lon(apdu, src, dst, tid=1, typ=0):
+    from dissectors.lon import build_frame
+    return (None, build_frame(pdu="spdu", spdu_type=typ, src_subnet=src[0], src_node=src[1],
+                              dst_subnet=dst[0], dst_node=dst[1], domain=b"\x0a", tid=tid, apdu=apdu), 147)
+
+
+def test_association_through_a_repeater_and_routed_copies():
+    """Client 1/1 reaches meter 1/13 through repeater 1/10 (LonTalk proxy): the proxy hop,
+    the agent's hop and the relayed response are one association; a retransmitted frame
+    (same TID, same bytes) is neither a new association nor counted twice."""
+    from dissectors.adaptation import build_pdu
+    from dissectors.proxy import build_proxy
+    C, R, M = (1, 1), (1, 10), (1, 13)
+    req = build_pdu(aarq(CT))
+    rsp = build_pdu(aare(SV))
+    get, got = build_pdu(GET), build_pdu(RSP)
+    frames = [_lon(build_proxy([], M, req), C, R, 1), _lon(req, R, M, 2), _lon(rsp, M, R, 2, 2), _lon(rsp, R, C, 1, 2),
+              _lon(build_proxy([], M, get), C, R, 3), _lon(get, R, M, 4), _lon(got, M, R, 4, 2), _lon(got, R, C, 3, 2),
+              _lon(get, C, M, 5), _lon(get, C, M, 5), _lon(got, M, C, 5, 2)]
+    pkts, pipe = run(frames)
+    recs = pipe.stage("associations").records
+    assert [p.fields.get("dlms.assoc_id") for p in pkts] == [[1]] * 11, [p.fields.get("dlms.assoc_id") for p in pkts]
+    (a,) = recs
+    assert {a.client, a.server} == {"1/1", "1/13"} and a.client == "1/1"
+    assert (a.client_title, a.server_title) == (CT, SV)
+    assert (a.requests, a.responses) == (2, 2)
+    fs = pipe.stage("audit").findings()
+    assert {f["rule"] for f in fs} == {"plaintext-public"}
