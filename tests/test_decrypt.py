@@ -247,3 +247,40 @@ def test_osgp_aes_128_psk_adaptation_pdu():
             assert pk.fields["dlms.sec.keyset"] == ["meter-5"]
             assert pk.fields["dlms.obis"] == ["0.0.40.0.0.255"]
             assert pk.fields["dlms.assoc_id"] == [1]
+
+
+def test_general_ciphering_agreed_key_one_pass_ecdh(tmp_path):
+    """general-ciphering with key-info agreed-key (one-pass DH C(1e,1s)): the recipient's
+    private key from the ring gives the ECDH secret and the SP 800-56A KDF the AES key.
+    No public vector exists (the AlgorithmID is unverified): the sender side is built with
+    the `cryptography` primitives directly, not with lonscope's ECDH helper."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+    recipient = ec.generate_private_key(ec.SECP256R1())
+    eph = ec.generate_private_key(ec.SECP256R1())
+    z = eph.exchange(ec.ECDH(), recipient.public_key())
+    orig, recip = b"SERVER01", b"CLIENT01"
+    key = ConcatKDFHash(hashes.SHA256(), 16, bytes.fromhex("60857405080300") + orig + recip).derive(z)
+    pem = tmp_path / "client-key.pem"
+    pem.write_bytes(recipient.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    ring = tmp_path / "r.toml"
+    ring.write_text(f'[[dlms]]\nname="ecc"\nak="{bytes(range(16, 32)).hex()}"\nprivate_key="{pem}"\n')
+    ring.chmod(0o600)
+    ak = bytes(range(16, 32))
+    dn = bytes.fromhex("0F00000001000600000001")
+    body = dc.protect(0x31, 4, orig, key, ak, dn)
+    pub = eph.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
+
+    def os_(b):
+        return (bytes([len(b)]) if len(b) < 0x80 else b"\x81" + bytes([len(b)])) + b
+    apdu = (b"\xDD" + os_(b"\x00" * 7 + b"\x01") + os_(orig) + os_(recip) + os_(b"") + os_(b"")
+            + b"\x01\x02" + os_(b"\x01") + os_(pub + b"\x00" * 64) + os_(body))
+    pkts, _ = run([s2c(apdu)], load_keys(ring))
+    assert pkts[0].fields["dlms.sec.status"] == ["decrypted"]
+    assert pkts[0].fields["dlms.sec.key"] == ["agreed"]
+    assert _plain(pkts[0]) == dn
+    # without the private key: no-key
+    pkts, _ = run([s2c(apdu)], load_keys(None, [f"ak={ak.hex()}"]))
+    assert pkts[0].fields["dlms.sec.status"] == ["no-key"]
