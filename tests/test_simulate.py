@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.simulate import SCENARIOS, list_scenarios, out_paths, simulate
+from analyzer.simulate import list_scenarios, out_paths, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 ATTACKS = ["lls-sniff", "hls-swap", "mitm-relay", "replay", "tamper", "ic-reuse", "nm-unauth", "osgp-legacy"]

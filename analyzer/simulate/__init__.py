@@ -34,6 +34,8 @@ def run(name: str, seed: int = 1, packets: int | None = None, duration: float | 
     if name not in SCENARIOS:
         raise KeyError(name)
     desc, fn = SCENARIOS[name]
+    from . import wire
+    wire.SOURCES.clear()          # the truth lists the builders this run used
     n = meters or {"fleet": 12, "demo": 13, "bench": 13}.get(name, 4)
     w = World(seed, n_meters=n, fast=fast or name == "bench")
     fn(w, packets)

@@ -16,6 +16,7 @@ from dissectors import axdr as _axdr
 
 from . import wire
 
+
 def blen(n: int) -> bytes:
     """A-XDR / BER length."""
     if n < 0x80:
@@ -58,6 +59,7 @@ CONFORMANCE_SN = 0x1C0320
 
 
 def _ii(iip: int) -> dict:
+    wire.SOURCES["xdlms"] = "dissectors.xdlms.build_*"
     return {"invoke_id": iip & 0x0F, "priority": iip >> 7 & 1}
 
 
@@ -71,6 +73,7 @@ def initiate_response(conformance: int, max_pdu: int = 0x01F4, vaa: int = 0x0007
 
 def aarq(context: int, user_info: bytes, calling_title: bytes | None = None, mechanism: int = 0,
          auth_value: bytes | None = None) -> bytes:
+    wire.SOURCES["acse"] = "dissectors.xdlms.build_aarq/build_aare"
     return _X.build_aarq(context, mechanism or None, auth_value, calling_title, user_info)
 
 
@@ -162,6 +165,7 @@ def glo_tag(plain_tag: int, dedicated: bool = False) -> int:
 
 def wrap_service(plain: bytes, protected_body: bytes, dedicated: bool = False) -> bytes:
     """glo-/ded-xxx: tag | len | SC IC ... (protected_body = SC || IC || ct || tag)."""
+    wire.SOURCES["protection"] = "analyzer.dlmscrypto.protect + analyzer.simulate.apdu wrappers"
     return bytes([glo_tag(plain[0], dedicated)]) + blen(len(protected_body)) + protected_body
 
 

@@ -9,9 +9,7 @@ fixed instant: the same seed gives the same bytes.
 from __future__ import annotations
 
 import random
-import struct
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import wire
 

@@ -1,38 +1,25 @@
 """Byte encodings used by the simulator.
 
-One build path per layer: wherever a dissector module exports a builder (the "build
-direction" of its layer), the simulator calls it.  The functions below are thin adapters
-that translate the simulator's model into those builders' arguments.  Only for layers
-without an owner-provided builder (Ethernet/IPv4/UDP framing of the CN/IP backhaul, and any
-builder that is not importable) does this module carry its own minimal encoder; `SOURCES`
-records, per layer, which path was used so that reports and tests can tell.
+One build path per layer: every layer is built by the builder its dissector module exports
+(the "build direction" of the layer): `dissectors.lon.build_frame`/`crc16`,
+`dissectors.cnip.build_cnip`, `dissectors.proxy.build_proxy`,
+`dissectors.adaptation.build_pdu`, `dissectors.osgp.build_request`/`build_response`.  The
+functions below only translate the simulator's model into those builders' arguments.  The
+one encoder of its own is the Ethernet II / IPv4 / UDP framing of the CN/IP backhaul, for
+which no module has a builder.  `SOURCES` records which builder each layer used (written to
+the truth file).
 """
 from __future__ import annotations
 
-import importlib
 import struct
-from typing import Any, Callable
+from typing import Any
+
+from dissectors import adaptation as _adp, cnip as _cnip, lon as _lon, osgp as _osgp, proxy as _proxy
 
 SOURCES: dict[str, str] = {}
 
 
-def _owner(module: str, name: str) -> Callable | None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    return getattr(mod, name, None)
-
-
-def _use(layer: str, module: str, name: str) -> Callable | None:
-    fn = _owner(module, name)
-    SOURCES[layer] = f"{module}.{name}" if fn is not None else "analyzer.simulate.wire (interim)"
-    return fn
-
-
 # --------------------------------------------------------------------------- LonTalk frame
-
-from dissectors import lon as _lon, cnip as _cnip, proxy as _proxy, osgp as _osgp  # noqa: E402
 
 crc16 = _lon.crc16
 PDUFMT = {"tpdu": 0, "spdu": 1, "auth": 2, "apdu": 3}
@@ -114,14 +101,9 @@ def proxy(hops: list[tuple[int, int]], target: tuple[int, int], target_apdu: byt
 
 def adaptation(apdu: bytes, **fields: Any) -> bytes:
     """The 62056-8-8 adaptation-layer PDU around an xDLMS/ACSE APDU, starting with the
-    14908 APDU code byte (layout from the adaptation profile of its owner)."""
-    fn = _use("adaptation", "dissectors.adaptation", "build_pdu")
-    if fn is not None:
-        return fn(apdu, **fields)
-    # interim layout: application message code 0x3D, control, client SAP, server SAP
-    ctl = 0x80 if fields.get("last", True) else 0x00
-    return bytes([0x3D, ctl | (fields.get("segment", 0) & 0x3F), fields.get("client_sap", 1),
-                  fields.get("server_sap", 1)]) + apdu
+    14908 APDU code byte, in the layout of the active adaptation profile."""
+    SOURCES["adaptation"] = "dissectors.adaptation.build_pdu"
+    return _adp.build_pdu(apdu, **fields)
 
 
 # --------------------------------------------------------------------------- OSGP
