@@ -288,18 +288,28 @@ def _fast(fl, names, vals):
 
 def make_recorder(names: tuple):
     """A fast-pass recorder for a fixed list of field names: `rec(fields, v1, v2, ...)`.
-    Generated once per layout (like Construct's compiler): when the first field is new
-    (the usual case) all values go in with one dict update, otherwise they are appended."""
+    Generated once per layout (like Construct's compiler): when none of the fields is
+    present yet (the usual case) all values go in with one dict update, otherwise they are
+    appended one by one."""
     args = ", ".join(f"v{i}" for i in range(len(names)))
     items = ", ".join(f"{n!r}: [v{i}]" for i, n in enumerate(names))
     src = (f"def rec(fl, {args}):\n"
-           f"    if {names[0]!r} not in fl:\n"
+           f"    if fl.keys().isdisjoint(NAMES):\n"
            f"        fl.update({{{items}}})\n"
            f"    else:\n"
            f"        _fast(fl, NAMES, ({args},))\n")
     ns = {"_fast": _fast, "NAMES": tuple(names)}
     exec(compile(src, f"<recorder {names[0]}>", "exec"), ns)
     return ns["rec"]
+
+
+_rec_nv = make_recorder(("lon.nv", "lon.nv.dir", "lon.nv.selector"))
+_rec_app = make_recorder(("lon.application", "lon.code"))
+_rec_ff = make_recorder(("lon.ff", "lon.code"))
+_rec_nd = make_recorder(("lon.nd", "lon.code"))
+_rec_nm = make_recorder(("lon.nm", "lon.code"))
+_rec_2a = make_recorder(("lon.dstnet", "lon.dstnode"))
+_rec_2b = make_recorder(("lon.grp", "lon.grpmem"))
 
 
 class _Frame:
@@ -628,9 +638,12 @@ def _apdu_nv(buf, off, end, d, parent, fr):
     sel = v & 0x3FFF
     dr = v >> 14 & 1
     add = d.add
-    add(parent, "lon.nv", v, off, 2)
-    add(parent, "lon.nv.dir", dr, off, 2)
-    add(parent, "lon.nv.selector", sel, off, 2)
+    if parent is None:
+        _rec_nv(d.fields, v, dr, sel)
+    else:
+        add(parent, "lon.nv", v, off, 2)
+        add(parent, "lon.nv.dir", dr, off, 2)
+        add(parent, "lon.nv.selector", sel, off, 2)
     n = end - off - 2
     if n > 0:
         add(parent, "lon.nv.value", buf[off + 2:end], off + 2, n)
@@ -661,8 +674,11 @@ def _handoff(code, buf, off, end, d, parent, fr):
 
 def _apdu_app(buf, off, end, d, parent, fr):
     code = buf[off]
-    d.add(parent, "lon.application", code, off, 1)
-    d.add(parent, "lon.code", code & 0x3F, off, 1)
+    if parent is None:
+        _rec_app(d.fields, code, code & 0x3F)
+    else:
+        d.add(parent, "lon.application", code, off, 1)
+        d.add(parent, "lon.code", code & 0x3F, off, 1)
     fr.code = code
     if fr.resp:
         fr.what = f"code 0x{code:02x}"
@@ -674,8 +690,11 @@ def _apdu_app(buf, off, end, d, parent, fr):
 
 def _apdu_ff(buf, off, end, d, parent, fr):
     code = buf[off]
-    d.add(parent, "lon.ff", code, off, 1)
-    d.add(parent, "lon.code", code & 0x3F, off, 1)
+    if parent is None:
+        _rec_ff(d.fields, code, code & 0x3F)
+    else:
+        d.add(parent, "lon.ff", code, off, 1)
+        d.add(parent, "lon.code", code & 0x3F, off, 1)
     fr.code = code
     fr.what = FF_CODES.get(code) or f"foreign frame 0x{code:02x}"
     d.ctx["lon.apdu_code"] = code
@@ -684,8 +703,11 @@ def _apdu_ff(buf, off, end, d, parent, fr):
 
 def _apdu_nd(buf, off, end, d, parent, fr):
     code = buf[off]
-    d.add(parent, "lon.nd", code, off, 1)
-    d.add(parent, "lon.code", code, off, 1)
+    if parent is None:
+        _rec_nd(d.fields, code, code)
+    else:
+        d.add(parent, "lon.nd", code, off, 1)
+        d.add(parent, "lon.code", code, off, 1)
     fr.code = code
     name = ND_CODES.get(code, f"0x{code:02x}")
     dec = ND_ARGS.get(code)
@@ -699,8 +721,11 @@ def _apdu_nd(buf, off, end, d, parent, fr):
 
 def _apdu_nm(buf, off, end, d, parent, fr):
     code = buf[off]
-    d.add(parent, "lon.nm", code, off, 1)
-    d.add(parent, "lon.code", code, off, 1)
+    if parent is None:
+        _rec_nm(d.fields, code, code)
+    else:
+        d.add(parent, "lon.nm", code, off, 1)
+        d.add(parent, "lon.code", code, off, 1)
     fr.code = code
     name = NM_CODES.get(code, f"0x{code:02x}")
     dec = NM_ARGS.get(code)
@@ -954,8 +979,11 @@ def _addr2(buf, off, end, d, parent, lon):
     dn = buf[off + O["dst_subnet"]]
     nd = buf[off + O["dst_node"]] & 0x7F
     add = d.add
-    add(parent, "lon.dstnet", dn, off + O["dst_subnet"], 1)
-    add(parent, "lon.dstnode", nd, off + O["dst_node"], 1)
+    if parent is None:
+        _rec_2a(d.fields, dn, nd)
+    else:
+        add(parent, "lon.dstnet", dn, off + O["dst_subnet"], 1)
+        add(parent, "lon.dstnode", nd, off + O["dst_node"], 1)
     lon["dst_subnet"] = dn
     lon["dst_node"] = nd
     d.dst = f"{dn}/{nd}"
@@ -964,8 +992,11 @@ def _addr2(buf, off, end, d, parent, lon):
         return off + n
     g = buf[off + O["group"]]
     m = buf[off + O["member"]]
-    add(parent, "lon.grp", g, off + O["group"], 1)
-    add(parent, "lon.grpmem", m, off + O["member"], 1)
+    if parent is None:
+        _rec_2b(d.fields, g, m)
+    else:
+        add(parent, "lon.grp", g, off + O["group"], 1)
+        add(parent, "lon.grpmem", m, off + O["member"], 1)
     lon["dst_type"] = "groupack"
     lon["group"] = g
     lon["member"] = m

@@ -175,3 +175,15 @@ def test_cnip_against_tshark(tshark, tmp_path, vectors):
     for line, pkt in zip(out, open_capture(str(p))):
         for n, t in zip(names, line.split("\t")):
             assert pkt.fields[n] == [int(t, 0)], n
+
+
+def test_two_lon_frames_in_one_datagram_keep_all_values():
+    """Fields shared by several layouts (lon.code, lon.auth, lon.trans_no) accumulate."""
+    f1 = bytes.fromhex("0019018501894205" "6101")           # SPDU REQUEST tid 5: NM query ID
+    f2 = bytes.fromhex("000901850189428a" "1234")           # TPDU ACKD auth tid 10: app 0x12
+    b = hdr(20 + len(f1), 1, seq=1) + f1 + hdr(20 + len(f2), 1, seq=2) + f2
+    d = dec(b)
+    assert d.fields["lon.code"] == [0x61, 0x12]
+    assert d.fields["lon.trans_no"] == [5, 10] and d.fields["lon.auth"] == [0, 1]
+    assert d.fields["lon.spdu"] == [0x05] and d.fields["lon.tpdu"] == [0x8A]
+    assert d.fields["lon.srcnode"] == [5, 5] and d.fields["cnip.seqno"] == [1, 2]
