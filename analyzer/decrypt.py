@@ -35,6 +35,7 @@ field("dlms.sec.plaintext_len", FT_UINT, "Length of the decrypted APDU")
 field("dlms.sec.plaintext", FT_BYTES, "Decrypted bytes (no xDLMS dissector for them)")
 field("osgp.digest_status", FT_STR, "OSGP legacy OMA digest check: verified, failed, no-key")
 field("osgp.keyset", FT_STR, "Name of the key set whose OMA key verified the digest")
+field("lon.auth_check", FT_STR, "14908 authentication reply check: matches, not-confirmed (inferred algorithm), no-key")
 
 _U32 = struct.Struct(">I").unpack_from
 _RANK = {"auth-failed": 6, "no-key": 5, "unsupported": 4, "unauthenticated": 3, "decrypted": 2, "auth-ok": 1}
@@ -443,6 +444,9 @@ class Decrypt(Stage):
             self._adp(pkt, d, first_pass)
         if "osgp.digest" in d.fields:
             self._osgp(pkt, d, first_pass)
+        lon = d.ctx.get("lon")
+        if lon is not None and (lon.get("auth") or lon.get("pdu") == "auth"):
+            self._lon_auth(pkt, d, lon, first_pass)
         cip = d.ctx.get("dlms.ciphered")
         if not cip and not (not first_pass and pkt.aux.get("decrypt")):
             return
@@ -590,6 +594,70 @@ class Decrypt(Stage):
                         ast.observe(pkt, d, {"tag": res.plaintext[0]}, key_t[0], key_t[1], key_t[2],
                                     assoc.transport, plaintext=res.plaintext, decrypted=True)
         return out, pt_tag
+
+    def _lon_auth(self, pkt, d, lon: dict, first_pass: bool) -> None:
+        """14908 challenge/reply: remember authenticated messages and challenges, and check a
+        reply with the domain key when one is provisioned.  The reply function is implemented
+        from a description (no public vector), so a mismatch is "not-confirmed", never an
+        alarm."""
+        if not first_pass:
+            st = pkt.aux.get("lon.auth_check")
+            if st:
+                d.add(None, "lon.auth_check", st, 0, 0)
+            return
+        from . import osgpcrypto as oc
+        if not hasattr(self, "_lon_msgs"):
+            self._lon_msgs, self._lon_challenges = {}, {}
+        src = (lon.get("src_subnet"), lon.get("src_node"))
+        dst = (lon.get("dst_subnet"), lon.get("dst_node"))
+        tid = lon.get("tid")
+        dom = bytes(lon.get("domain") or b"")
+        if lon.get("pdu") != "auth":
+            loc = d.ctx.get("lon.apdu")
+            if loc is not None:
+                try:
+                    apdu = bytes(d.sources[loc[0]][1][loc[1]:loc[2]])
+                except (IndexError, TypeError):
+                    return
+                self._lon_msgs[(src, dst, tid, dom)] = (apdu, dict(lon))
+            return
+        types = d.fields.get("lon.authpdu_type") or [None]
+        value = (d.fields.get("lon.authpdu_value") or [None])[0]
+        if value is None:
+            return
+        if types[0] in (0, 1):                 # challenge: receiver -> original sender
+            self._lon_challenges[(dst, src, tid, dom)] = bytes(value)
+            return
+        key_t = (src, dst, tid, dom)           # reply: original sender -> receiver
+        chal = self._lon_challenges.get(key_t)
+        msg = self._lon_msgs.get(key_t)
+        status = "no-key"
+        keys = self.keys
+        if chal is not None and msg is not None and keys is not None:
+            oma = types[0] == 3
+            apdu, mlon = msg
+            block = None
+            if oma:
+                nid = mlon.get("nid")
+                if isinstance(nid, (bytes, bytearray)) and mlon.get("dst_type") == "nid":
+                    block = (bytes(nid) + b"\xff" * 13)[:13]
+                else:
+                    last = mlon.get("group") if mlon.get("dst_type") in ("group", "groupack") else mlon.get("dst_node")
+                    block = ((dom + b"\xff" * 6)[:6] + bytes([len(dom), (mlon.get("dst_subnet") or 0) & 0xFF,
+                                                                (last or 0) & 0xFF]) + b"\xff" * 4)
+            for ks in keys.match_lon(None, dst[0], dst[1], dom) + keys.match_lon(None, src[0], src[1], dom):
+                k = ks.oma_auth_key() if oma else (ks.auth_key or ks.domain_key)
+                if not k:
+                    continue
+                status = "not-confirmed"
+                try:
+                    if oc.lon_auth_reply(bytes(k), chal, apdu, block) == bytes(value):
+                        status = "matches"
+                        break
+                except oc.OsgpCryptoError:
+                    continue
+        d.add(None, "lon.auth_check", status, 0, 0)
+        pkt.aux["lon.auth_check"] = status
 
     def _osgp(self, pkt, d, first_pass: bool) -> None:
         """OSGP legacy digest: request digest over code..sequence number, response digest
