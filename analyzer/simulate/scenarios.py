@@ -73,8 +73,8 @@ class World:
         self.meters: list[Node] = []
         direct: list[Node] = []
         for i in range(n_meters):
-            sn = 1 if i < 60 else 2
-            m = net.add_node(f"meter-{i + 1:02d}", sn, 10 + i, "meter",
+            sn, nd = 1 + i // 100, 10 + i % 100           # node ids are 7 bits: 100 per subnet
+            m = net.add_node(f"meter-{i + 1:02d}", sn, nd, "meter",
                              system_title=bytes.fromhex("4C4F4E4D") + struct.pack(">I", 0x1000 + i + 1),
                              keyset="fleet")
             # every third meter beyond the first few sits behind 1..max_hops repeaters
