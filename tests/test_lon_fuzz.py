@@ -134,3 +134,15 @@ def test_full_stack_user0_and_cnip(b):
     for lt, data in ((147, b), (1, wrap_cnip_eth(b))):
         d = dissect_frame(data, lt)
         _check(d, len(data))
+
+
+@given(st.lists(_seeds, min_size=1, max_size=3))
+def test_fast_pass_equals_tree_pass(seeds):
+    """The fast pass (no tree) records exactly the field values of the tree pass, also
+    with several CN/IP packets (hence several LonTalk frames) in one datagram."""
+    from dissectors.cnip import build_cnip
+    b = b"".join(build_cnip(_valid(s)[0], seqno=i) for i, s in enumerate(seeds))
+    fast = _run(dissect_cnip, b, False)
+    tree = _run(dissect_cnip, b, True)
+    assert fast.fields == tree.fields
+    assert (fast.info, fast.src, fast.dst) == (tree.info, tree.src, tree.dst)
