@@ -125,8 +125,21 @@ class TcpStage(Stage):
                 d.add(node, "tcp.segment_data", bytes(buf[poff:poff + plen]), poff, plen)
                 d.info = f"{d.info} [TCP segment of a reassembled PDU]"
             else:
-                d.layer("data", f"Data ({plen} bytes)", poff, plen)
                 d.add(node, "tcp.payload", bytes(buf[poff:poff + plen]), poff, plen)
+                # no stream protocol: per-segment hand-off by port (lower port first), else data
+                sport, dport = t["flow"][1], t["flow"][3]
+                tbl = table("tcp.port")
+                lo, hi = (sport, dport) if sport <= dport else (dport, sport)
+                old = d.source
+                d.source = src_index
+                try:
+                    if tbl.entries and (tbl.dispatch(lo, buf, poff, poff + plen, d, d.root, try_heuristics=False)
+                                        or (hi != lo and tbl.dispatch(hi, buf, poff, poff + plen, d, d.root,
+                                                                      try_heuristics=False))):
+                        return
+                finally:
+                    d.source = old
+                d.layer("data", f"Data ({plen} bytes)", poff, plen)
                 d.add(None, "data.data", bytes(buf[poff:poff + plen]), poff, plen)
 
     def _first_pass(self, pkt, d, t, buf, poff, plen) -> None:

@@ -213,6 +213,22 @@ def test_stage_midstream_start_and_resync():
     assert pkts[0].fields["tcp.payload"] == [a[4:]]       # undetected bytes show as data
 
 
+def test_stage_tcp_port_table_per_segment():
+    """Without a stream protocol, a dissector registered in table("tcp.port") gets each
+    segment's payload (lower port first)."""
+    from dissectors.core import table
+    seen = []
+    t = table("tcp.port")
+    t.register(5555, "seg", lambda b, o, e, d, p: (seen.append(bytes(b[o:e])), d.layer("seg", "seg", o, e - o)))
+    try:
+        pkts = _run([eth_ip_tcp("10.0.0.1", 40003, "10.0.0.2", 5555, 1, b"hello"),
+                     eth_ip_tcp("10.0.0.2", 5555, "10.0.0.1", 40003, 1, b"world")])
+    finally:
+        t.entries.pop(5555, None)
+    assert seen == [b"hello", b"world"]
+    assert pkts[0].protocols == "eth:ip:tcp:seg" and pkts[1].fields["tcp.payload"] == [b"world"]
+
+
 def test_stage_no_protocol_and_other_port():
     frames = [eth_ip_tcp("10.0.0.1", 40002, "10.0.0.2", 8888, 1, toy(b"x"))]     # not port 7777
     pkts = _run(frames)
