@@ -663,6 +663,7 @@ def test_any_seed_gives_a_consistent_capture():
                 assert r.ts_ns == t["time_ns"] >= last
                 last = r.ts_ns
                 assert len(r.data) == t["length"]
+                assert (r.iface, r.linktype) == (t["iface"], t["linktype"])
                 if r.linktype == 147:
                     good = _crc16_genibus(r.data[:-2]) == int.from_bytes(r.data[-2:], "big")
                     assert good == t["lon"]["crc_ok"]
