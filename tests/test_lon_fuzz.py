@@ -146,3 +146,26 @@ def test_fast_pass_equals_tree_pass(seeds):
     tree = _run(dissect_cnip, b, True)
     assert fast.fields == tree.fields
     assert (fast.info, fast.src, fast.dst) == (tree.info, tree.src, tree.dst)
+
+
+_LONIP_VALID = [bytes.fromhex(h.replace(" ", "")) for h in (
+    "0010 03 812300ca", "004d 05 09 02 6101", "1110 09 85 01 33 0a bc 812300ca",
+    "0000 112233445566 03 812300ca", "0050 05 02 21 0102", "0070 04 07 03 812300ca")]
+
+
+@given(st.sampled_from(_LONIP_VALID), st.integers(0, 20), st.integers(0, 255), st.integers(0, 20))
+def test_lonip_mutated(payload, pos, val, cut):
+    b = bytearray(payload)
+    if pos < len(b):
+        b[pos] = val
+    b = bytes(b[:max(cut, 2)] if cut < len(b) else b)
+
+    def fn(buf, off, end, d, parent):
+        d.ctx["ip.src"], d.ctx["ip.dst"] = "10.1.2.3", "10.1.4.5"
+        dissect_lonip(buf, off, end, d, parent)
+    d = _run(fn, b, False)
+    assert d.fields["lonip.udpver"] == [b[0] >> 4]
+    if "lon.srcnet" in d.fields:
+        assert d.fields["lon.srcnet"][:1] == [2] or b[0] & 1    # from 10.1.2.3 unless arbitrary source
+    else:                                                        # cut before the addresses
+        assert any(e.layer == "lonip" and e.group == "malformed" for e in d.expert)
