@@ -522,8 +522,6 @@ class Associations(Stage):
             if len(a.copies) > 64:
                 a.copies.pop(next(iter(a.copies)))
         direction = self.direction(a, tag, src)
-        if a.last_frame != pkt.number or not a.frames or a.frames[-1] != pkt.number:
-            a.frames.append(pkt.number)
         a.last_frame = pkt.number
         a.last_ns = ns
         if not decrypted:

@@ -135,7 +135,11 @@ class Audit(Stage):
 
     def __init__(self, pipeline):
         super().__init__(pipeline)
-        self.plain: list[tuple] = []          # (frame, ns, assoc_id, tag, digest, is_request, client)
+        # plaintext data APDUs per association: count, first evidence frames, and the last
+        # request digests (bounded) for the relay rule
+        self.plain_count: dict = {}
+        self.plain_frames: dict = {}
+        self.plain_reqs: dict = {}            # assoc_id -> [(digest, ns, frame)], bounded
         self.nm: list[tuple] = []             # (frame, code, src, dst)
         self.lon_challenges: dict[tuple, list[int]] = {}
         self.osgp_digest: list[int] = []
@@ -154,10 +158,18 @@ class Audit(Stage):
             tag = rec.get("tag")
             if rec.get("ciphered") or rec.get("decrypted") or tag not in DATA_TAGS:
                 continue
+            if d.ctx.get("dlms.hop_copy"):
+                continue
             b = rec.get("bytes") or b""
-            tr = d.ctx.get("dlms.transport")
-            self.plain.append((pkt.number, pkt.ts_ns, aid, tag, hashlib.blake2b(b, digest_size=12).digest(),
-                               tag in REQUEST_TAGS or tag in CLIENT_TAGS, tr[1] if tr else None))
+            self.plain_count[aid] = self.plain_count.get(aid, 0) + 1
+            fl = self.plain_frames.setdefault(aid, [])
+            if len(fl) < MAX_EVIDENCE and (not fl or fl[-1] != pkt.number):
+                fl.append(pkt.number)
+            if aid is not None and (tag in REQUEST_TAGS or tag in CLIENT_TAGS):
+                rq = self.plain_reqs.setdefault(aid, [])
+                rq.append((hashlib.blake2b(b, digest_size=12).digest(), pkt.ts_ns, pkt.number))
+                if len(rq) > 4000:
+                    del rq[:2000]
         for st in f.get("dlms.sec.signature_status", ()):
             self.signing.append((pkt.number, st))
         lon = d.ctx.get("lon")
@@ -189,22 +201,25 @@ class Audit(Stage):
             return list(self._cache)
         out: list[dict] = []
 
-        def add(rule_id, frames, assoc=None, message="", severity=None):
+        def add(rule_id, frames, assoc=None, message="", severity=None, count=None):
             r = RULES[rule_id]
             frames = sorted(set(x for x in frames if x is not None))
             out.append({"id": "", "rule": r.id, "severity": severity or r.severity, "title": r.title,
                         "message": message, "explanation": r.explanation,
                         "recommendation": r.recommendation,
                         "frame": frames[0] if frames else None, "frames": frames[:MAX_EVIDENCE],
-                        "evidence_count": len(frames), "assoc_id": assoc})
+                        "evidence_count": count if count is not None else len(frames), "assoc_id": assoc})
 
         ast = self.pipeline.stage("associations")
         dst = self.pipeline.stage("decrypt")
         assocs = list(ast.records) if ast is not None else []
-        events = list(dst.events) if dst is not None else []
-        by_assoc: dict = {}
-        for ev in events:
-            by_assoc.setdefault(ev.get("assoc"), []).append(ev)
+        stats = dict(dst.stats) if dst is not None else {}
+        incidents = list(dst.incidents) if dst is not None else []
+        ciphered_assocs = set()
+        if dst is not None:
+            for a in assocs:
+                if a.ciphered_count:
+                    ciphered_assocs.add(a.id)
 
         for a in assocs:
             if a.lls_password is not None:
@@ -217,45 +232,35 @@ class Audit(Stage):
             for which, st, fr in (("pass 3", a.hls_pass3, a.pass3_frame), ("pass 4", a.hls_pass4, a.pass4_frame)):
                 if st == "failed":
                     add("hls-failed", [fr], a.id, f"association {a.id}: HLS {which} does not verify")
-            evs = by_assoc.get(a.id, [])
-            protected = bool(evs) or a.context in (3, 4)
+            protected = a.id in ciphered_assocs or a.context in (3, 4)
             authenticated = a.mechanism is not None and a.mechanism >= 1
-            plain = [p for p in self.plain if p[2] == a.id]
-            if plain:
+            n_plain = self.plain_count.get(a.id, 0)
+            if n_plain:
+                frames = self.plain_frames.get(a.id, [])
                 if protected or authenticated:
                     # in a ciphered context this breaks the policy; after LLS/HLS alone the data
                     # was simply never meant to be protected
-                    add("plaintext-after-association", [p[0] for p in plain], a.id,
-                        f"association {a.id}: {len(plain)} unprotected data APDU(s) "
+                    add("plaintext-after-association", frames, a.id,
+                        f"association {a.id}: {n_plain} unprotected data APDU(s) "
                         f"({'ciphered context' if protected else a.mechanism_name + ', no ciphering'})",
-                        severity="medium" if protected else "low")
+                        severity="medium" if protected else "low", count=n_plain)
                 else:
-                    add("plaintext-public", [p[0] for p in plain], a.id,
-                        f"association {a.id} ({a.client} -> {a.server}): {len(plain)} plaintext data APDU(s), "
-                        f"no authentication, no ciphering")
-            glo_after_ded = [e["frame"] for e in evs if e.get("policy_dedicated") and e.get("kind") in ("glo", "general-glo")
-                             and not e.get("in_acse") and e.get("key") != "dedicated"]
-            if glo_after_ded:
-                add("global-key-where-dedicated", glo_after_ded, a.id,
-                    f"association {a.id}: {len(glo_after_ded)} APDU(s) under the global key after a dedicated key was agreed")
-
-        # per-event rules (grouped per association)
-        groups: dict[tuple, list] = {}
-        for ev in events:
-            aid = ev.get("assoc")
-            if ev.get("enc") and not ev.get("auth"):
-                groups.setdefault(("encryption-without-authentication", aid), []).append(ev["frame"])
-            if ev.get("auth") and not ev.get("enc"):
-                groups.setdefault(("authentication-without-encryption", aid), []).append(ev["frame"])
-            if ev.get("status") == "auth-failed":
-                groups.setdefault(("decryption-failed", aid), []).append(ev["frame"])
-            if ev.get("peer_title"):
-                groups.setdefault(("iv-title-anomaly", aid), []).append(ev["frame"])
-            if ev.get("broadcast"):
-                groups.setdefault(("broadcast-key", aid), []).append(ev["frame"])
-        for (rule, aid), frames in groups.items():
-            add(rule, frames, aid, f"{len(frames)} APDU(s)" + (f" in association {aid}" if aid else ""))
-        for ev in events:
+                    add("plaintext-public", frames, a.id,
+                        f"association {a.id} ({a.client} -> {a.server}): {n_plain} plaintext data APDU(s), "
+                        f"no authentication, no ciphering", count=n_plain)
+        # per-APDU observations, aggregated per association by the decryption stage
+        names = {"enc-only": "encryption-without-authentication", "auth-only": "authentication-without-encryption",
+                 "auth-failed": "decryption-failed", "peer-title": "iv-title-anomaly", "broadcast": "broadcast-key",
+                 "glo-after-ded": "global-key-where-dedicated"}
+        for (obs, aid), (count, frames) in stats.items():
+            rule_id = names.get(obs)
+            if rule_id is None:
+                continue
+            msg = f"{count} APDU(s)" + (f" in association {aid}" if aid else "")
+            if obs == "glo-after-ded":
+                msg = f"association {aid}: {count} APDU(s) under the global key after a dedicated key was agreed"
+            add(rule_id, frames, aid, msg, count=count)
+        for ev in incidents:
             if "ic_reuse_of" in ev:
                 add("ic-reuse", [ev["ic_reuse_of"], ev["frame"]], ev.get("assoc"),
                     f"IC {ev['ic']} reused with different content (key set {ev.get('keyset') or '?'}, "
@@ -266,10 +271,10 @@ class Audit(Stage):
                     f"IC went from {prev_ic} (frame {prev_fr}) back to {ev['ic']} (frame {ev['frame']})")
             if "replay_of" in ev:
                 first = ev["replay_of"]
-                first_ev = next((e for e in events if e["frame"] == first), None)
-                if first_ev is not None and first_ev.get("assoc") not in (None, ev.get("assoc")):
+                first_assoc = ev.get("replay_assoc")
+                if first_assoc not in (None, ev.get("assoc")):
                     add("mitm-client-relay", [first, ev["frame"]], ev.get("assoc"),
-                        f"protected APDU of frame {first} (association {first_ev.get('assoc')}) forwarded in "
+                        f"protected APDU of frame {first} (association {first_assoc}) forwarded in "
                         f"association {ev.get('assoc')} (frame {ev['frame']})")
                 else:
                     add("replayed-apdu", [first, ev["frame"]], ev.get("assoc"),
@@ -365,10 +370,7 @@ class Audit(Stage):
     def _mitm_plain(self, assocs, add) -> None:
         """Identical plaintext requests in two concurrent associations from different clients,
         each copy following the original within a second (>= 3 times)."""
-        by_assoc: dict = {}
-        for fr, ns, aid, tag, dg, is_req, client in self.plain:
-            if is_req and aid is not None:
-                by_assoc.setdefault(aid, []).append((dg, ns, fr, client))
+        by_assoc = self.plain_reqs
         ids = sorted(by_assoc)
         amap = {a.id: a for a in assocs}
         for i, x in enumerate(ids):
@@ -377,10 +379,10 @@ class Audit(Stage):
                 if ax is None or ay is None or ax.client == ay.client:
                     continue
                 first = {}
-                for dg, ns, fr, _ in by_assoc[x]:
+                for dg, ns, fr in by_assoc[x]:
                     first.setdefault(dg, (ns, fr))
                 hits = []
-                for dg, ns, fr, _ in by_assoc[y]:
+                for dg, ns, fr in by_assoc[y]:
                     if dg in first and 0 <= ns - first[dg][0] <= 1_000_000_000:
                         hits.append((first[dg][1], fr))
                 if len(hits) >= 3:

@@ -14,6 +14,7 @@ first, then the peer's (raising "IV uses the peer's system title"); nothing loop
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import struct
 from typing import Any
@@ -427,7 +428,9 @@ class Decrypt(Stage):
 
     def __init__(self, pipeline):
         super().__init__(pipeline)
-        self.events: list[dict] = []
+        self.events = collections.deque(maxlen=1000)       # the latest per-APDU events (inspection)
+        self.stats: dict[tuple, list] = {}                  # (observation, assoc) -> [count, first frames]
+        self.incidents: list[dict] = []                     # replays, IC reuse / going back (bounded)
         self._seen: dict[bytes, tuple] = {}                  # ciphered bytes digest -> (first frame, 14908 txn)
         self._ic: dict[tuple, tuple[int, int, bytes]] = {}  # (key id, title, dir) -> (ic, frame, digest)
         self._ic_seen: dict[tuple, tuple[int, bytes]] = {}  # (key id, title, ic) -> (frame, digest)
@@ -544,13 +547,18 @@ class Decrypt(Stage):
                     ev["retransmission_of"] = first[0]
                 else:
                     ev["replay_of"] = first[0]
+                    ev["replay_assoc"] = first[2]
             else:
-                self._seen[digest] = (pkt.number, txn)
+                if len(self._seen) > 2_000_000:      # bounded memory: replay window
+                    self._seen.clear()
+                self._seen[digest] = (pkt.number, txn, assoc.id if assoc else None)
             k3 = (kid, title, res.ic)
             prev = self._ic_seen.get(k3)
             if prev is not None and prev[1] != digest:
                 ev["ic_reuse_of"] = prev[0]
             elif prev is None:
+                if len(self._ic_seen) > 2_000_000:
+                    self._ic_seen.clear()
                 self._ic_seen[k3] = (pkt.number, digest)
             kdir = (kid, title, direction)
             last = self._ic.get(kdir)
@@ -558,7 +566,7 @@ class Decrypt(Stage):
                 ev["ic_backwards_from"] = (last[0], last[1])
             if last is None or res.ic > last[0]:
                 self._ic[kdir] = (res.ic, pkt.number, digest)
-        self.events.append(ev)
+        self._record(ev)
         if res.peer_title:
             d.note("warn", "security", "dlms", desc.get("offset", 0), "IV uses the peer's system title",
                    desc.get("node"))
@@ -754,6 +762,34 @@ class Decrypt(Stage):
             d.status = max([d.status, res.status] if d.status else [res.status], key=lambda s: _RANK.get(s, 0))
         if first_pass and out:
             pkt.aux["adp"] = out
+
+    def _record(self, ev: dict) -> None:
+        """Aggregate one APDU's observations for the audit (memory bounded per association)."""
+        self.events.append(ev)
+        aid = ev.get("assoc")
+
+        def note(name):
+            e = self.stats.get((name, aid))
+            if e is None:
+                e = self.stats[(name, aid)] = [0, []]
+            e[0] += 1
+            if len(e[1]) < 50:
+                e[1].append(ev["frame"])
+        if ev.get("enc") and not ev.get("auth"):
+            note("enc-only")
+        if ev.get("auth") and not ev.get("enc"):
+            note("auth-only")
+        if ev.get("status") == "auth-failed":
+            note("auth-failed")
+        if ev.get("peer_title"):
+            note("peer-title")
+        if ev.get("broadcast"):
+            note("broadcast")
+        if ev.get("policy_dedicated") and ev.get("kind") in ("glo", "general-glo") and not ev.get("in_acse") \
+                and ev.get("key") != "dedicated":
+            note("glo-after-ded")
+        if ("replay_of" in ev or "ic_reuse_of" in ev or "ic_backwards_from" in ev) and len(self.incidents) < 10000:
+            self.incidents.append(ev)
 
     def _fields(self, d, desc, status, keyset, res) -> None:
         node = desc.get("node")
