@@ -16,11 +16,36 @@ from __future__ import annotations
 
 from dissectors import lon as _lon
 from dissectors.cnip import md5_digest
-from dissectors.core import field
+from dissectors.core import FT_BYTES, FT_FLOAT, FT_STR, FT_UINT, field, fields
 
 from .pipeline import Stage, register_stage
 
-field("lon.response_in", "uint", "Response in frame")
+# Fields produced only by this stage (transactions, responses decoded in context).
+field("lon.response_in", FT_UINT, "Response in frame")
+field("lon.response_to", FT_UINT, "Response to request in frame")
+field("lon.response_time", FT_FLOAT, "Time since the request (s)")
+fields("lon.nm.", FT_UINT, [("response", "NM response code", None, "hex")])
+fields("lon.nm.", FT_STR, [("status", "NM response status (success/failure)"),
+                           ("request", "NM request this response answers")])
+fields("lon.nd.", FT_UINT, [
+    ("response", "ND response code", None, "hex"),
+    ("xmit_errors", "Transmission errors"),
+    ("tx_timeouts", "Transaction timeouts"),
+    ("rcv_tx_full", "Receive transaction full"),
+    ("lost_msgs", "Lost messages"),
+    ("missed_msgs", "Missed messages"),
+    ("reset_cause", "Reset cause", _lon.RESET_CAUSES, "hex"),
+    ("node_state", "Node state", _lon.NODE_STATES, "hex"),
+    ("version", "Firmware version"),
+    ("error_log", "Error log", None, "hex"),
+    ("model", "Model number", None, "hex"),
+    ("fw_version", "Firmware version"), ("fw_variant", "Firmware variant"),
+    ("rom_version", "ROM version"), ("minor_version", "Minor version"),
+    ("build_number", "Build number"), ("fw_code", "Firmware code"),
+])
+fields("lon.nd.", FT_BYTES, [("xcvr_regs", "Transceiver status registers")])
+fields("lon.nd.", FT_STR, [("status", "ND response status (success/failure)"),
+                           ("request", "ND request this response answers")])
 
 _REQ = {("tpdu", "ACKD"), ("tpdu", "UNACKD_RPT"), ("tpdu", "REM/MSG"), ("spdu", "REQUEST"),
         ("spdu", "REM/MSG")}

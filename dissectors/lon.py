@@ -157,7 +157,6 @@ fields("lon.", FT_UINT, [
     ("nd", "Network Diagnostic", ND_CODES, "hex"),
     ("ff", "Foreign Frame", FF_CODES, "hex"),
     ("crc", "CRC-16", None, "hex"),
-    ("response_to", "Response to request in frame"),
 ])
 fields("lon.", FT_BYTES, [
     ("uid", "Unique node ID"),
@@ -172,11 +171,9 @@ fields("lon.", FT_STR, [
 field("lon.nv.poll", FT_BOOL, "NV poll (request without data)")
 field("lon.tpdu_type.unknown", FT_NONE, "Unexpected TPDU type")
 field("lon.spdu_type.unknown", FT_NONE, "Unexpected SPDU type")
-field("lon.response_time", "float", "Time since the request (s)")
 field("data.data", FT_BYTES, "Data")
 # NM / ND arguments (our own)
 fields("lon.nm.", FT_UINT, [
-    ("response", "NM response code", None, "hex"),
     ("selector", "Query ID selector", QUERY_ID_SEL),
     ("respond", "Respond to query (1 = on)"),
     ("domain_index", "Domain index"),
@@ -218,30 +215,11 @@ fields("lon.nm.", FT_BYTES, [
     ("mem_data", "Memory data"),
     ("data", "NM data"),
 ])
-fields("lon.nm.", FT_STR, [("status", "NM response status (success/failure)"),
-                           ("request", "NM request this response answers")])
-fields("lon.nd.", FT_UINT, [
-    ("response", "ND response code", None, "hex"),
-    ("xmit_errors", "Transmission errors"),
-    ("tx_timeouts", "Transaction timeouts"),
-    ("rcv_tx_full", "Receive transaction full"),
-    ("lost_msgs", "Lost messages"),
-    ("missed_msgs", "Missed messages"),
-    ("reset_cause", "Reset cause", RESET_CAUSES, "hex"),
-    ("node_state", "Node state", NODE_STATES, "hex"),
-    ("version", "Firmware version"),
-    ("error_log", "Error log", None, "hex"),
-    ("model", "Model number", None, "hex"),
-])
-fields("lon.nd.", FT_UINT, [
-    ("fw_version", "Firmware version"), ("fw_variant", "Firmware variant"),
-    ("rom_version", "ROM version"), ("minor_version", "Minor version"),
-    ("build_number", "Build number"), ("fw_code", "Firmware code"),
-])
-fields("lon.nd.", FT_BYTES, [("xcvr_regs", "Transceiver status registers"),
-                             ("data", "ND data")])
-fields("lon.nd.", FT_STR, [("status", "ND response status (success/failure)"),
-                           ("request", "ND request this response answers")])
+fields("lon.nd.", FT_BYTES, [("data", "ND data")])
+# Fields that only responses decoded in context carry (produced by the transaction
+# tracker, analyzer/lontrack.py) are registered there, so that field-driven parallel
+# decoding can tell stage fields from stateless ones.
+
 
 # --------------------------------------------------------------------------- CRC
 
