@@ -415,6 +415,30 @@ def decrypt_adp(keys, desc: dict, buf: bytes) -> Result:
     return Result("auth-failed", kind=kind, message="CCM tag does not verify with any PSK")
 
 
+def _gen_from_desc(desc: dict) -> dict | None:
+    """general-ciphering/-signing header from the dissector's descriptor (when the APDU's own
+    bytes are not at hand, e.g. nested in another APDU)."""
+    if "transaction_id" not in desc:
+        return None
+    gen = {k: desc.get(k) or b"" for k in ("transaction_id", "originator", "recipient", "date_time",
+                                            "other_information")}
+    ki = desc.get("key_info")
+    if ki:
+        c = ki.get("choice")
+        if c in (0, "identified-key"):
+            gen["key_info"] = {"type": "identified", "key_id": ki.get("key_id")}
+        elif c in (1, "wrapped-key"):
+            gen["key_info"] = {"type": "wrapped", "kek_id": ki.get("kek_id"), "wrapped": ki.get("key_ciphered_data")}
+        elif c in (2, "agreed-key"):
+            gen["key_info"] = {"type": "agreed", "params": ki.get("key_parameters") or b"",
+                               "data": ki.get("key_ciphered_data") or b""}
+    else:
+        gen["key_info"] = None
+    if "signature" in desc:
+        gen["signature"] = desc.get("signature")
+    return gen
+
+
 def _record_of(d, desc):
     for rec in d.ctx.get("dlms.apdus", ()):
         for x in rec.get("ciphered", ()):
@@ -490,6 +514,8 @@ class Decrypt(Stage):
         gen = None
         if kind in ("general-ciphering", "general-signing") and apdu_bytes:
             gen = parse_general(apdu_bytes)
+        if gen is None and kind in ("general-ciphering", "general-signing"):
+            gen = _gen_from_desc(desc)
         if assoc is not None and ast is not None:
             direction = ast.direction(assoc, (rec or {}).get("tag") if kind in ("glo", "ded") else None, src)
         else:
@@ -503,7 +529,11 @@ class Decrypt(Stage):
                 assoc.server_title = bytes(title)
         out: dict[str, Any] = {"index": len(pkt.aux.get("decrypt", ())), "kind": kind}
         if kind == "general-signing":
-            st = verify_signing(self.keys, gen, apdu_bytes) if gen else "no-key"
+            if gen is not None and "signed_end" not in gen and desc.get("signed_offset") is not None:
+                so, sl = desc["signed_offset"], desc.get("signed_length") or 0
+                apdu_bytes = b"\xDF" + bytes(buf[so:so + sl])
+                gen["signed_end"] = 1 + sl
+            st = verify_signing(self.keys, gen, apdu_bytes) if gen and apdu_bytes else "no-key"
             d.add(None, "dlms.sec.signature_status", st, 0, 0)
             out.update(status="auth-ok" if st == "verified" else ("auth-failed" if st == "failed" else "no-key"),
                        signature=st)
