@@ -325,8 +325,12 @@ def dissect_frame(buf, off: int, end: int, d: Dissection, parent: Node | None) -
     if info_off is None or info_end <= info_off:
         return fend
     info_len = info_end - info_off
-    if ftype in ("SNRM", "UA") or (ftype == "FRMR"):
+    if ftype in ("SNRM", "UA"):
         _dissect_params(buf, info_off, info_end, d, node)
+        return fend
+    if ftype in ("FRMR", "DM", "DISC", "RR", "RNR"):
+        # FRMR: the rejected frame's control field and the reason bits (ISO/IEC 13239)
+        d.add(node, "hdlc.info", bytes(buf[info_off:info_end]), info_off, info_len)
         return fend
     # descriptor for the reassembly stage
     frames = d.ctx.setdefault("hdlc.frames", [])
