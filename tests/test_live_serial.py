@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from analyzer.capture import read_capture
 from analyzer.live import LiveError, RingWriter, capture, open_source
@@ -69,6 +69,7 @@ def test_decoder_recovers_from_damage(framing):
     assert dec.bad_checksums == 1 and dec.errors >= 2
 
 
+@settings(max_examples=min(settings.default.max_examples, 800))  # heavy: cap the CI profile
 @given(st.lists(st.binary(min_size=1, max_size=40), max_size=8), st.sampled_from(["u50", "u61"]),
        st.binary(max_size=30))
 def test_fuzz_decoder(payloads, framing, noise):

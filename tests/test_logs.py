@@ -8,7 +8,7 @@ import subprocess
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from analyzer.capture import CaptureError, open_reader, read_capture
 from analyzer.logs import LogError, guess_linktype, parse_log, read_log
@@ -159,6 +159,7 @@ def test_linktype_guess():
     assert [r.linktype for r in recs] == [1, 147] and err is None
 
 
+@settings(max_examples=min(settings.default.max_examples, 800))  # heavy: cap the CI profile
 @given(st.lists(st.text(alphabet="0123456789abcdefABCDEF :.-<>RXTIO[]\t,;|zq", max_size=60), max_size=12))
 def test_fuzz_log_text_never_raises_unexpectedly(lines):
     text = "\n".join(lines).encode()
