@@ -929,6 +929,9 @@ PDU_BY_FMT = (_pdu_tpdu, _pdu_spdu, _pdu_auth, _pdu_apdu)
 # each: fn(buf, off, end, d, parent, lon) -> offset after the address field
 
 
+_ADDR_WHAT = {"2a": "address (2a)", "2b": "address (2b)"}
+
+
 def _addr0(buf, off, end, d, parent, lon):
     need(end, off, ADDR_SIZE["0"], "address (broadcast)")
     dn = buf[off + _O["0"]["dst_subnet"]]
@@ -953,7 +956,7 @@ def _addr2(buf, off, end, d, parent, lon):
     kind = "2a" if buf[off + 1] & 0x80 else "2b"      # selector bit of the source node byte
     O = _O[kind]
     n = ADDR_SIZE[kind]
-    need(end, off, n, f"address ({kind})")
+    need(end, off, n, _ADDR_WHAT[kind])
     dn = buf[off + O["dst_subnet"]]
     nd = buf[off + O["dst_node"]] & 0x7F
     add = d.add
