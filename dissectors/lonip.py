@@ -70,7 +70,9 @@ def dissect_lonip(buf, off, end, d, parent):
         o = off + 2
         if b1 & 0x08:
             need(end, o, 1, "backlog")
-            add(node, "lonip.backlog", buf[o] & 0x3F, o, 1)
+            add(node, "lonip.backlog", buf[o] & 0x3F, o, 1,
+                None if node is None else f"Delta backlog: {buf[o] & 0x3F} [inferred layout: "
+                                          "1-byte backlog info; public sources disagree]")
             add(lnode, "lon.delta_bl", buf[o] & 0x3F, o, 1)
             o += 1
         src = _ip_addr(d.ctx.get("ip.src"))
