@@ -424,9 +424,16 @@ class Associations(Stage):
         if f.get("lonproxy.target") and (f.get("lonproxy.kind") or ["request"])[0] == "request":
             tgt = dst
             agent = hop_dst
+            client = src
+            al = self.alias.get(key)
+            if al is not None and hop_src == al[1]:
+                # the next hop of a multi-repeater chain: a copy of the first hop's request
+                d.ctx["dlms.hop_copy"] = True
+                key = al[0]
+                client = key[2] if key[3] == tgt else key[3]
             self.alias[("lon", dom) + tuple(sorted((agent, tgt)))] = (key, agent, tgt)
-            self.relay_alias[("lon", dom) + tuple(sorted((agent, src)))] = (key, pkt.ts_ns + 60 * 10**9, src)
-            return key, src, dst, kind
+            self.relay_alias[("lon", dom) + tuple(sorted((agent, hop_src)))] = (key, pkt.ts_ns + 60 * 10**9, client)
+            return key, client, tgt, kind
         al = self.alias.get(key)
         if al is not None:
             real_key, agent, tgt = al
