@@ -122,9 +122,7 @@ class LonTrack(Stage):
         dom = bytes(lon.get("domain") or b"")
         if kind in _REQ:
             key = (dom, lon.get("src_subnet"), lon.get("src_node"), tid)
-            code = d.ctx.get("lon.apdu_code")
-            if code is None:
-                code = d.first("lon.nm", d.first("lon.nd"))
+            code = d.ctx.get("lon.apdu_code")     # APDU code of this frame (None for NV)
             # keep only what the answer needs (not the packet and its dissection)
             self.pending[key] = (pkt.number, pkt.ts_ns, pkt.aux, code)
         elif kind in _RESP and lon.get("dst_type") in ("unicast", "groupack"):

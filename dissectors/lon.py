@@ -687,6 +687,7 @@ def _apdu_nd(buf, off, end, d, parent, fr):
         d.add(parent, "lon.nd", code, off, 1)
         d.add(parent, "lon.code", code, off, 1)
     fr.code = code
+    d.ctx["lon.apdu_code"] = code
     name = ND_CODES.get(code, f"0x{code:02x}")
     dec = ND_ARGS.get(code)
     extra = ""
@@ -705,6 +706,7 @@ def _apdu_nm(buf, off, end, d, parent, fr):
         d.add(parent, "lon.nm", code, off, 1)
         d.add(parent, "lon.code", code, off, 1)
     fr.code = code
+    d.ctx["lon.apdu_code"] = code
     name = NM_CODES.get(code, f"0x{code:02x}")
     dec = NM_ARGS.get(code)
     extra = ""
@@ -1053,6 +1055,7 @@ def dissect_npdu(buf, off, end, d, parent):
            "dst_node": None, "group": None, "member": None, "nid": None, "domain": b"",
            "pdu": None, "type": None, "tid": None, "auth": False, "version": vers}
     d.ctx["lon"] = lon
+    d.ctx["lon.apdu_code"] = None
     d.src = f"{sn}/{snode}"
     o = ADDR_BY_FMT[af](buf, o, end, d, anode, lon)
     if anode is not None:

@@ -81,6 +81,7 @@ def dissect_lonip(buf, off, end, d, parent):
                "dst_node": None, "group": None, "member": None, "nid": None, "domain": b"",
                "pdu": None, "type": None, "tid": None, "auth": False, "version": 2 if uv else 0}
         d.ctx["lon"] = lon
+        d.ctx["lon.apdu_code"] = None
         if src and src[1] is not None:
             lon["src_subnet"], lon["src_node"], lon["domain"] = src[1], src[2], src[0]
         if b0 & 1:   # arbitrary source address
