@@ -144,3 +144,21 @@ def test_association_through_a_repeater_and_routed_copies():
     assert (a.requests, a.responses) == (2, 2)
     fs = pipe.stage("audit").findings()
     assert {f["rule"] for f in fs} == {"plaintext-public"}
+
+
+def test_association_through_two_repeaters():
+    from dissectors.adaptation import build_pdu
+    from dissectors.proxy import build_proxy
+    C, R1, R2, M = (1, 1), (1, 11), (1, 12), (1, 16)
+    req, rsp = build_pdu(aarq(CT)), build_pdu(aare(SV))
+    get, got = build_pdu(GET), build_pdu(RSP)
+    frames = []
+    for tid, (q, r) in enumerate(((req, rsp), (get, got)), start=1):
+        frames += [_lon(build_proxy([R2], M, q), C, R1, tid), _lon(build_proxy([], M, q), R1, R2, tid + 5),
+                   _lon(q, R2, M, tid + 7), _lon(r, M, R2, tid + 7, 2), _lon(r, R2, R1, tid + 5, 2),
+                   _lon(r, R1, C, tid, 2)]
+    pkts, pipe = run(frames)
+    assert [p.fields.get("dlms.assoc_id") for p in pkts] == [[1]] * 12
+    (a,) = pipe.stage("associations").records
+    assert (a.client, a.server, a.client_title, a.server_title) == ("1/1", "1/16", CT, SV)
+    assert (a.requests, a.responses, a.state) == (1, 1, "associated")
