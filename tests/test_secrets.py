@@ -38,7 +38,10 @@ def _invoke(args):
     from click.testing import CliRunner
     from analyzer.cli import cli
     r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    err = getattr(r, "stderr_bytes", None) or b""
+    try:
+        err = r.stderr_bytes or b""
+    except ValueError:          # older click: stderr mixed into stdout
+        err = b""
     return r.exit_code, r.stdout_bytes, err
 
 
