@@ -154,6 +154,29 @@ class Reassembly(Stage):
                 self._set(pkt, d, "dlms.obis_name", on)
         if info.get("frame") is not None and info["frame"] != pkt.number:
             self._set(pkt, d, "dlms.request_in", info["frame"])
+        if op.get("dir") == "response" and obis and op.get("service") in ("get", "set", "action"):
+            what = "method" if info.get("method_id") is not None else "attr"
+            idx = info.get("method_id") if what == "method" else info.get("attribute_id")
+            text = f"{obis} {obis_name(obis) or class_name(cid) or 'class ' + str(cid)} {what} {idx}:"
+            ins = (f"{op['service']}-response", f"[invoke {op.get('invoke_id')}] ", text)
+            if self._insert_info(d, ins):
+                pkt.aux.setdefault("reasm", {})["info"] = ins
+
+    @staticmethod
+    def _insert_info(d, ins) -> bool:
+        """Put the request's object into the response's Info: 'get-response normal
+        [invoke 1] 0.0.1.0.0.255 Clock attr 2: <value>' (once per packet)."""
+        anchor, marker, text = ins
+        if d.ctx.get("reasm.info_done"):
+            return False
+        i = d.info.find(anchor)
+        j = d.info.find(marker, i) if i >= 0 else -1
+        if j < 0:
+            return False
+        k = j + len(marker)
+        d.info = f"{d.info[:k]}{text} {d.info[k:]}"
+        d.ctx["reasm.info_done"] = True
+        return True
 
     # ------------------------------------------------------------------ stage
     def process(self, pkt, d, first_pass: bool) -> None:
@@ -426,11 +449,12 @@ class Reassembly(Stage):
             return
         for name, value in r.get("fields", ()):
             d.add(None, name, value, 0, 0)
+        if r.get("info"):
+            self._insert_info(d, r["info"])
         for severity, group, msg in r.get("notes", ()):
             d.note(severity, group, "dlms", 0, msg, d.root)
         for entry in r.get("sources", ()):
             self._dissect_reassembled(pkt, d, entry, first_pass=False)
-            info = entry.get("info") or {}
 
     def incomplete(self) -> list[dict]:
         """Block transfers still open (no last block seen)."""

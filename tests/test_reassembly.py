@@ -35,11 +35,14 @@ def test_gurux_block_transfer_plain(pcaps):
     # the get-response carries the request's object (no OBIS on the wire)
     assert by[4].fields["dlms.obis"] == ["0.0.40.0.0.255"] and by[4].fields["dlms.request_in"] == [3]
     assert by[4].fields["dlms.attribute_name"] == ["object_list"]
+    assert by[4].info == "get-response with-datablock [invoke 1] 0.0.40.0.0.255 Current association attr 2: " \
+                         "block 1, 1012 bytes"
     # reassembled value equals Gurux's decoding of the same bytes (see test_gurux_oracle)
     data = [s for s in p6.d.sources if s[0] == "Reassembled xDLMS"][0][1]
     assert H.compare(b"\xC4\x01\x81\x00" + data) == []
     # re-dissection with a full tree rebuilds the reassembled source from pkt.aux
     d = cap.pipeline.redissect(p6)
+    assert d.info == p6.info
     assert [s[0] for s in d.sources].count("Reassembled xDLMS") == 1
     n = d.root.find("dlms.reassembled_length")
     assert n is not None and n.value == 1601 and n.source == len(d.sources) - 1
@@ -54,6 +57,7 @@ def test_response_filter_by_request_obis(pcaps):
     clock = [p for p in resp if p.fields["dlms.attribute_id"] == [2]][0]
     assert clock.fields["dlms.data.datetime"][0].startswith("2024-03-05T17:59:04")
     assert clock.fields["dlms.request_in"] == [clock.number - 1]
+    assert clock.info == "get-response normal [invoke 1] 0.0.1.0.0.255 Clock attr 2: 2024-03-05T17:59:04.00+05:30"
     try:
         from analyzer.filters import compile_filter
     except ImportError:
