@@ -348,6 +348,7 @@ class LonscopeApp(App):
         self.dissection = d
         st = s.store
         tree.clear()
+        tree.scroll_to(0, 0, animate=False, immediate=True)
         tree.root.label = Text(f"Frame {row + 1}: {int(st.origlen[row])} bytes on wire, "
                                f"{int(st.caplen[row])} captured")
         tree.root.data = None

@@ -91,7 +91,7 @@ class PacketList(ScrollView, can_focus=True):
     quick stateless dissection."""
 
     DEFAULT_CSS = """
-    PacketList { height: 1fr; }
+    PacketList { height: 1fr; overflow-x: hidden; }
     """
     BINDINGS = [
         Binding("up,k", "cursor(-1)", "Up", show=False),
@@ -117,6 +117,7 @@ class PacketList(ScrollView, can_focus=True):
         self.time_mode = "relative"
         self.follow = False
         self._count = 0
+        self._stamp = None
         self._styles: dict = {}
         self.first_paint: float | None = None
         self.cursor_paint: float | None = None     # when the cursor row was last drawn (bench)
@@ -125,16 +126,20 @@ class PacketList(ScrollView, can_focus=True):
 
     # -- data
     def refresh_count(self) -> None:
-        n = self.session.visible_count()
+        s = self.session
+        n = s.visible_count()
+        stamp = (s.n_decoded, s.done, s.decode_gen, len(s.findings))
+        if stamp != self._stamp:
+            # rows were decoded (or findings marked): redraw the visible lines
+            self._stamp = stamp
+            self.refresh()
         if n != self._count:
             self._count = n
-            self.virtual_size = Size(self.size.width, n)
+            self.virtual_size = Size(0, n)
             if self.follow and n:
                 self.cursor = n - 1
             elif self.cursor >= n and n:
                 self.cursor = n - 1
-            self.refresh()
-        elif not self.session.done:
             self.refresh()
 
     def reset(self) -> None:
