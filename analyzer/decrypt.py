@@ -439,6 +439,18 @@ def _gen_from_desc(desc: dict) -> dict | None:
     return gen
 
 
+def _status_info(d) -> None:
+    """Text summaries carry the status with the key set's name: "[decrypted: meter-42]"."""
+    names = []
+    for n in d.fields.get("dlms.sec.keyset", ()):
+        if n not in names:
+            names.append(n)
+    if d.status and names and d.status in ("decrypted", "auth-ok", "unauthenticated"):
+        tag = f"[{d.status}: {', '.join(names)}]"
+        if tag not in d.info:
+            d.info = f"{d.info} {tag}" if d.info else tag
+
+
 def _record_of(d, desc):
     for rec in d.ctx.get("dlms.apdus", ()):
         for x in rec.get("ciphered", ()):
@@ -502,6 +514,7 @@ class Decrypt(Stage):
         if statuses:
             pkt.aux["decrypt"] = stored
             d.status = max(statuses, key=lambda s: _RANK.get(s, 0))
+            _status_info(d)
 
     def _one(self, pkt, d, desc, rec, assoc, src, ast):
         kind = desc.get("kind") or "glo"
@@ -865,7 +878,7 @@ class Decrypt(Stage):
             parent.children.extend(moved)
         if desc.get("in_acse") and outer_info:
             # keep the ACSE summary; the decrypted initiate goes in brackets
-            d.info = f"{outer_info} [decrypted: {d.info}]" if d.info != outer_info else outer_info
+            d.info = f"{outer_info} → {d.info}" if d.info != outer_info else outer_info
         # the plaintext's own records are not re-observed by the association stage
         for rec in d.ctx.get("dlms.apdus", recs)[n:]:
             rec["decrypted"] = True
@@ -903,6 +916,7 @@ class Decrypt(Stage):
                 self._dissect_plain(d, desc, res.plaintext, bool(st.get("implausible")))
         if statuses:
             d.status = max(statuses, key=lambda s: _RANK.get(s, 0))
+            _status_info(d)
 
 
 register_stage(40, "decrypt", Decrypt)
