@@ -108,6 +108,18 @@ def _mac(b: bytes) -> str:
     return b.hex(":")
 
 
+def _bulk(d: Dissection, values: dict) -> bool:
+    """Fast pass: record many first-occurrence fields at once (a C-level dict update).
+    Returns False (nothing recorded) when one of them already has a value, e.g. the inner
+    header of a tunnel; the caller then records them one by one."""
+    fields = d.fields
+    for k in values:
+        if k in fields:
+            return False
+    fields.update(values)
+    return True
+
+
 def show_data(buf: bytes, off: int, end: int, d: Dissection, parent: Node | None) -> None:
     """Undissected bytes (Wireshark's "data" protocol)."""
     if end <= off:
@@ -152,10 +164,11 @@ def dissect_eth(buf: bytes, off: int, end: int, d: Dissection, parent: Node | No
     smac, dmac = _mac(src), _mac(dst)
     if node is not None:
         node.text = f"Ethernet II, Src: {smac}, Dst: {dmac}"
-    d.add(node, "eth.dst", dmac, off, 6)
-    d.add(node, "eth.src", smac, off + 6, 6)
-    d.add(node, "eth.addr", dmac, off, 6)
-    d.add(node, "eth.addr", smac, off + 6, 6)
+    if node is not None or not _bulk(d, {"eth.dst": [dmac], "eth.src": [smac], "eth.addr": [dmac, smac]}):
+        d.add(node, "eth.dst", dmac, off, 6)
+        d.add(node, "eth.src", smac, off + 6, 6)
+        d.add(node, "eth.addr", dmac, off, 6)
+        d.add(node, "eth.addr", smac, off + 6, 6)
     d.src, d.dst = smac, dmac
     off += 12
     if etype <= 1500:           # 802.3 length field: no ethertype to hand off
@@ -298,26 +311,30 @@ def dissect_ipv4(buf: bytes, off: int, end: int, d: Dissection, parent: Node | N
     node = d.layer("ip", "Internet Protocol Version 4", off, hlen)
     if node is not None:
         node.text = f"Internet Protocol Version 4, Src: {src}, Dst: {dst}"
-    d.add(node, "ip.version", vihl >> 4, off, 1)
-    d.add(node, "ip.hdr_len", hlen, off, 1)
-    if parent is not None:
-        d.add(node, "ip.dsfield", tos, off + 1, 1)
-    d.add(node, "ip.len", tlen, off + 2, 2)
-    d.add(node, "ip.id", ident, off + 4, 2)
-    d.add(node, "ip.flags", frag >> 13, off + 6, 1)
     mf = bool(frag & 0x2000)
     foff = (frag & 0x1FFF) * 8
-    if parent is not None:
-        d.add(node, "ip.flags.df", bool(frag & 0x4000), off + 6, 1)
-        d.add(node, "ip.flags.mf", mf, off + 6, 1)
-    d.add(node, "ip.frag_offset", foff, off + 6, 2)
-    d.add(node, "ip.ttl", ttl, off + 8, 1)
-    d.add(node, "ip.proto", proto, off + 9, 1)
-    d.add(node, "ip.checksum", csum, off + 10, 2)
-    d.add(node, "ip.src", src, off + 12, 4)
-    d.add(node, "ip.dst", dst, off + 16, 4)
-    d.add(node, "ip.addr", src, off + 12, 4)      # filters match "ip.addr == x" on the fast pass
-    d.add(node, "ip.addr", dst, off + 16, 4)
+    if node is not None or not _bulk(d, {
+            "ip.version": [vihl >> 4], "ip.hdr_len": [hlen], "ip.len": [tlen], "ip.id": [ident],
+            "ip.flags": [frag >> 13], "ip.frag_offset": [foff], "ip.ttl": [ttl], "ip.proto": [proto],
+            "ip.checksum": [csum], "ip.src": [src], "ip.dst": [dst], "ip.addr": [src, dst]}):
+        d.add(node, "ip.version", vihl >> 4, off, 1)
+        d.add(node, "ip.hdr_len", hlen, off, 1)
+        if parent is not None:
+            d.add(node, "ip.dsfield", tos, off + 1, 1)
+        d.add(node, "ip.len", tlen, off + 2, 2)
+        d.add(node, "ip.id", ident, off + 4, 2)
+        d.add(node, "ip.flags", frag >> 13, off + 6, 1)
+        if parent is not None:
+            d.add(node, "ip.flags.df", bool(frag & 0x4000), off + 6, 1)
+            d.add(node, "ip.flags.mf", mf, off + 6, 1)
+        d.add(node, "ip.frag_offset", foff, off + 6, 2)
+        d.add(node, "ip.ttl", ttl, off + 8, 1)
+        d.add(node, "ip.proto", proto, off + 9, 1)
+        d.add(node, "ip.checksum", csum, off + 10, 2)
+        d.add(node, "ip.src", src, off + 12, 4)
+        d.add(node, "ip.dst", dst, off + 16, 4)
+        d.add(node, "ip.addr", src, off + 12, 4)      # filters match "ip.addr == x" on the fast pass
+        d.add(node, "ip.addr", dst, off + 16, 4)
     d.src, d.dst = src, dst
     d.ctx["ip.src"], d.ctx["ip.dst"] = src, dst
     d.ctx["ip.version"] = 4
@@ -428,12 +445,14 @@ def dissect_udp(buf: bytes, off: int, end: int, d: Dissection, parent: Node | No
     node = d.layer("udp", "User Datagram Protocol", off, 8)
     if node is not None:
         node.text = f"User Datagram Protocol, Src Port: {sport}, Dst Port: {dport}"
-    d.add(node, "udp.srcport", sport, off, 2)
-    d.add(node, "udp.dstport", dport, off + 2, 2)
-    d.add(node, "udp.port", sport, off, 2)
-    d.add(node, "udp.port", dport, off + 2, 2)
-    d.add(node, "udp.length", ulen, off + 4, 2)
-    d.add(node, "udp.checksum", csum, off + 6, 2)
+    if node is not None or not _bulk(d, {"udp.srcport": [sport], "udp.dstport": [dport], "udp.port": [sport, dport],
+                                         "udp.length": [ulen], "udp.checksum": [csum]}):
+        d.add(node, "udp.srcport", sport, off, 2)
+        d.add(node, "udp.dstport", dport, off + 2, 2)
+        d.add(node, "udp.port", sport, off, 2)
+        d.add(node, "udp.port", dport, off + 2, 2)
+        d.add(node, "udp.length", ulen, off + 4, 2)
+        d.add(node, "udp.checksum", csum, off + 6, 2)
     d.ctx["udp.srcport"], d.ctx["udp.dstport"] = sport, dport
     pend = end
     if ulen < 8:
@@ -475,24 +494,30 @@ def dissect_tcp(buf: bytes, off: int, end: int, d: Dissection, parent: Node | No
     hlen = (offflags >> 12) * 4
     flags = offflags & 0x1FF
     node = d.layer("tcp", "Transmission Control Protocol", off, max(20, min(hlen, end - off)))
-    d.add(node, "tcp.srcport", sport, off, 2)
-    d.add(node, "tcp.dstport", dport, off + 2, 2)
-    d.add(node, "tcp.port", sport, off, 2)
-    d.add(node, "tcp.port", dport, off + 2, 2)
-    d.add(node, "tcp.seq", seq, off + 4, 4)
-    d.add(node, "tcp.ack", ack, off + 8, 4)
-    d.add(node, "tcp.hdr_len", hlen, off + 12, 1)
-    d.add(node, "tcp.flags", flags, off + 12, 2)
-    d.add(node, "tcp.flags.fin", bool(flags & 1), off + 13, 1)
-    d.add(node, "tcp.flags.syn", bool(flags & 2), off + 13, 1)
-    d.add(node, "tcp.flags.reset", bool(flags & 4), off + 13, 1)
-    d.add(node, "tcp.flags.push", bool(flags & 8), off + 13, 1)
-    d.add(node, "tcp.flags.ack", bool(flags & 16), off + 13, 1)
-    if parent is not None:
-        d.add(node, "tcp.flags.urg", bool(flags & 32), off + 13, 1)
-        d.add(node, "tcp.urgent_pointer", urg, off + 18, 2)
-    d.add(node, "tcp.window_size_value", win, off + 14, 2)
-    d.add(node, "tcp.checksum", csum, off + 16, 2)
+    if node is not None or not _bulk(d, {
+            "tcp.srcport": [sport], "tcp.dstport": [dport], "tcp.port": [sport, dport], "tcp.seq": [seq],
+            "tcp.ack": [ack], "tcp.hdr_len": [hlen], "tcp.flags": [flags],
+            "tcp.flags.fin": [bool(flags & 1)], "tcp.flags.syn": [bool(flags & 2)],
+            "tcp.flags.reset": [bool(flags & 4)], "tcp.flags.push": [bool(flags & 8)],
+            "tcp.flags.ack": [bool(flags & 16)], "tcp.window_size_value": [win], "tcp.checksum": [csum]}):
+        d.add(node, "tcp.srcport", sport, off, 2)
+        d.add(node, "tcp.dstport", dport, off + 2, 2)
+        d.add(node, "tcp.port", sport, off, 2)
+        d.add(node, "tcp.port", dport, off + 2, 2)
+        d.add(node, "tcp.seq", seq, off + 4, 4)
+        d.add(node, "tcp.ack", ack, off + 8, 4)
+        d.add(node, "tcp.hdr_len", hlen, off + 12, 1)
+        d.add(node, "tcp.flags", flags, off + 12, 2)
+        d.add(node, "tcp.flags.fin", bool(flags & 1), off + 13, 1)
+        d.add(node, "tcp.flags.syn", bool(flags & 2), off + 13, 1)
+        d.add(node, "tcp.flags.reset", bool(flags & 4), off + 13, 1)
+        d.add(node, "tcp.flags.push", bool(flags & 8), off + 13, 1)
+        d.add(node, "tcp.flags.ack", bool(flags & 16), off + 13, 1)
+        if parent is not None:
+            d.add(node, "tcp.flags.urg", bool(flags & 32), off + 13, 1)
+            d.add(node, "tcp.urgent_pointer", urg, off + 18, 2)
+        d.add(node, "tcp.window_size_value", win, off + 14, 2)
+        d.add(node, "tcp.checksum", csum, off + 16, 2)
     if hlen < 20 or hlen > end - off:
         d.malformed("tcp", off + 12, f"bad header length {hlen} ({end - off} bytes available)", node)
         return
