@@ -194,3 +194,28 @@ def test_sniff_file_source_for_wireshark(tmp_path, lonscope_cmd, tshark):
     rows = subprocess.run([tshark, "-r", str(out), "-T", "fields", "-e", "lon.srcnode", "-e", "lon.dstnode",
                            "-e", "frame.comment"], capture_output=True, text=True).stdout.splitlines()
     assert rows == ["0x29\t0x2a\tdir=rx", "0x2a\t0x29\tdir=tx"]
+
+
+def test_sniff_flushes_the_file_while_capturing(tmp_path, lonscope_cmd):
+    """Another program following the pcapng sees the packets within about a second."""
+    items = frames(5, seed=9)
+    with NiEmulator("u61") as emu:
+        out = tmp_path / "follow.pcapng"
+        proc = subprocess.Popen(lonscope_cmd + ["sniff", f"serial:{emu.path}", "-w", str(out), "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not emu.modes and time.monotonic() < deadline:
+                time.sleep(0.02)
+            emu.send_many([(f, 2, None) for f, _, _ in items])
+            time.sleep(1.5)
+            assert proc.poll() is None                      # still capturing
+            recs = list(read_capture(out))
+            assert [r.data for r in recs] == [f for f, _, _ in items]
+            assert all(r.comments == ("phase=2",) for r in recs)
+        finally:
+            proc.send_signal(__import__("signal").SIGINT)  # Ctrl-C: clean stop
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "5 packets captured" in err
+        time.sleep(0.05)
+        assert emu.modes == [NI_MODE_L2, NI_MODE_L5]
