@@ -5,6 +5,26 @@ LINKTYPE_USER0 with phase/SSI comments; interface 1 Ethernet with CN/IP on UDP 1
 `<out stem>.truth.json` (per-frame ground truth, key-set names only, never key bytes) and
 `<out stem>.keys.toml` (the key ring that decodes it).  Output is a pure function of the
 scenario name, the seed and the size options: no wall clock, fixed start time.
+
+Truth file (JSON; the header on the first line, then one frame per line):
+
+- header: `version`, `scenario`, `seed`, `packets`, `start_ns`, `keys` (key-ring file name),
+  `key_sets` (names), `nodes` (name, address, role, neuron_id, system_title, medium, route,
+  ip), `associations` (name, client, server, profile, mechanism, keyset, route), `findings`
+  (expected audit findings: `rule` = an `analyzer.audit` rule id, association/command),
+  `stats` (crc_errors, retries, duplicates), `builders` (which builder made each layer).
+- `frames[i]`: `number`, `time_ns`, `iface`, `linktype`, `length`, `medium` ("pl"|"ip"),
+  `layers`; `lon` {src, dst, src_subnet, src_node, dst_subnet, dst_node, group, nid,
+  dst_type, pdu, type, tid, auth, domain, pdufmt, addrfmt, code, crc_ok}; optional `cnip`
+  {seqno, session, src_ip, dst_ip}, `routed`, `retry`, `duplicate`, `proxy` {role
+  ("request"|"agent-to-target"|"response"|"relay"), hops, hops_left, target}, `nv`, `nd`,
+  `nm`, `lon_auth` + `challenge`/`reply`, `osgp` {service, table, seq, code, digest},
+  `findings` (rule ids this frame is evidence for);
+  `dlms` {association, client, server, direction, profile, keyset, apdu (as on the wire),
+  plain_apdu, plaintext (hex), wire (hex), protection {kind, sc, ic, system_title, tag},
+  decryption ("decrypted"|"auth-ok"|"unauthenticated"|"auth-failed"|null), ops [{service,
+  dir, invoke_id, class_id, obis, attribute_id|method_id, value, type, result, block, last,
+  hls}], initiate {protection, plaintext, decryption}, gbt, reassembled}.
 """
 from __future__ import annotations
 
