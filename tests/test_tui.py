@@ -162,6 +162,12 @@ def test_filter_in_session(demo_pcap):
     while s.view_upto < s.n_decoded and time.time() - t < 10:
         time.sleep(0.02)
     assert list(s.view) == [i for i in range(60) if i % 2 == 1 and i % 8 in (1, 3, 7)]
+    # virtual fields (frame.*, _ws.col.*, lonscope.status) come from the columns
+    s.set_filter('lonscope.status == "auth failed" || frame.number <= 2')
+    t = time.time()
+    while s.view_upto < s.n_decoded and time.time() - t < 10:
+        time.sleep(0.02)
+    assert list(s.view) == [0, 1] + [i for i in range(60) if i % 8 == 4]
     s.set_filter("")
     assert s.view is None and s.visible_count() == 60
     s.stop()

@@ -233,7 +233,7 @@ class LonscopeApp(App):
         # a short interpreter switch interval keeps the UI responsive next to the decoder
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(0.001)
-        self.session.ui_busy(0.5)
+        self.session.ui_busy(0.2)
         plist = self.q(PacketList)
         plist.follow = self.live
         if self.session.filter_text:

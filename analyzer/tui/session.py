@@ -20,9 +20,13 @@ from analyzer.packet import Packet, Record
 from dissectors.core import Dissection
 
 from .source import CaptureFile
-from .store import (ColumnStore, F_FINDING, F_MALFORMED, F_WARN, ST_AUTHFAIL, ST_CIPHERED,
-                    ST_DECRYPTED, ST_NOKEY, ST_NONE, ST_PLAIN)
+from .store import (ColumnStore, F_FINDING, F_MALFORMED, F_WARN, ST_AUTHFAIL, ST_AUTHOK,
+                    ST_CIPHERED, ST_DECRYPTED, ST_NOKEY, ST_NONE, ST_PLAIN)
 
+VIRTUAL = frozenset(["frame.number", "frame.time_epoch", "frame.time_relative", "frame.time_delta",
+                     "frame.len", "frame.cap_len", "frame.protocols", "_ws.col.No.", "_ws.col.Source",
+                     "_ws.col.Destination", "_ws.col.Protocol", "_ws.col.Length", "_ws.col.Info",
+                     "lonscope.status"])
 FIELDS_CACHE_MAX = 50_000      # keep flat fields of small captures for instant filtering
 OBJECTS_MAX = 200_000
 CHUNK = 50_000
@@ -30,12 +34,14 @@ FIRST_CHUNK = 2_000
 
 
 def status_code(d: Dissection) -> int:
-    st = (d.status or "").lower()
+    st = (d.status or "").lower().replace("-", " ").replace("_", " ")
     sec = d.fields.get("dlms.sec.status")
     if not st and sec:
-        st = str(sec[-1]).lower()
-    if "decrypt" in st or st in ("ok", "verified", "authenticated"):
+        st = str(sec[-1]).lower().replace("-", " ").replace("_", " ")
+    if "decrypt" in st:
         return ST_DECRYPTED
+    if st in ("ok", "verified", "authenticated", "auth ok"):
+        return ST_AUTHOK
     if "auth" in st and "fail" in st or "fail" in st:
         return ST_AUTHFAIL
     if "no key" in st or "nokey" in st or "no_key" in st:
@@ -119,7 +125,7 @@ class Session:
         for f in self.files:
             f.close()
 
-    def ui_busy(self, seconds: float = 0.3) -> None:
+    def ui_busy(self, seconds: float = 0.15) -> None:
         """The user is interacting: background work yields the interpreter for a moment."""
         self.ui_busy_until = time.monotonic() + seconds
 
@@ -264,6 +270,7 @@ class Session:
         self.pipeline = self._new_pipeline()
         self.aux.clear()
         self.store.assoc[:] = 0
+        self.store.rawstatus[:] = 0
         self.fields_cache.clear()
         self.objects.clear()
         self.paths_seen.clear()
@@ -360,12 +367,14 @@ class Session:
             if e.group == "security":
                 flags |= F_FINDING
         status = status_code(d)
-        if status in (ST_DECRYPTED, ST_AUTHFAIL, ST_NOKEY, ST_CIPHERED):
+        if status in (ST_DECRYPTED, ST_AUTHFAIL, ST_NOKEY, ST_CIPHERED, ST_AUTHOK):
             self.ciphered += 1
         if status == ST_DECRYPTED:
             self.decrypted += 1
         proto = d.protocols[-1].upper() if d.protocols else ""
         st.set_summary(i, proto, d.src, d.dst, ":".join(d.protocols), d.info, status, flags)
+        if d.status:
+            st.rawstatus[i] = min(st.statuses.id(d.status), 255)
         aid = d.fields.get("dlms.assoc_id")
         if aid and isinstance(aid[0], int):
             st.assoc[i] = aid[0]
@@ -483,9 +492,13 @@ class Session:
                         return
                     time.sleep(0.05)
                     continue
+                virtual = bool(getattr(fn, "fields", None) and VIRTUAL & set(fn.fields))
                 while i < upto and gen == self.filter_gen:
                     try:
-                        ok = fn(self.fields_of(i))
+                        fields = self.fields_of(i)
+                        if virtual:
+                            fields = {**self.virtual_fields(i), **fields}
+                        ok = fn(fields)
                     except Exception:
                         ok = False
                     if ok:
@@ -496,6 +509,25 @@ class Session:
                         self._yield()
         except Exception as exc:
             self.notice("error", f"filter stopped: {type(exc).__name__}: {exc}")
+
+    def virtual_fields(self, i: int) -> dict:
+        """frame.* / _ws.col.* / lonscope.status of row i, from the columns (what the
+        CLI's output layer adds for filters)."""
+        st = self.store
+        proto, src, dst, info, _status, _flags = self.summary(i)
+        ts = int(st.ts[i])
+        t0 = int(st.ts[0])
+        prev = int(st.ts[i - 1]) if i > 0 else ts
+        raw = st.statuses[int(st.rawstatus[i])] if st.decoded(i) else ""
+        return {
+            "frame.number": [i + 1], "frame.time_epoch": [ts / 1e9],
+            "frame.time_relative": [(ts - t0) / 1e9], "frame.time_delta": [(ts - prev) / 1e9],
+            "frame.len": [int(st.origlen[i])], "frame.cap_len": [int(st.caplen[i])],
+            "frame.protocols": [st.stacks[int(st.stack[i])] if st.decoded(i) else ""],
+            "_ws.col.No.": [i + 1], "_ws.col.Source": [src], "_ws.col.Destination": [dst],
+            "_ws.col.Protocol": [proto], "_ws.col.Length": [int(st.origlen[i])], "_ws.col.Info": [info],
+            "lonscope.status": [raw] if raw else [],
+        }
 
     @property
     def filtering(self) -> bool:

@@ -11,9 +11,10 @@ import threading
 import numpy as np
 
 # security / decode status codes (column `status`)
-ST_NONE, ST_PLAIN, ST_CIPHERED, ST_DECRYPTED, ST_NOKEY, ST_AUTHFAIL = 0, 1, 2, 3, 4, 5
+ST_NONE, ST_PLAIN, ST_CIPHERED, ST_DECRYPTED, ST_NOKEY, ST_AUTHFAIL, ST_AUTHOK = 0, 1, 2, 3, 4, 5, 6
 STATUS_NAMES = {ST_NONE: "", ST_PLAIN: "plaintext", ST_CIPHERED: "ciphered",
-                ST_DECRYPTED: "decrypted", ST_NOKEY: "no key", ST_AUTHFAIL: "auth failed"}
+                ST_DECRYPTED: "decrypted", ST_NOKEY: "no key", ST_AUTHFAIL: "auth failed",
+                ST_AUTHOK: "authenticated"}
 
 # flags
 F_DECODED = 1       # summary columns filled by the full pipeline
@@ -49,6 +50,7 @@ _COLUMNS = (
     ("ts", np.int64), ("offset", np.int64), ("caplen", np.int32), ("origlen", np.int32),
     ("linktype", np.uint16), ("file", np.int16), ("proto", np.uint16), ("src", np.int32),
     ("dst", np.int32), ("stack", np.uint16), ("status", np.int8), ("flags", np.int8), ("assoc", np.int32),
+    ("rawstatus", np.uint8),
 )
 
 
@@ -65,6 +67,7 @@ class ColumnStore:
         self.protos = Strings()            # protocol column values (and stacks below)
         self.addrs = Strings()
         self.stacks = Strings()            # "eth:ip:tcp:wrapper:dlms"
+        self.statuses = Strings()          # the pipeline's own status words (d.status)
         self.lock = threading.Lock()
 
     def _grow(self, need: int):

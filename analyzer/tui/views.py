@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .store import F_DECODED, ST_AUTHFAIL, ST_CIPHERED, ST_DECRYPTED, ST_NOKEY, ST_PLAIN
+from .store import F_DECODED, ST_AUTHFAIL, ST_AUTHOK, ST_CIPHERED, ST_DECRYPTED, ST_NOKEY, ST_PLAIN
 
 
 def _short(v: Any, n: int = 48) -> str:
@@ -155,7 +155,8 @@ def follow_lines(session, a: dict | None, row: int | None = None) -> list[tuple[
             continue
         ops = ops_by_row.get(r)
         proto, src, dst, info, status, _ = session.summary(r)
-        mark = {ST_DECRYPTED: " [decrypted]", ST_AUTHFAIL: " [auth failed]", ST_NOKEY: " [no key]",
+        mark = {ST_DECRYPTED: " [decrypted]", ST_AUTHOK: " [authenticated]", ST_AUTHFAIL: " [auth failed]",
+                ST_NOKEY: " [no key]",
                 ST_CIPHERED: " [ciphered]"}.get(status, "")
         if ops:
             for op in ops:
@@ -294,9 +295,10 @@ def channel_load(session, bins: int = 20) -> list[tuple[float, float, int, int]]
 def security_summary(session) -> list[tuple[str, int]]:
     st = session.store
     n = session.n_decoded
-    c = np.bincount(st.status[:n].astype(np.int64), minlength=6) if n else np.zeros(6, int)
+    c = np.bincount(st.status[:n].astype(np.int64), minlength=7) if n else np.zeros(7, int)
     return [("plaintext DLMS", int(c[ST_PLAIN])), ("ciphered (not decrypted)", int(c[ST_CIPHERED])),
-            ("decrypted", int(c[ST_DECRYPTED])), ("no key", int(c[ST_NOKEY])),
+            ("decrypted", int(c[ST_DECRYPTED])), ("authenticated (tag verified)", int(c[ST_AUTHOK])),
+            ("no key", int(c[ST_NOKEY])),
             ("auth failed", int(c[ST_AUTHFAIL]))]
 
 

@@ -16,8 +16,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
 
-from .store import (F_FINDING, F_MALFORMED, F_WARN, ST_AUTHFAIL, ST_CIPHERED, ST_DECRYPTED,
-                    ST_NOKEY, ST_PLAIN)
+from .store import (F_FINDING, F_MALFORMED, F_WARN, ST_AUTHFAIL, ST_AUTHOK, ST_CIPHERED,
+                    ST_DECRYPTED, ST_NOKEY, ST_PLAIN)
 
 TIME_MODES = ("relative", "absolute", "delta")
 
@@ -33,12 +33,14 @@ PROTO_COLOURS = {
 # Security status: background colour of the whole row.
 STATUS_BG = {
     ST_DECRYPTED: "#123d12",     # decrypted: dark green
+    ST_AUTHOK: "#1d3320",        # authenticated (not encrypted), tag verified
     ST_AUTHFAIL: "#5a1010",      # authentication failed: dark red
     ST_NOKEY: "#4a3a00",         # ciphered, no key: dark amber
     ST_CIPHERED: "#3a2f00",
     ST_PLAIN: "#1c2a3a",         # DLMS in plaintext: dark blue
 }
-STATUS_MARK = {ST_DECRYPTED: "D", ST_AUTHFAIL: "!", ST_NOKEY: "K", ST_CIPHERED: "C", ST_PLAIN: "P"}
+STATUS_MARK = {ST_DECRYPTED: "D", ST_AUTHOK: "A", ST_AUTHFAIL: "!", ST_NOKEY: "K", ST_CIPHERED: "C",
+               ST_PLAIN: "P"}
 
 
 def fmt_time(mode: str, ts_ns: int, t0_ns: int, prev_ns: int | None) -> str:
