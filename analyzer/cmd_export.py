@@ -23,7 +23,7 @@ from .output import CliError
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True)
 @click.option("--scheduler", metavar="ADDR", help="Dask scheduler address (default: a LocalCluster).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="LocalCluster workers.")
-@click.option("--chunk", "chunk_rows", type=click.IntRange(min=100), default=20000, show_default=True,
+@click.option("--chunk", "chunk_rows", type=click.IntRange(min=100), default=5000, show_default=True,
               help="Rows per chunk (memory use).")
 def command(captures, keys_path, key_items, profile, what, out, display_filter, engine, scheduler,
             workers, chunk_rows):

@@ -22,7 +22,7 @@ from dissectors.core import (FT_BOOL, FT_BYTES, FT_FLOAT, FT_INT, FT_NONE, FT_OB
 
 from .output import VIRTUAL_NAMES, field_text, json_safe, with_virtual
 
-CHUNK_ROWS = 20000
+CHUNK_ROWS = 5000
 WHATS = ("packets", "sessions", "objects", "findings")
 
 SUMMARY = [("number", pa.int64()), ("time", pa.float64()), ("file", pa.string()),
@@ -44,7 +44,7 @@ class ExportError(Exception):
 # --------------------------------------------------------------------------- conversion
 
 def _int_ok(v) -> bool:
-    return type(v) is int and -(1 << 63) <= v < (1 << 63) or type(v) is bool
+    return (type(v) is int and -(1 << 63) <= v < (1 << 63)) or type(v) is bool
 
 
 def _to_array(values: list, t: pa.DataType) -> tuple[pa.Array, pa.DataType]:
@@ -62,17 +62,6 @@ def _to_array(values: list, t: pa.DataType) -> tuple[pa.Array, pa.DataType]:
     s = pa.string()
     return pa.array([None if v is None else (v if type(v) is str else field_text(v)) for v in values],
                     type=s), s
-
-
-def _to_list_array(values: list, t: pa.DataType) -> tuple[pa.Array, pa.DataType]:
-    flat = [x for v in values if v for x in v]
-    _, bt = _to_array(flat, t)
-    if bt == pa.string():
-        values = [None if v is None else [x if type(x) is str else field_text(x) for x in v] for v in values]
-    elif bt == pa.float64():
-        values = [None if v is None else [float(x) for x in v] for v in values]
-    lt = pa.list_(bt)
-    return pa.array(values, type=lt), lt
 
 
 def field_arrow_type(name: str, sample: Any = None) -> pa.DataType | None:
@@ -99,6 +88,7 @@ class PacketTableBuilder:
     def __init__(self, chunk_rows: int = CHUNK_ROWS, fields: Iterable[str] | None = None):
         self.chunk_rows = chunk_rows
         self.only = list(fields) if fields is not None else None
+        self.mistyped: set[str] = set()    # fields whose values did not fit their type
         self._reset()
 
     def _reset(self) -> None:
@@ -129,32 +119,91 @@ class PacketTableBuilder:
     def flush(self) -> pa.Table | None:
         if not self.dicts:
             return None
+        n = len(self.dicts)
         cols = {}
         for (name, t), vals in zip(SUMMARY, self.summary):
             cols[name] = pa.array(vals, type=t)
-        names: dict[str, None] = {}
-        if self.only is not None:
-            names = dict.fromkeys(self.only)
-        else:
-            for dd in self.dicts:
-                for k in dd:
-                    if k not in names:
-                        names[k] = None
+        # sparse columns: (row indexes, value lists) per field, in order of first appearance;
+        # the cost follows the field occurrences, not rows x columns
+        sparse: dict[str, tuple[list, list]] = {}
+        only = set(self.only) if self.only is not None else None
+        get = sparse.get
+        for i, dd in enumerate(self.dicts):
+            for k, v in dd.items():
+                s = get(k)
+                if s is None:
+                    if only is not None and k not in only:
+                        continue
+                    s = sparse[k] = ([], [])
+                s[0].append(i)
+                s[1].append(v)
+        names = self.only if self.only is not None else list(sparse)
         for name in names:
             if name in SUMMARY_NAMES:
                 continue
-            col = [dd.get(name) for dd in self.dicts]
-            sample = next((v[0] for v in col if v), None)
-            t = field_arrow_type(name, sample)
+            s = sparse.get(name)
+            if s is None:
+                continue
+            idx, vals = s
+            t = field_arrow_type(name, vals[0][0] if vals[0] else None)
             if t is None:
                 continue
-            if any(v is not None and len(v) > 1 for v in col):
-                arr, _ = _to_list_array(col, t)
+            if max(map(len, vals)) > 1:
+                arr = _list_values(vals, t, name in self.mistyped)
             else:
-                arr, _ = _to_array([v[0] if v else None for v in col], t)
-            cols[name] = arr
+                arr = _scalar_values([v[0] if v else None for v in vals], t, name in self.mistyped)
+            if arr.type != t and not (pa.types.is_list(arr.type) and arr.type.value_type == t):
+                self.mistyped.add(name)
+            cols[name] = _spread(arr, idx, n)
         self._reset()
         return pa.table(cols)
+
+
+_CONVERT_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
+
+
+_NONE = type(None)
+_OK_TYPES = {"int64": {int, _NONE}, "bool": {bool, _NONE}, "double": {float, int, _NONE}}
+
+
+def _fits(values, t: pa.DataType) -> bool:
+    ok = _OK_TYPES.get(str(t))
+    return ok is not None and set(map(type, values)) <= ok
+
+
+def _as_text(v):
+    return v if type(v) is str else (None if v is None else field_text(v))
+
+
+def _scalar_values(values: list, t: pa.DataType, mistyped: bool = False) -> pa.Array:
+    """Values as type t, or as text (bytes as hex) when the type is text or a value does
+    not fit."""
+    if not mistyped and t != pa.string() and _fits(values, t):
+        try:
+            return pa.array(values, type=t)
+        except _CONVERT_ERRORS:      # e.g. an integer beyond int64
+            pass
+    return pa.array([_as_text(v) for v in values], type=pa.string())
+
+
+def _list_values(values: list, t: pa.DataType, mistyped: bool = False) -> pa.Array:
+    if not mistyped and t != pa.string() and _fits([x for v in values if v for x in v], t):
+        try:
+            return pa.array(values, type=pa.list_(t))
+        except _CONVERT_ERRORS:
+            pass
+    return pa.array([None if v is None else [_as_text(x) for x in v] for v in values],
+                    type=pa.list_(pa.string()))
+
+
+def _spread(arr: pa.Array, idx: list, n: int) -> pa.Array:
+    """`arr` (one value per present row) spread over n rows, null elsewhere."""
+    if len(idx) == n:
+        return arr
+    import numpy as np
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[np.asarray(idx, dtype=np.int64)] = np.arange(len(idx), dtype=np.int64)
+    return arr.take(pa.array(pos, mask=pos < 0))
 
 
 # --------------------------------------------------------------------------- schema unification
