@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from construct import Int8ub, Struct
 
-from .core import FT_BOOL, FT_BYTES, FT_NONE, FT_UINT, Truncated, field, fields, need, table
+from .core import FT_BOOL, FT_NONE, FT_UINT, Truncated, field, fields, need, table
 from . import lon as _lon
 
 LSUDP_HDR = Struct("b0" / Int8ub, "b1" / Int8ub)
