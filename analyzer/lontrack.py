@@ -99,7 +99,7 @@ class LonTrack(Stage):
                 old = d.source
                 d.source = src
                 try:
-                    what = _lon.decode_response(buf, off, end, d, node, rc)
+                    what = _lon.decode_response(buf, off, end, d, node, rc, a.get("request_sub"))
                 except Exception as exc:  # bad response data: an expert item, not a crash
                     d.malformed("lon", off, f"response: {exc}", node)
                     what = None
@@ -123,17 +123,21 @@ class LonTrack(Stage):
         if kind in _REQ:
             key = (dom, lon.get("src_subnet"), lon.get("src_node"), tid)
             code = d.ctx.get("lon.apdu_code")     # APDU code of this frame (None for NV)
+            sub = None
+            ap = d.ctx.get("lon.apdu")
+            if code is not None and ap is not None and ap[2] - ap[1] > 1:
+                sub = d.sources[ap[0]][1][ap[1] + 1]    # first request data byte (sub-command)
             # keep only what the answer needs (not the packet and its dissection)
-            self.pending[key] = (pkt.number, pkt.ts_ns, pkt.aux, code)
+            self.pending[key] = (pkt.number, pkt.ts_ns, pkt.aux, code, sub)
         elif kind in _RESP and lon.get("dst_type") in ("unicast", "groupack"):
             key = (dom, lon.get("dst_subnet"), lon.get("dst_node"), tid)
             hit = self.pending.get(key)
             if hit is None:
                 return
-            number, ts_ns, req_aux, code = hit
+            number, ts_ns, req_aux, code, sub = hit
             pkt.aux["lon"] = {"response_to": number,
                               "response_time": round((pkt.ts_ns - ts_ns) / 1e9, 9),
-                              "request_code": code}
+                              "request_code": code, "request_sub": sub}
             req_aux.setdefault("lon", {}).setdefault("response_in", pkt.number)
 
     def _md5(self, pkt, d, first_pass):

@@ -94,6 +94,7 @@ NM_CODES = {0x60: "expanded", 0x61: "query ID", 0x62: "respond to query", 0x63: 
             0x7D: "device escape", 0x7E: "router escape", 0x7F: "service pin"}
 FF_CODES = {0x4C: "proxy failure", 0x4D: "proxy", 0x4E: "AES-GCM wrapper", 0x4F: "foreign offline"}
 CRC_STATUS = ("good", "bad", "absent")
+ND_PROXY_CMDS = {0: "query unconfigured ID", 1: "query status", 2: "query transceiver status"}
 NM_EXPANDED = {0x01: "query version", 0x02: "update NV by index", 0x07: "update domain (no key)",
                0x08: "report domain (no key)", 0x09: "report key", 0x0A: "update key",
                0x0F: "initialize configuration", 0x11: "update NV config", 0x12: "query NV config",
@@ -216,6 +217,7 @@ fields("lon.nm.", FT_BYTES, [
     ("data", "NM data"),
 ])
 fields("lon.nd.", FT_BYTES, [("data", "ND data")])
+field("lon.nd.proxy_cmd", FT_UINT, "ND proxy sub-command", ND_PROXY_CMDS)
 # Fields that only responses decoded in context carry (produced by the transaction
 # tracker, analyzer/lontrack.py) are registered there, so that field-driven parallel
 # decoding can tell stage fields from stateless ones.
@@ -553,6 +555,19 @@ def _nd_status(buf, off, end, d, node):
     return f"state {NODE_STATES.get(st, hex(st))}"
 
 
+def _nd_proxy(buf, off, end, d, node):
+    """ND proxy command (0x52): a sub-command byte naming the diagnostic the target runs."""
+    need(end, off, 1, "proxy sub-command")
+    _u(d, node, "lon.nd.proxy_cmd", buf[off], off, 1)
+    if end - off > 1:
+        _u(d, node, "lon.nd.data", buf[off + 1:end], off + 1, end - off - 1)
+    return ND_PROXY_CMDS.get(buf[off]) or f"sub-command {buf[off]}"
+
+
+def _nd_unconfig_id(buf, off, end, d, node):
+    return _service_pin(buf, off, end, d, node)
+
+
 def _nd_xcvr(buf, off, end, d, node):
     n = min(7, end - off)
     _u(d, node, "lon.nd.xcvr_regs", buf[off: off + n], off, n)
@@ -600,7 +615,7 @@ NM_ARGS = {
 }
 ND_ARGS = {
     0x51: (_none, _nd_status),
-    0x52: (_nd_data, _nd_data),
+    0x52: (_nd_proxy, _nd_data),
     0x53: (_none, _none),
     0x54: (_none, _nd_xcvr),
     0x56: (_none, _nd_status),
@@ -733,9 +748,15 @@ def dissect_apdu(buf, off, end, d, parent, fr=None):
     return fr
 
 
-def decode_response(buf, off, end, d, parent, request_code: int) -> str:
+# request code -> {first request data byte: response-data decoder}: responses whose
+# layout depends on a sub-command of the request
+_RESP_BY_SUB = {0x52: {0: _nd_unconfig_id, 1: _nd_status, 2: _nd_xcvr}}
+
+
+def decode_response(buf, off, end, d, parent, request_code: int, request_sub: int | None = None) -> str:
     """Decode a RESPONSE APDU in context: `request_code` is the NM/ND code of the matched
-    request (from the transaction tracker).  Adds `lon.nm.*`/`lon.nd.*` fields and returns
+    request (from the transaction tracker), `request_sub` its first data byte (ND proxy
+    sub-command, expanded NM sub-command).  Adds `lon.nm.*`/`lon.nd.*` fields and returns
     the summary (e.g. "NM update address success")."""
     need(end, off, 1, "response code")
     rc = buf[off]
@@ -764,8 +785,10 @@ def decode_response(buf, off, end, d, parent, request_code: int) -> str:
         d.add(parent, "lon.nd.status", status, off, 1)
         extra = ""
         if ok:
-            dec = ND_ARGS.get(request_code)
-            extra = (dec[1] if dec else _nd_data)(buf, off + 1, end, d, parent)
+            dec = _RESP_BY_SUB.get(request_code, {}).get(request_sub)
+            if dec is None:
+                dec = ND_ARGS[request_code][1] if request_code in ND_ARGS else _nd_data
+            extra = dec(buf, off + 1, end, d, parent)
         elif end > off + 1:
             _nd_data(buf, off + 1, end, d, parent)
         return f"ND {name} {status}" + (f" {extra}" if extra else "")

@@ -176,7 +176,7 @@ NM_CASES = [
     ("7f 010203040506 5052494f47524d31",
      {"lon.nm.nid": [bytes(range(1, 7))], "lon.nm.program_id": [b"PRIOGRM1"]}, "NM service pin nid 010203040506"),
     ("51", {"lon.nd": [0x51], "lon.code": [0x51]}, "ND query status"),
-    ("52 01 02 03", {"lon.nd.data": [b"\x01\x02\x03"]}, "ND proxy"),
+    ("52 01", {"lon.nd.proxy_cmd": [1]}, "ND proxy query status"),
     ("54", {"lon.nd": [0x54]}, "ND query transceiver status"),
 ]
 
@@ -239,6 +239,12 @@ RESP_CASES = [
     ("54", "34 01020304050607", {"lon.nd.xcvr_regs": [bytes(range(1, 8))]},
      "ND query transceiver status success"),
     ("53", "13", {"lon.nd.status": ["failure"]}, "ND clear status failure"),
+    ("52 01", "32 0001 0002 0003 0004 0005 02 04 0c 00 08",
+     {"lon.nd.status": ["success"], "lon.nd.lost_msgs": [4], "lon.nd.node_state": [4]},
+     "ND proxy success state configured"),
+    ("52 00", "32 010203040506 5052494f47524d31", {"lon.nm.nid": [bytes(range(1, 7))]},
+     "ND proxy success nid 010203040506"),
+    ("52 02", "32 01020304050607", {"lon.nd.xcvr_regs": [bytes(range(1, 8))]}, "ND proxy success"),
     ("59", "39 04 00 10 02 07 1f", {"lon.nd.fw_version": [4], "lon.nd.minor_version": [2],
                                    "lon.nd.build_number": [7], "lon.nd.fw_code": [0x1F]},
      "ND get full version success 4.2.7"),
