@@ -158,13 +158,22 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
     if jobs != 1 and fmt == "fields" and keys is None and not verbose and not hexdump:
         used = set(field_names) | set(getattr(match, "fields", ()) if match is not None else ())
         if parallel_eligible(used):
+            lower_only = enable_lower_layers_only(readers[0][0], field_names, eo, match, prof)
             try:
-                run_parallel(readers, field_names, eo, match, count, jobs or (os.cpu_count() or 1), prof)
+                run_parallel(readers, field_names, eo, match, count, jobs or (os.cpu_count() or 1), prof,
+                             lower_only)
             except BrokenPipeError:
                 _quiet_exit_on_broken_pipe()
             return
     from .pipeline import Pipeline
+    lower_only = False
+    if fmt == "fields" and keys is None and not verbose and not hexdump:
+        used = set(field_names) | set(getattr(match, "fields", ()) if match is not None else ())
+        if parallel_eligible(used):
+            lower_only = enable_lower_layers_only(readers[0][0], field_names, eo, match, prof)
     pipe = Pipeline(keys=keys, profile=prof, want_tree=want_tree)
+    if lower_only:
+        pipe.stages = [s for s in pipe.stages if s.name in KEEP_STAGES]
     out = sys.stdout
     buf: list[str] = []
     add = buf.append
@@ -175,8 +184,10 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
                                eo["quote"], eo["header"])
         if ff.header:
             add(ff.header_line())
-    need_virtual = bool(match is not None and getattr(match, "fields", ()) & O.VIRTUAL_NAMES) or \
-        (ff is not None and ff.needs_virtual)
+    filter_virtual = bool(match is not None and getattr(match, "fields", ()) & O.VIRTUAL_NAMES)
+    need_virtual = filter_virtual or (ff is not None and ff.needs_virtual)
+    # -T fields with only frame numbers/times/lengths: build just those, no merged dict
+    light = O.virtual_subset(ff.names) if ff is not None and not filter_virtual else None
     shown = 0
     read = 0
     t0 = None
@@ -194,14 +205,17 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
                     if t0 is None:
                         t0 = pkt.ts_ns
                     fields = pkt.d.fields
-                    if need_virtual:
+                    extra = None
+                    if light is not None:
+                        extra = light(pkt, t0, prev)
+                    elif need_virtual:
                         fields = O.with_virtual(pkt, t0, prev)
                     prev = pkt.ts_ns
                     if match is not None and not match(fields):
                         continue
                     shown += 1
                     if ff is not None:
-                        add(ff.line(fields))
+                        add(ff.line(fields, extra))
                     elif fmt == "text":
                         if verbose:
                             add("\n".join(O.tree_lines(pkt.d, pkt)))
@@ -296,6 +310,8 @@ def _par_chunk(job):
     p = _PAR
     idx, path, ff, match, t0, need_virtual = p["idx"], p["path"], p["ff"], p["match"], p["t0"], p["virtual"]
     pipe = Pipeline(profile=p["profile"])
+    if p.get("lower_only"):
+        pipe.stages = [s for s in pipe.stages if s.name in KEEP_STAGES]
     warm = max(0, start - WARMUP)
     pipe.count = p["base"] + warm
     prev = int(idx.ts_ns[warm - 1]) if warm > 0 else None
@@ -313,7 +329,7 @@ def _par_chunk(job):
     return ("\n".join(lines) + "\n") if lines else "", len(lines)
 
 
-def run_parallel(readers, field_names, eo, match, count, jobs: int, profile) -> None:
+def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, lower_only: bool = False) -> None:
     import multiprocessing as mp
     from . import output as O
     from .capture import index_capture
@@ -338,7 +354,7 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile) -> 
         if t0 is None and n:
             t0 = int(idx.ts_ns[0])
         _PAR.update(idx=idx, path=path, ff=ff, match=match, t0=t0, virtual=need_virtual,
-                    base=base, profile=profile)
+                    base=base, profile=profile, lower_only=lower_only)
         size = max(500, min(CHUNK, n // (jobs * 4) + 1))
         ranges = [(a, min(a + size, n)) for a in range(0, n, size)]
         done = False
@@ -367,3 +383,81 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile) -> 
         click.echo(f"lonscope: {msg}", err=True)
     if errors and read == 0:
         sys.exit(2)
+
+
+# --------------------------------------------------------------------------- lower layers only
+#
+# When every requested field belongs to the frame/Ethernet/IP/UDP/TCP/CN-IP/LonTalk layers
+# (see parallel_eligible), the layers above LonTalk and TCP/UDP payloads (adaptation, OSGP,
+# proxy, xDLMS, wrapper, HDLC) and the stateful stages other than IP defragmentation cannot
+# change those fields, so they are switched off for this run.  A self-check decodes the
+# first records both ways and keeps the full decode if any requested value differs.
+
+KEEP_STAGES = frozenset(["ipdefrag"])
+UPPER_TABLES = ("lon.apdu", "dlms", "tcp.port")
+TRANSPORT_TABLES = ("udp.port",)
+SELF_CHECK = 400
+
+
+def _prune_tables() -> None:
+    from dissectors.core import TABLES
+    for name in UPPER_TABLES:
+        t = TABLES.get(name)
+        if t is not None:
+            t.entries.clear()
+            t.heuristics.clear()
+    for name in TRANSPORT_TABLES:
+        t = TABLES.get(name)
+        if t is not None:
+            for k in [k for k, (proto, _) in t.entries.items() if proto not in SAFE_PROTOCOLS]:
+                del t.entries[k]
+            t.heuristics[:] = [h for h in t.heuristics if h[0] in SAFE_PROTOCOLS]
+
+
+def _sample_lines(path, ff, match, profile, lower_only: bool) -> list:
+    from . import output as O
+    from .capture import open_reader
+    from .pipeline import Pipeline
+    pipe = Pipeline(profile=profile)
+    if lower_only:
+        pipe.stages = [s for s in pipe.stages if s.name in KEEP_STAGES]
+    out = []
+    reader = open_reader(path)
+    t0 = prev = None
+    try:
+        for i, rec in enumerate(reader):
+            if i >= SELF_CHECK:
+                break
+            pkt = pipe.feed(rec, path)
+            if t0 is None:
+                t0 = pkt.ts_ns
+            fields = O.with_virtual(pkt, t0, prev)
+            prev = pkt.ts_ns
+            out.append((match(fields) if match is not None else True, ff.line(fields)))
+    finally:
+        reader.close()
+    return out
+
+
+def enable_lower_layers_only(path, field_names, eo, match, profile) -> bool:
+    """Switch off the upper layers for this process when the self-check agrees."""
+    if os.environ.get("LONSCOPE_FULL_DECODE"):
+        return False
+    from . import output as O
+    ff = O.FieldsFormatter(list(field_names), eo["separator"], eo["occurrence"], eo["aggregator"],
+                           eo["quote"], False)
+    try:
+        full = _sample_lines(path, ff, match, profile, False)
+        from dissectors.core import TABLES
+        saved = {n: (dict(t.entries), list(t.heuristics)) for n, t in TABLES.items()}
+        _prune_tables()
+        fast = _sample_lines(path, ff, match, profile, True)
+    except Exception:
+        return False
+    if fast != full:
+        for n, (entries, heur) in saved.items():
+            TABLES[n].entries.clear()
+            TABLES[n].entries.update(entries)
+            TABLES[n].heuristics[:] = heur
+        return False
+    return True

@@ -140,6 +140,29 @@ VIRTUAL_NAMES = frozenset(["frame.number", "frame.time_epoch", "frame.time_relat
                            "lonscope.status"])
 
 
+_VIRTUAL_GETTERS = {
+    "frame.number": lambda p, t0, prev: p.number,
+    "frame.time_epoch": lambda p, t0, prev: p.ts_ns / 1e9,
+    "frame.time_relative": lambda p, t0, prev: (p.ts_ns - t0) / 1e9,
+    "frame.time_delta": lambda p, t0, prev: ((p.ts_ns - prev) / 1e9) if prev is not None else 0.0,
+    "frame.len": lambda p, t0, prev: p.orig_len,
+    "frame.cap_len": lambda p, t0, prev: len(p.data),
+}
+
+
+def virtual_subset(names) -> Callable | None:
+    """A cheap builder of only the requested virtual fields (frame numbers, times,
+    lengths), or None when some other virtual field is needed (use `virtual_fields`)."""
+    want = [n for n in names if n in VIRTUAL_NAMES]
+    if any(n not in _VIRTUAL_GETTERS for n in want):
+        return None
+    getters = [(n, _VIRTUAL_GETTERS[n]) for n in want]
+
+    def build(pkt, t0, prev):
+        return {n: [g(pkt, t0, prev)] for n, g in getters}
+    return build
+
+
 def with_virtual(pkt, t0_ns: int, prev_ns: int | None = None) -> dict[str, list]:
     """The packet's flat fields plus the virtual ones (a new dict; the packet's own fields
     win where a dissector sets the same name)."""
@@ -265,7 +288,10 @@ class FieldsFormatter:
     def header_line(self) -> str:
         return self.sep.join(self.names)
 
-    def line(self, fields: dict[str, list]) -> str:
+    def line(self, fields: dict[str, list], extra: dict | None = None) -> str:
+        """One output line; `extra` holds virtual fields looked up before `fields`."""
+        if extra:
+            fields = {**fields, **extra}
         cols = []
         fmt = FIELD_FORMAT
         occ = self.occ

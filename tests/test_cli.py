@@ -290,6 +290,10 @@ def test_lon_fields_match_tshark_and_parallel(lonscope_cmd, tshark, cnip_capture
     assert _norm(ours) == _norm(theirs)
     par = run(lonscope_cmd, "decode", cnip_capture, "-T", "fields", "-j", "2", *args).stdout
     assert par == ours
+    import os        # the lower-layers-only fast path must equal a full decode
+    full = run(lonscope_cmd, "decode", cnip_capture, "-T", "fields", *args,
+               env=dict(os.environ, LONSCOPE_FULL_DECODE="1")).stdout
+    assert full == ours
     flt = "lon.srcnode == 3 && lon.dstnet in {2, 3}"
     ours = run(lonscope_cmd, "decode", cnip_capture, "-Y", flt, "-j", "2", "-e", "frame.number").stdout
     assert ours == tshark_fields(tshark, cnip_capture, ["frame.number"], flt)
