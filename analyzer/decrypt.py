@@ -206,9 +206,44 @@ def _agreed_key(ks, key_info: dict, gen: dict, suite: int) -> bytes | None:
     return None
 
 
+_FAST_KINDS = frozenset(("glo", "general-glo"))
+
+
 def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, direction: str,
                 gen: dict | None = None) -> Result:
-    """Verify/decrypt one descriptor.  `buf` is the data source holding SC at desc["offset"]."""
+    """Verify/decrypt one descriptor.  `buf` is the data source holding SC at desc["offset"].
+
+    Hot path: a global-key APDU with an authentication tag, in an association whose titles
+    are known, tried with the best candidate set and the sender's title first; anything
+    else (or a failure there) goes through the complete search below, which skips the
+    attempt already made (each set is tried at most once per IV title)."""
+    kind = desc.get("kind") or "glo"
+    if gen is None and assoc is not None and keys is not None and kind in _FAST_KINDS:
+        sc_b = buf[desc["offset"]] if desc.get("offset") is not None and desc["offset"] < len(buf) else 0
+        server_title = assoc.server_title
+        if sc_b & 0xD0 == 0x10 and (sc_b & 0x0F) <= 2 and server_title is not None:
+            sender = desc.get("system_title") or (assoc.client_title if direction == "c2s" else server_title)
+            if sender is not None:
+                sets = keys.candidates(server_title, sender, assoc.client_title)
+                if sets and sets[0].ek and len(sender) == 8:
+                    ks = sets[0]
+                    off = desc["offset"]
+                    length = desc.get("length")
+                    end = len(buf) if length is None else min(len(buf), off + length)
+                    if end - off >= 5 + dc.TAG_LEN:
+                        ic = _U32(buf, off + 1)[0]
+                        try:
+                            res = dc.unprotect(sc_b, ic, bytes(sender), ks.ek, ks.ak, bytes(buf[off + 5:end]))
+                        except dc.CryptoError:
+                            return _decrypt_full(keys, desc, buf, assoc, direction, gen,
+                                                 skip=(ks.name, bytes(sender)))
+                        return Result(res.status, res.plaintext, ks.name, "global-unicast", bytes(sender), False,
+                                      sc_b, ic, kind, desc.get("tag"))
+    return _decrypt_full(keys, desc, buf, assoc, direction, gen)
+
+
+def _decrypt_full(keys, desc: dict, buf: bytes, assoc: Association | None, direction: str,
+                  gen: dict | None = None, skip: tuple | None = None) -> Result:
     kind = desc.get("kind") or "glo"
     tag = desc.get("tag")
     off = desc.get("offset", 0)
@@ -266,6 +301,9 @@ def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, directi
     first_unauth: Result | None = None
     for title, is_peer in titles:
         for ks in sets:
+            if skip is not None and skip == (ks.name, title):
+                tried = True          # already tried (and failed) on the hot path
+                continue
             if kind == "general-ciphering" and key_info is not None and key_info.get("type") == "agreed":
                 ek = _agreed_key(ks, key_info, gen, sc.suite or 1)
                 label = "agreed"
