@@ -284,3 +284,45 @@ def test_general_ciphering_agreed_key_one_pass_ecdh(tmp_path):
     # without the private key: no-key
     pkts, _ = run([s2c(apdu)], load_keys(None, [f"ak={ak.hex()}"]))
     assert pkts[0].fields["dlms.sec.status"] == ["no-key"]
+
+
+_MUTATION_SEEDS = None
+
+
+def _seeds():
+    """Ciphered wrapper PDUs of the published vectors (read once; skipped without ../shared)."""
+    global _MUTATION_SEEDS
+    if _MUTATION_SEEDS is None:
+        import json
+        from conftest import SHARED
+        p = SHARED / "vectors" / "public-vectors.json"
+        vs = json.loads(p.read_text()) if p.exists() else []
+        _MUTATION_SEEDS = [bytes.fromhex(v["hex"])[8:] for v in vs
+                           if v["transport"] == "wrapper-tcp" and v.get("keys", {}).get("EK")]
+    return _MUTATION_SEEDS
+
+
+@given(st.data())
+def test_fuzz_mutated_ciphered_vectors(data):
+    seeds = _seeds()
+    if not seeds:
+        pytest.skip("../shared vectors not available")
+    apdu = bytearray(data.draw(st.sampled_from(seeds)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(apdu) - 1))
+        apdu[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        apdu = apdu[:data.draw(st.integers(1, len(apdu)))]
+    keys = load_keys(None, GB)
+    first = bytes.fromhex(V(_all_vectors(), "pcap_gurux_hls5_gmac_1")["hex"])[8:]
+    pkts, _ = run([c2s(first), c2s(bytes(apdu)), s2c(bytes(apdu))], keys)
+    for p in pkts:
+        assert not any("stage failed" in e.message for e in p.d.expert), [e.message for e in p.d.expert]
+        for s in p.fields.get("dlms.sec.status", []):
+            assert s in STATUSES
+
+
+def _all_vectors():
+    import json
+    from conftest import SHARED
+    return json.loads((SHARED / "vectors" / "public-vectors.json").read_text())
