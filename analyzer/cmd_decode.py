@@ -29,6 +29,8 @@ def load_keyring(keys_path: str | None, key_items: tuple[str, ...]):
 
 
 def load_profile(path: str | None):
+    """Load an adaptation-layer profile and make it the active one (dissectors are pure:
+    the profile is a module-level setting of dissectors.adaptation)."""
     if not path:
         return None
     if not os.path.exists(path):
@@ -36,14 +38,14 @@ def load_profile(path: str | None):
     try:
         from dissectors import adaptation
     except ImportError:
-        return path
-    loader = getattr(adaptation, "load_profile", None)
-    if loader is None:
-        return path
+        raise CliError("--profile needs the adaptation layer (dissectors/adaptation.py)") from None
     try:
-        return loader(path)
+        prof = adaptation.load_profile(path)
+        adaptation.use_profile(prof)
     except Exception as e:   # a bad profile is a user error, shown in one line
-        raise CliError(f"{path}: bad profile: {e}") from None
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CliError(msg if path in msg else f"{path}: {msg}") from None
+    return prof
 
 
 def open_readers(paths):

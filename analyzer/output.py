@@ -129,8 +129,7 @@ def virtual_fields(pkt, t0_ns: int, prev_ns: int | None = None) -> dict[str, lis
         "_ws.col.Protocol": [pkt.protocol],
         "_ws.col.Length": [pkt.orig_len],
         "_ws.col.Info": [d.info if d else ""],
-        "lonscope.status": [d.status] if d and d.status else [],
-    }
+    } | ({"lonscope.status": [d.status]} if d is not None and d.status else {})
 
 
 VIRTUAL_NAMES = frozenset(["frame.number", "frame.time_epoch", "frame.time_relative",

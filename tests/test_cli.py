@@ -318,3 +318,42 @@ def test_parallel_falls_back_for_stateful_fields(lonscope_cmd, pcaps, cnip_captu
     assert one.splitlines()[0].endswith("\t1")
     first = run(lonscope_cmd, "decode", path, "-e", "tcp.stream", "-c", "1").stdout
     assert first == "0\n"
+
+
+GB_KEYS = ["--key", "ek=000102030405060708090A0B0C0D0E0F", "--key", "ak=D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"]
+
+
+def test_keys_decrypt_shared_capture(lonscope_cmd, pcaps):
+    """Output-Ciphered-Director.pcap: glo-initiate AARQ/AARE, then one general-glo-ciphering
+    access-request with 6 gets of class 7, 0.0.94.91.10.255 (../shared/pcaps/README.md)."""
+    path = pcaps / HT / "Output-Ciphered-Director.pcap"
+    out = run(lonscope_cmd, "decode", path, *GB_KEYS, "-T", "fields", "-e", "frame.number",
+              "-e", "lonscope.status", "-e", "dlms.obis", "-e", "dlms.class_id").stdout.splitlines()
+    assert [l.split("\t")[1] for l in out] == ["decrypted"] * 3
+    num, status, obis, cls = out[2].split("\t")
+    assert obis.split(",") == ["0.0.94.91.10.255"] * 6 and cls.split(",") == ["7"] * 6
+    plain = run(lonscope_cmd, "decode", path, "-Y", "dlms.obis == 0.0.94.91.10.255").stdout
+    assert plain == ""                      # without keys the gets stay hidden
+    out = run(lonscope_cmd, "decode", path, *GB_KEYS, "-Y", 'lonscope.status == "decrypted" && dlms.class_id == 7',
+              "-e", "frame.number").stdout
+    assert out == "3\n"
+    wrong = run(lonscope_cmd, "decode", path, "--key", "ek=" + "11" * 16, "--key", "ak=" + "22" * 16,
+                "-e", "lonscope.status").stdout.split()
+    assert "decrypted" not in wrong and len(wrong) == 3
+
+
+def test_profile_option(lonscope_cmd, tmp_path):
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    demo = root / "captures" / "demo.pcapng"
+    prof = root / "dissectors" / "profiles" / "iec62056-8-8.toml"
+    if not demo.exists() or not prof.exists():
+        pytest.skip("demo capture or default profile not in this checkout")
+    a = run(lonscope_cmd, "decode", demo, "-c", "20", "-e", "frame.number", "-e", "dlms.apdu").stdout
+    b = run(lonscope_cmd, "decode", demo, "-c", "20", "--profile", prof, "-e", "frame.number",
+            "-e", "dlms.apdu").stdout
+    assert a == b and a.splitlines()[0] == "1\taarq,initiate-request"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("garbage [[\n")
+    p = run(lonscope_cmd, "decode", demo, "--profile", bad, check=False)
+    assert p.returncode == 2 and p.stderr.startswith("lonscope: ") and p.stderr.count("\n") == 1
