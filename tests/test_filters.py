@@ -152,3 +152,38 @@ def test_speed_simple_comparison():
     rate = len(pkts) / dt
     # >= 500k evaluations/s on an idle core; keep head-room for a loaded CI machine
     assert rate > 250_000, rate
+
+
+# --------------------------------------------------------------------------- fuzz
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+_ATOMS = ["ftest.u", "ftest.v", "ftest.b", "ftest.s", "ftest.o", "ftest.flag", "==", "!=", "<", ">=",
+          "and", "or", "not", "!", "&&", "||", "(", ")", "{", "}", "in", "contains", "matches",
+          "&", "0x10", "5", "07", "aa:bb", '"x"', '"a\\"b"', "1.0.1.8.0.255", "..", ",", "~", "eq",
+          "===", "!==", "1-0:1.8.0*255", "true", "zz"]
+
+
+@given(st.lists(st.sampled_from(_ATOMS), min_size=1, max_size=12))
+def test_fuzz_token_soup(tokens):
+    """Any sequence of filter tokens compiles or raises FilterError (with a column inside
+    the text), and a compiled filter evaluates every packet to a bool."""
+    text = " ".join(tokens)
+    try:
+        f = compile_filter(text)
+    except FilterError as e:
+        assert e.column is None or 1 <= e.column <= len(text) + 1
+        assert "\n" not in str(e)
+        return
+    for p in PACKETS:
+        assert f(p) in (True, False)
+
+
+@given(st.text(max_size=40))
+def test_fuzz_random_text(text):
+    try:
+        f = compile_filter(text)
+    except FilterError:
+        return
+    for p in PACKETS:
+        assert f(p) in (True, False)
