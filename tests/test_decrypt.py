@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from analyzer import dlmscrypto as dc
 from analyzer.decrypt import STATUSES
@@ -302,6 +302,7 @@ def _seeds():
     return _MUTATION_SEEDS
 
 
+@settings(max_examples=min(settings.default.max_examples, 500))   # a pipeline per example
 @given(st.data())
 def test_fuzz_mutated_ciphered_vectors(data):
     seeds = _seeds()
