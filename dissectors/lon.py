@@ -167,7 +167,6 @@ fields("lon.", FT_BYTES, [
 ])
 fields("lon.", FT_STR, [
     ("crc.status", "CRC status (good / bad / absent)"),
-    ("addr_type", "Destination address type (bcast/group/unicast/groupack/nid)"),
 ])
 field("lon.nv.poll", FT_BOOL, "NV poll (request without data)")
 field("lon.tpdu_type.unknown", FT_NONE, "Unexpected TPDU type")
