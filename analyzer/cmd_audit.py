@@ -9,6 +9,11 @@ import sys
 import click
 
 
+class AuditError(click.ClickException):
+    """A one-line error; exit status 2 (1 means: high/critical findings)."""
+    exit_code = 2
+
+
 def _keys(keys_path, key_items):
     if not keys_path and not key_items and not os.environ.get("LONSCOPE_KEYS"):
         return None
@@ -16,7 +21,7 @@ def _keys(keys_path, key_items):
     try:
         return load_keys(keys_path, extra=list(key_items))
     except KeyRingError as e:
-        raise click.ClickException(str(e)) from None
+        raise AuditError(str(e)) from None
 
 
 def _text(findings, out, summary) -> None:
@@ -47,20 +52,29 @@ def _text(findings, out, summary) -> None:
 def command(captures, keys_path, key_items, fmt):
     """Security audit of a capture: rules with severity, explanation, recommendation and
     evidence frames.  Exit status 1 if any finding is high or critical."""
-    from . import open_capture
     from .audit import SEVERITIES, has_high
+    from .capture import CaptureError, open_reader
+    from .pipeline import Pipeline
     keys = _keys(keys_path, key_items)
     all_findings = []
     for path in captures:
         if not os.path.exists(path):
-            raise click.ClickException(f"{path}: no such file")
-        cap = open_capture(path, keys=keys)
+            raise AuditError(f"{path}: no such file")
         try:
-            for _ in cap:
-                pass
-        except (OSError, ValueError) as e:
-            raise click.ClickException(f"{path}: {e}") from None
-        st = cap.pipeline.stage("audit") if cap.pipeline else None
+            reader = open_reader(path)
+        except (CaptureError, OSError, ValueError) as e:
+            raise AuditError(str(e)) from None
+        pipe = Pipeline(keys=keys)
+        try:
+            for rec in reader:
+                pipe.feed(rec, path)
+        except (CaptureError, OSError, ValueError) as e:
+            click.echo(f"lonscope: {path}: {e}", err=True)
+        if getattr(reader, "error", None):
+            # a damaged capture is audited up to the damage
+            click.echo(f"lonscope: {reader.error}", err=True)
+        pipe.finish()
+        st = pipe.stage("audit")
         found = st.findings() if st is not None else []
         for f in found:
             f = dict(f)

@@ -271,4 +271,13 @@ def test_audit_cli(lonscope_cmd, pcaps, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "password (empty)" in out.stdout
     out = subprocess.run(lonscope_cmd + ["audit", str(tmp_path / "missing.pcap")], capture_output=True, text=True)
-    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "no such file" in out.stderr and "Traceback" not in out.stderr
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"\x01\x02\x03\x04" * 20)
+    out = subprocess.run(lonscope_cmd + ["audit", str(junk)], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    # a damaged capture is audited up to the damage, with the damage on stderr
+    trunc = tmp_path / "trunc.pcap"
+    trunc.write_bytes((ht / "Output-Ciphered-Director.pcap").read_bytes()[:-40])
+    out = subprocess.run(lonscope_cmd + ["audit", str(trunc)], capture_output=True, text=True)
+    assert out.returncode == 1 and "lls-cleartext" in out.stdout and "truncated" in out.stderr
