@@ -158,8 +158,7 @@ def test_wrong_key_fails_cleanly(pcaps, name):
             assert s in ("failed", "no-key")
 
 
-@pytest.mark.parametrize("name", ["Output-Ciphered-HLS.pcap", "Output-Ciphered-Director.pcap",
-                                  "Output-Ciphered.pcap"])
+@pytest.mark.parametrize("name", sorted(CIPHERED))
 def test_cli_jsonl_shows_decrypted_values(lonscope_cmd, pcaps, name, tmp_path):
     ring = tmp_path / "ring.toml"
     shutil.copy(RING, ring)
