@@ -231,8 +231,8 @@ class CaptureReader:
             magic = struct.unpack_from(">I", buf)[0]
         self._nano = magic == PCAP_MAGIC_NS
         _, _, _, _, self.snaplen, lt = struct.unpack_from(self.endian + "HHiIII", buf, 4)
-        # upper bits of the link-type word carry FCS info (pcap-savefile); keep the type
-        self.linktype = lt & 0x0FFFFFFF
+        # the upper 16 bits of the link-type word carry FCS info (pcap-savefile); keep the type
+        self.linktype = lt & 0xFFFF
         self.interfaces = [Interface(self.linktype, self.snaplen)]
 
     def _iter_pcap(self) -> Iterator[Record]:
