@@ -7,6 +7,9 @@ reads: it polls the counters and redraws.  Nothing raised in a worker reaches th
 errors become notices the UI shows as notifications."""
 from __future__ import annotations
 
+import os
+import pickle
+import tempfile
 import threading
 import time
 import traceback
@@ -27,10 +30,53 @@ VIRTUAL = frozenset(["frame.number", "frame.time_epoch", "frame.time_relative", 
                      "frame.len", "frame.cap_len", "frame.protocols", "_ws.col.No.", "_ws.col.Source",
                      "_ws.col.Destination", "_ws.col.Protocol", "_ws.col.Length", "_ws.col.Info",
                      "lonscope.status"])
-FIELDS_CACHE_MAX = 50_000      # keep flat fields of small captures for instant filtering
-OBJECTS_MAX = 200_000
+FIELDS_CACHE_MAX = 20_000      # keep flat fields of small captures for instant filtering
+OBJECTS_MAX = 100_000
 CHUNK = 50_000
 FIRST_CHUNK = 2_000
+
+
+class AuxStore:
+    """What the stateful stages stored per packet (`pkt.aux`: plaintexts, reassembly and
+    association notes), pickled back to back so that a packet can be re-dissected later.
+    The first 32 MB stay in memory; beyond that (very large captures) entries go to an
+    unlinked temporary file, read back with pread."""
+
+    def __init__(self, mem_limit: int = 32 << 20):
+        self.limit = mem_limit
+        self.mem = bytearray()
+        self.f = None
+        self.fend = 0
+        self.lock = threading.Lock()
+
+    def put(self, obj) -> tuple[int, int] | None:
+        try:
+            b = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return None
+        with self.lock:
+            if self.f is None and len(self.mem) + len(b) <= self.limit:
+                off = len(self.mem)
+                self.mem += b
+                return off, len(b)
+            if self.f is None:
+                self.f = tempfile.TemporaryFile(prefix="lonscope-")
+            os.pwrite(self.f.fileno(), b, self.fend)
+            off = self.limit + self.fend
+            self.fend += len(b)
+            return off, len(b)
+
+    def get(self, off: int, n: int):
+        if off < self.limit:
+            b = bytes(self.mem[off:off + n])
+        else:
+            b = os.pread(self.f.fileno(), n, off - self.limit)
+        return pickle.loads(b)
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
 
 
 def status_code(d: Dissection) -> int:
@@ -74,7 +120,8 @@ class Session:
         self.store = ColumnStore()
         self.files: list[CaptureFile] = []
         self.pipeline = None
-        self.aux: dict[int, dict] = {}
+        self.aux: dict[int, dict] = {}       # pkt.aux that could not be pickled
+        self.auxstore = AuxStore()
         self.fields_cache: list[dict] = []
         self.objects: list[tuple] = []
         self.paths_seen: Counter = Counter()      # repeater paths
@@ -124,6 +171,7 @@ class Session:
                 t.join(timeout=2)
         for f in self.files:
             f.close()
+        self.auxstore.close()
 
     def ui_busy(self, seconds: float = 0.15) -> None:
         """The user is interacting: background work yields the interpreter for a moment."""
@@ -238,7 +286,7 @@ class Session:
                     self._decode_row(i)
                     i += 1
                     self.n_decoded = i
-                    if not i % 16:
+                    if not i % 4:
                         self._yield()
                 continue
             live = [f for f in self.files if f.live]
@@ -269,8 +317,9 @@ class Session:
     def _reset_decode(self):
         self.pipeline = self._new_pipeline()
         self.aux.clear()
-        self.store.assoc[:] = 0
-        self.store.rawstatus[:] = 0
+        self.store.forget_summaries()
+        self.auxstore.close()
+        self.auxstore = AuxStore()
         self.fields_cache.clear()
         self.objects.clear()
         self.paths_seen.clear()
@@ -342,6 +391,13 @@ class Session:
         f = self.files[int(self.store.file[i])]
         pkt = Packet(i + 1, self.record(i), f.path)
         aux = self.aux.get(i)
+        if aux is None and self.store.decoded(i):
+            n = int(self.store.aux_len[i])
+            if n:
+                try:
+                    aux = self.auxstore.get(int(self.store.aux_off[i]), n)
+                except Exception:
+                    aux = None
         if aux:
             pkt.aux = aux
         return pkt
@@ -379,8 +435,12 @@ class Session:
         if aid and isinstance(aid[0], int):
             st.assoc[i] = aid[0]
         if pkt.aux:
-            self.aux[i] = pkt.aux
-        if i < FIELDS_CACHE_MAX:
+            where = self.auxstore.put(pkt.aux)
+            if where is None:
+                self.aux[i] = pkt.aux
+            else:
+                st.aux_off[i], st.aux_len[i] = where
+        if st.n <= FIELDS_CACHE_MAX and not self.indexing or i < 2000 and st.n <= FIELDS_CACHE_MAX:
             if i == len(self.fields_cache):
                 self.fields_cache.append(d.fields)
         ops = d.ctx.get("dlms.ops")
@@ -405,7 +465,7 @@ class Session:
         st = self.store
         if st.decoded(i):
             return (st.protos[int(st.proto[i])], st.addrs[int(st.src[i])], st.addrs[int(st.dst[i])],
-                    st.info[i], int(st.status[i]), int(st.flags[i]))
+                    st.info_at(i), int(st.status[i]), int(st.flags[i]))
         hit = self._lazy.get(i)
         if hit is not None:
             return hit
@@ -505,7 +565,7 @@ class Session:
                         view.append(i)
                     i += 1
                     self.view_upto = i
-                    if not i % 16:
+                    if not i % 4:
                         self._yield()
         except Exception as exc:
             self.notice("error", f"filter stopped: {type(exc).__name__}: {exc}")
