@@ -3,7 +3,8 @@
 Wireshark runs an extcap program with `--extcap-interfaces`, `--extcap-dlts`,
 `--extcap-config` and finally `--capture --fifo PATH --extcap-interface NAME [options]`;
 the program writes a capture stream into the FIFO until it is terminated.  Install the
-wrapper once with `lonscope extcap --install` (writes `~/.config/wireshark/extcap/lonscope`).
+wrapper once with `lonscope extcap --install` (writes `~/.local/lib/wireshark/extcap/lonscope`,
+the personal extcap folder of Wireshark 4.2+; `--install-dir` for another one).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def sicb_to_record(rec):
 
 
 def _install(target: str | None) -> str:
-    d = target or os.path.expanduser("~/.config/wireshark/extcap")
+    d = target or os.path.expanduser("~/.local/lib/wireshark/extcap")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "lonscope")
     exe = sys.executable
@@ -94,7 +95,7 @@ def _install(target: str | None) -> str:
 @click.option("--netdev", default="lon0", help="lon-driver network interface (lonscope-netdev).")
 @click.option("--raw-user0", is_flag=True, help="Write LINKTYPE_USER0 frames instead of CN/IP-wrapped ones.")
 @click.option("--install", "install", is_flag=True, help="Install the Wireshark extcap wrapper.")
-@click.option("--install-dir", help="Directory for --install (default ~/.config/wireshark/extcap).")
+@click.option("--install-dir", help="Directory for --install (default ~/.local/lib/wireshark/extcap).")
 @click.pass_context
 def command(ctx, extcap_interfaces, extcap_dlts, extcap_config, extcap_interface, extcap_version,
             extcap_capture_filter, extcap_control_in, extcap_control_out, capture, fifo, device,
