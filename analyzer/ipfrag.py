@@ -1,8 +1,8 @@
-"""IPv4 fragment reassembly stage (pipeline order 5).
+"""IPv4 and IPv6 fragment reassembly stage (pipeline order 5).
 
-The IPv4 dissector stops at a fragment and leaves `ctx["ipfrag"]`; this stage collects
+The IPv4/IPv6 dissectors stop at a fragment and leave `ctx["ipfrag"]`; this stage collects
 the fragments of each datagram (key: src, dst, id, protocol), and when the datagram is
-complete dissects it from the transport layer up in a new data source "Reassembled IPv4"
+complete dissects it from the transport layer up in a new data source "Reassembled IPv4" (or IPv6)
 attached to the packet carrying the last missing fragment.  Memory is bounded (pending
 datagrams, bytes per datagram) and incomplete datagrams time out (capture time).
 """
@@ -71,11 +71,12 @@ class IpDefragStage(Stage):
         if r is None:
             return
         data, proto, frames = r
+        ver = aux.get("ip.reassembled.version", 4)
         parent = d.root
         old = d.source
-        d.new_source("Reassembled IPv4", data)
+        d.new_source(f"Reassembled IPv{ver}", data)
         if parent is not None:
-            d.label(parent, f"[{len(frames)} IPv4 Fragments ({len(data)} bytes): "
+            d.label(parent, f"[{len(frames)} IPv{ver} Fragments ({len(data)} bytes): "
                             + " ".join(f"#{n}" for n in frames) + "]", 0, len(data))
         d.add(None, "ip.reassembled.length", len(data), 0, len(data))
         d.add(None, "ip.fragment.count", len(frames), 0, 0)
@@ -100,7 +101,7 @@ class IpDefragStage(Stage):
                 if not self.pending:
                     break
                 first_key = next(iter(self.pending))
-        key = (f["src"], f["dst"], f["id"], f["proto"])
+        key = (f.get("version", 4), f["src"], f["dst"], f["id"], f["proto"])
         dg = self.pending.get(key)
         if dg is None:
             if len(self.pending) >= MAX_PENDING:
@@ -110,7 +111,7 @@ class IpDefragStage(Stage):
         chunk = bytes(src[f["payload_off"]:f["payload_off"] + f["payload_len"]])
         off = f["offset"]
         if off + len(chunk) > MAX_DATAGRAM:
-            d.malformed("ip", f["payload_off"], "fragment exceeds the 65535-byte IPv4 limit")
+            d.malformed("ip", f["payload_off"], "fragment exceeds the 65535-byte datagram limit")
             self.pending.pop(key, None)
             return
         prev = dg.frags.get(off)
@@ -130,6 +131,8 @@ class IpDefragStage(Stage):
         for p in dg.packets[:-1]:
             p.aux["ip.reassembled_in"] = pkt.number
         pkt.aux["ip.reassembled"] = (data, f["proto"], frames)
+        if f.get("version", 4) != 4:
+            pkt.aux["ip.reassembled.version"] = f["version"]
         if dg.overlap:
             pkt.aux["ip.fragment.overlap"] = True
 

@@ -413,9 +413,13 @@ def dissect_ipv6(buf: bytes, off: int, end: int, d: Dissection, parent: Node | N
         h_nxt, h_len = buf[p], buf[p + 1]
         if nxt == 44:
             fo = _u16(buf, p + 2)[0]
-            if fo & 0xFFF9:      # offset != 0 or M set: a real fragment
-                d.info = f"IPv6 fragment (nxt={h_nxt}, off={(fo >> 3) * 8})"
-                d.label(node, "IPv6 fragment (not reassembled)", p, 8)
+            if fo & 0xFFF9:      # offset != 0 or M set: a real fragment -> defragmentation stage
+                ident = struct.unpack_from("!I", buf, p + 4)[0]
+                d.ctx["ipfrag"] = {"src": src, "dst": dst, "id": ident, "proto": h_nxt, "offset": (fo >> 3) * 8,
+                                   "more": bool(fo & 1), "payload_off": p + 8, "payload_len": pend - p - 8,
+                                   "source": d.source, "version": 6}
+                d.info = f"IPv6 fragment (nxt={IP_PROTOS.get(h_nxt, h_nxt)} {h_nxt}, off={(fo >> 3) * 8}, ident=0x{ident:08x})"
+                d.label(node, "IPv6 fragment header", p, 8)
                 return
             size = 8
         elif nxt == 51:

@@ -287,3 +287,30 @@ def test_ipv4_defrag_timeout_and_bounds():
         x = bytes(Ether() / IP(src="10.9.0.1", dst="10.9.0.2", id=i, flags="MF", proto=17) / (b"q" * 8))
         pipe.feed(Record(t0 + ipfrag.TIMEOUT_NS * 2, x, 1, len(x)))
     assert len(stage.pending) <= ipfrag.MAX_PENDING
+
+
+def test_ipv6_defrag_matches_tshark(tshark, tmp_path):
+    from scapy.all import UDP, Ether, IPv6, IPv6ExtHdrFragment, fragment6
+    payload = bytes(range(200)) * 9
+    pkt = (Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="2001:db8::1", dst="2001:db8::2") /
+           IPv6ExtHdrFragment(id=0xABCDEF) / UDP(sport=1628, dport=7000) / payload)
+    frags = [bytes(f) for f in fragment6(pkt, 600)]
+    assert len(frags) >= 3
+    frags = frags[::-1]                                   # last fragment first
+    path = tmp_path / "frag6.pcap"
+    with PcapWriter(path, linktype=1) as w:
+        for i, f in enumerate(frags):
+            w.write((1_700_000_000 * 10**9 + i * 1000, f, 1))
+    out = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-E", "separator=|",
+                          "-e", "frame.number", "-e", "udp.srcport", "-e", "udp.length"],
+                         capture_output=True, text=True).stdout.splitlines()
+    want = {int(r.split("|")[0]): r.split("|")[1:] for r in out if r.split("|")[1]}
+    from analyzer.capture import read_capture
+    pipe = Pipeline()
+    pkts = [pipe.feed(r) for r in read_capture(path)]
+    got = {p.number: [str(p.fields["udp.srcport"][0]), str(p.fields["udp.length"][0])]
+           for p in pkts if "udp.srcport" in p.fields}
+    assert got == want and list(got) == [len(frags)]
+    last = pkts[-1]
+    assert last.d.sources[1][0] == "Reassembled IPv6" and last.d.sources[1][1][8:] == payload
+    assert "IPv6 fragment" in pkts[0].info and pkts[0].aux["ip.reassembled_in"] == len(frags)
