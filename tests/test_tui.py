@@ -582,13 +582,17 @@ async def test_findings_and_objects_views_jump(demo_pcap):
         s.findings = [{"rule": "demo-rule", "severity": "high", "message": "demo finding", "frames": [12, 13]}]
         s.objects = [(20, {"service": "get", "dir": "response", "invoke_id": 1, "class_id": 3,
                            "obis": "1.0.1.8.0.255", "attribute_id": 2, "value": 1234, "result": "success"})]
+        # a filter that hides the evidence frame is cleared by the jump
+        await pilot.press("slash", *"tuidemo.type == 2", "enter")
+        await wait_loaded(pilot)
         await pilot.press("5")
         await pilot.pause()
         t = app.q("findings-table")
         assert [str(c) for c in t.get_row_at(0)] == ["high", "demo-rule", "demo finding", "12, 13"]
         await pilot.press("enter")
-        await pilot.pause()
+        await pilot.pause(0.6)
         assert app.q("views").active == "packets" and app.q("list").selected_row() == 11
+        assert app.session.filter_fn is None
         await pilot.press("4")
         await pilot.pause()
         t = app.q("objects-table")

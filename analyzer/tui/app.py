@@ -353,10 +353,18 @@ class LonscopeApp(App):
                                f"{int(st.caplen[row])} captured")
         tree.root.data = None
         self._tree_nodes = []
-        deepest = None
+        fallback = None
         for child in d.root.children if d.root is not None else ():
-            tn = self._add_node(tree.root, child)
-            deepest = tn
+            fallback = self._add_node(tree.root, child)
+        # the deepest protocol layer with bytes (a decrypted layer nested in its ciphered
+        # APDU counts; annotations such as "[DLMS association]" do not)
+        protos = set(d.protocols)
+        by_id = {id(core): tn for core, tn in self._tree_nodes}
+        deepest = None
+        for n in d.root.walk() if d.root is not None else ():
+            if n is not d.root and n.field in protos and n.length > 0:
+                deepest = by_id.get(id(n), deepest)
+        deepest = deepest or fallback
         for e in d.expert:
             if not any(n.field == "_ws.expert" and n.value == e.message for n, _ in self._tree_nodes):
                 tree.root.add_leaf(Text(f"[Expert {e.severity}/{e.group}] {e.message}"))
@@ -727,6 +735,7 @@ class LonscopeApp(App):
         if s.filter_fn is not None and s.line_of(num - 1) is None:
             self.q(FilterBar).value = ""
             self.apply_filter("")
+            self._restore_after_filter = num - 1      # not the row selected before
         self.q(TabbedContent).active = "packets"
         plist = self.q(PacketList)
         plist.refresh_count()
