@@ -471,6 +471,19 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
     for name, (cap, doc, keys) in generated.items():
         rows = _decode_jsonl(lonscope_cmd, cap, keys)
         assert len(rows) == len(doc["frames"]), name
+        # association tracking: the frames of one association on one hop carry one
+        # association id, and no id is shared by two associations
+        ids: dict[tuple, set] = {}
+        for r, t in zip(rows, doc["frames"]):
+            d = t.get("dlms") or {}
+            if d.get("association") and t["lon"]["crc_ok"] is not False:
+                hop = "ip" if t["medium"] == "ip" else (t.get("proxy") or {}).get("role") or "direct"
+                ids.setdefault((d["association"], hop), set()).add(str(r["fields"].get("dlms.assoc_id")))
+        owners: dict[str, set] = {}
+        for (assoc, hop), v in ids.items():
+            ok("dlms.assoc_id", len(v) == 1 and "None" not in v, (name, assoc, hop, v))
+            owners.setdefault(next(iter(v)), set()).add(assoc)
+        assert all(len(a) == 1 for a in owners.values()), (name, owners)
         for r, t in zip(rows, doc["frames"]):
             F, lt = r["fields"], t["lon"]
             where = (name, t["number"])
@@ -569,6 +582,7 @@ def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
                     ok("dlms.gbt-value", all(x in values for x in want), where)
     assert counts["lon.src"] > 800 and counts["dlms.decryption"] > 300 and counts["dlms.obis"] > 200
     assert counts["dlms.value"] > 150 and counts["dlms.gbt-reassembled"] >= 1 and counts["osgp.table"] > 10
+    assert counts["dlms.assoc_id"] > 50
     assert counts["dlms.hls-verified"] > 20 and counts["lonproxy.request"] > 20
     assert counts["lon.nv"] > 5 and counts["lon.nd"] > 5 and counts["lon.nm"] > 5 and counts["lon.authpdu"] >= 2
     assert tolerated < 40
