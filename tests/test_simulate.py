@@ -683,3 +683,53 @@ def test_any_seed_gives_a_consistent_capture():
                     assert good == t["lon"]["crc_ok"]
                     assert r.comments and r.comments[0].startswith("phase=")
     check()
+
+
+# --------------------------------------------------------------------------- exports vs the truth
+
+MECH_NAMES = {1: "LLS", 3: "HLS-MD5", 5: "HLS-GMAC", 7: "HLS-ECDSA"}
+
+
+def test_sessions_and_objects_exports_match_truth(generated):
+    """`Capture.sessions()` has one session per simulated association with its endpoints,
+    mechanism and verified HLS passes; `Capture.objects()` has every read value."""
+    import analyzer
+    import pandas as pd
+    n_sessions = n_values = 0
+    for name in ("demo", "fleet"):
+        cap, doc, keys = generated[name]
+        c = analyzer.open_capture(cap, keys=keys)
+        ses = c.sessions()
+        for a in doc["associations"]:
+            rows = ses[(ses["client"] == a["client"]) & (ses["server"] == a["server"])
+                       & (ses["state"] != "pre-established")]
+            assert len(rows) >= 1, (name, a)
+            mech = MECH_NAMES.get(a["mechanism"])
+            assert mech in set(rows["mechanism"].dropna()) or (mech is None and rows["mechanism"].isna().any()), (name, a)
+            if a["mechanism"] >= 3:
+                assert "verified" in set(rows["hls_pass3"].dropna()), (name, a)
+            n_sessions += 1
+        obj = c.objects()
+        got = obj[(obj["service"] == "get") & (obj["dir"] == "response")]
+        have = {}
+        for _, r in got.iterrows():
+            v = r["value"]
+            if not isinstance(v, (list, dict, str)) and v is not True and v is not False and pd.isna(v):
+                continue
+            if isinstance(v, str):
+                try:
+                    v = json.loads(v)          # numbers and structures are JSON text
+                except ValueError:
+                    pass                       # octet strings (hex) and visible strings
+            have.setdefault((r["source"], r["obis"]), []).append(v)
+        for f in doc["frames"]:
+            d = f.get("dlms") or {}
+            if d.get("direction") != "response" or f["medium"] == "ip" or f["lon"]["crc_ok"] is False \
+                    or (f.get("proxy") or {}).get("role") == "relay" or f.get("duplicate"):
+                continue
+            for op in d.get("ops", []):
+                if op["service"] == "get" and "value" in op and "block" not in op:
+                    keys_for = [k for k in have if k[0] == f["lon"]["src"]]
+                    assert any(op["value"] in have[k] for k in keys_for), (name, f["number"], op["value"])
+                    n_values += 1
+    assert n_sessions >= 25 and n_values >= 80
