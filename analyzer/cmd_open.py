@@ -35,20 +35,35 @@ def _check_capture(path: str) -> None:
               help="Display filter applied on opening.")
 @click.option("--profile", metavar="FILE", help="Adaptation-layer profile (TOML).")
 @click.option("--live", metavar="SOURCE",
-              help="Live source: file:PATH tails a growing pcap/pcapng (auto-scroll, pause with Space).")
+              help="Live source: file:PATH tails a growing pcap/pcapng; serial:DEV, iface:NAME, lon:NAME, "
+                   "tshark:NAME as for `lonscope sniff` (auto-scroll, pause with Space).")
 def command(captures, keys_path, key_items, display_filter, profile, live):
     """Open captures in the terminal UI (several files are merged by time)."""
     if not captures and not live:
         raise click.ClickException("give a capture file (lonscope open CAPTURE) or --live SOURCE")
     for p in captures:
         _check_capture(p)
+    live_source = None
     if live:
-        src = live[5:] if live.startswith("file:") else live
-        if ":" in live and not live.startswith("file:"):
-            raise click.ClickException(f"live source {live!r}: only file:PATH (a growing pcap/pcapng) is supported "
-                                       "by the TUI; use `lonscope sniff SOURCE -w FILE` and open --live file:FILE")
-        if not os.path.exists(src):
-            raise click.ClickException(f"{src}: no such file (start the capture writing to it first)")
+        if live.startswith("file:") or ":" not in live:
+            src = live[5:] if live.startswith("file:") else live
+            if not os.path.exists(src):
+                raise click.ClickException(f"{src}: no such file (start the capture writing to it first)")
+            live = "file:" + src
+        elif not _has_tty():
+            raise click.ClickException("lonscope open needs an interactive terminal (no TTY); "
+                                       "use `lonscope sniff` for non-interactive capture")
+        else:
+            try:
+                from .live import LiveError, open_source
+            except ImportError:
+                raise click.ClickException("this build has no live sources (analyzer.live)") from None
+            try:
+                live_source = open_source(live)
+            except LiveError as e:
+                raise click.ClickException(str(e)) from None
+            except OSError as e:
+                raise click.ClickException(f"{live}: {e.strerror or e}") from None
     from .cmd_decode import load_keyring, load_profile
     keys = load_keyring(keys_path, key_items)
     prof = load_profile(profile)
@@ -64,7 +79,7 @@ def command(captures, keys_path, key_items, display_filter, profile, live):
     from .tui.app import LonscopeApp
     from .tui.session import Session
     session = Session(list(captures), keys=keys, profile=prof, display_filter=display_filter,
-                      live=live, key_path=keys_path, key_extra=list(key_items))
+                      live=live, key_path=keys_path, key_extra=list(key_items), live_source=live_source)
     app = LonscopeApp(session, keyring=keys, live=bool(live))
     try:
         app.run()

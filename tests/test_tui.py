@@ -694,3 +694,35 @@ def test_pcapng_blocks_resolution_and_drop_counter():
     assert buf[off:off + 5] == data
     assert epb_comments(buf, off, 5, "<") == ("phase=A",)
     assert ix.drops == 7
+
+
+def test_live_source_object_rows_and_drops():
+    """A live source (the `analyzer.live` interface: iterable of Records with .stats and
+    .close) is pumped into the list; its drop counters reach the status."""
+    from analyzer.packet import Record
+
+    class FakeSource:
+        def __init__(self):
+            self.stats = {"frames": 0, "dropped": 2, "rx_errors": 1}
+            self.closed = False
+
+        def __iter__(self):
+            for ts, data in demo_frames(12):
+                time.sleep(0.01)
+                self.stats["frames"] += 1
+                yield Record(ts, data, tui_app.LINK_TUIDEMO, len(data))
+
+        def close(self):
+            self.closed = True
+
+    src = FakeSource()
+    s = Session([], live="iface:fake0", live_source=src)
+    s.start()
+    end = time.time() + 10
+    while s.n_decoded < 12 and time.time() < end:
+        time.sleep(0.05)
+    assert s.n_decoded == 12 and s.summary(11)[3] == "read seq=11 value-011"
+    time.sleep(0.4)
+    assert s.drops == 3
+    s.stop()
+    assert src.closed

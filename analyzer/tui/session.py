@@ -110,11 +110,13 @@ def _short(v: Any, n: int = 60) -> str:
 class Session:
     def __init__(self, paths: list[str], keys: Any = None, profile: Any = None,
                  display_filter: str | None = None, live: str | None = None,
-                 key_path: str | None = None, key_extra: list[str] | None = None):
+                 key_path: str | None = None, key_extra: list[str] | None = None,
+                 live_source: Any = None):
         self.paths = [str(p) for p in paths]
         self.keys = keys
         self.profile = profile
         self.live = live
+        self.live_source = live_source       # an opened analyzer.live source (not file:)
         self.key_path = key_path
         self.key_extra = list(key_extra or [])
         self.store = ColumnStore()
@@ -217,7 +219,10 @@ class Session:
                 self.files.append(CaptureFile(p))
             except OSError as exc:
                 self.notice("error", f"{p}: {exc.strerror or exc}")
-        if live_path:
+        if self.live_source is not None:
+            from .source import LiveSourceFile
+            self.files.append(LiveSourceFile(self.live_source, self.live))
+        elif live_path:
             self.files.append(CaptureFile(live_path, live=True))
 
     def _index(self):
