@@ -176,6 +176,7 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
     pipe = Pipeline(keys=keys, profile=prof, want_tree=want_tree)
     if lower_only:
         pipe.stages = [s for s in pipe.stages if s.name in KEEP_STAGES]
+    feed = _fields_feed(pipe, field_names, match) if fmt == "fields" else pipe.feed
     out = sys.stdout
     buf: list[str] = []
     add = buf.append
@@ -203,7 +204,7 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
             try:
                 for rec in reader:
                     read += 1
-                    pkt = pipe.feed(rec, path)
+                    pkt = feed(rec, path)
                     if t0 is None:
                         t0 = pkt.ts_ns
                     fields = pkt.d.fields
@@ -298,10 +299,25 @@ def parallel_eligible(names) -> bool:
             continue
         if n not in dissector_fields or n not in REGISTRY or not n.startswith(SAFE_PREFIXES):
             return False
+        if n.startswith(("lon.nm.", "lon.nd.")):    # also decoded by lontrack on responses
+            return False
     return True
 
 
 _PAR: dict = {}
+
+
+def _fields_feed(pipe, names, match):
+    """pipe.feed, or the CN/IP + LonTalk fast feed when every requested field is one of
+    theirs (analyzer.lontrack.fast_feed: lower layers and stages skipped for plain CN/IP
+    datagrams, identical values)."""
+    if match is not None and not hasattr(match, "fields"):
+        return pipe.feed
+    try:
+        from .lontrack import fast_feed
+    except ImportError:
+        return pipe.feed
+    return fast_feed(pipe, names, getattr(match, "fields", ()) if match is not None else ()) or pipe.feed
 
 
 def _par_chunk(job):
@@ -317,9 +333,10 @@ def _par_chunk(job):
     warm = max(0, start - WARMUP)
     pipe.count = p["base"] + warm
     prev = int(idx.ts_ns[warm - 1]) if warm > 0 else None
+    feed = _fields_feed(pipe, ff.names, match)
     lines = []
     for i in range(warm, end):
-        pkt = pipe.feed(idx.record(i), path)
+        pkt = feed(idx.record(i), path)
         if i < start:
             prev = pkt.ts_ns
             continue
