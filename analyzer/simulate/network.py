@@ -151,9 +151,11 @@ class Network:
             data = frame[:pos] + bytes([frame[pos] ^ (1 << self.rng.randrange(8))]) + frame[pos + 1:]
             self.stats["crc_errors"] += 1
         self.idle(f.get("backlog", 0))
-        phase = "ABC"[self.rng.randrange(3)]
-        ssi = -50 - self.rng.randrange(40)
-        comments = () if self.fast else (f"phase={phase} ssi={ssi}dBm",)
+        # the same comment form as a live NI in mode 2: zero-crossing phase and the two
+        # signal-strength register bytes
+        phase = self.rng.randrange(3)
+        ssi = (0x40 + self.rng.randrange(0x90)) << 8 | self.rng.randrange(0x30)
+        comments = () if self.fast else (f"phase={phase} ssi=0x{ssi:04x}",)
         truth = dict(truth)
         truth["medium"] = "pl"
         truth["lon"] = self.lon_truth(f, not corrupt)
