@@ -12,8 +12,10 @@ import click
 @click.option("--duration", type=float, default=None, help="simulated seconds of traffic")
 @click.option("--meters", type=click.IntRange(1, 200), default=None, help="number of meters in the fleet")
 @click.option("--no-truth", is_flag=True, help="do not write OUT.truth.json")
+@click.option("--wireshark", "for_wireshark", is_flag=True,
+              help="also write OUT.wireshark.pcapng: power-line frames wrapped in CN/IP for stock Wireshark")
 @click.option("--list", "list_", is_flag=True, help="list the scenarios and exit")
-def command(scenario, output, seed, packets, duration, meters, no_truth, list_):
+def command(scenario, output, seed, packets, duration, meters, no_truth, for_wireshark, list_):
     """Generate realistic traffic with ground truth: OUT.pcapng, OUT.truth.json, OUT.keys.toml."""
     from analyzer.simulate import list_scenarios, simulate
     if list_:
@@ -38,3 +40,12 @@ def command(scenario, output, seed, packets, duration, meters, no_truth, list_):
         raise click.ClickException(f"cannot write {output}: {e.strerror}")
     click.echo(f"{res['capture']}: {res['packets']} packets, {res['findings']} expected findings"
                + (f"; truth {res['truth']}" if res["truth"] else "") + f"; keys {res['keys']}")
+    if for_wireshark:
+        from analyzer.capture import read_capture
+        from analyzer.pcapwriter import export_for_wireshark
+        from analyzer.simulate import out_paths
+        cap = out_paths(output)[0]
+        ws = cap.with_name(cap.name[:-len(".pcapng")] + ".wireshark.pcapng" if cap.name.endswith(".pcapng")
+                           else cap.stem + ".wireshark.pcapng")
+        n = export_for_wireshark(read_capture(str(cap)), str(ws))
+        click.echo(f"{ws}: {n} packets for Wireshark (raw LonTalk frames wrapped in CN/IP, UDP 1628)")

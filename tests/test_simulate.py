@@ -742,3 +742,17 @@ def test_sessions_and_objects_exports_match_truth(generated):
                     assert any(op["value"] in have[k] for k in keys_for), (name, f["number"], op["value"])
                     n_values += 1
     assert n_sessions >= 25 and n_values >= 80
+
+
+@pytest.mark.tshark
+def test_wireshark_copy_decodes_in_tshark(tshark, lonscope_cmd, tmp_path):
+    out = tmp_path / "n.pcapng"
+    r = subprocess.run(lonscope_cmd + ["simulate", "nm-unauth", "-o", str(out), "--wireshark"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "n.truth.json").read_text())
+    rows = _tshark_rows(tshark, tmp_path / "n.wireshark.pcapng", "lon")
+    assert len(rows) == len(doc["frames"])            # every power-line frame reaches tshark's lon
+    for row, t in zip(rows, doc["frames"]):
+        if t["lon"]["crc_ok"]:
+            _compare_lon(row, t["lon"])
