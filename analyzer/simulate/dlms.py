@@ -109,7 +109,6 @@ class Association:
         self.iid = 0
         self.dedicated: bytes | None = None
         self.stoc = self.ctos = b""
-        self.findings: list[dict] = []
         self.mitm = None             # attack hook: fn(req, req_truth, resp, resp_truth) -> same 4
         self.forced_stoc: bytes | None = None   # a server that hands out a given challenge
 
@@ -181,8 +180,10 @@ class Association:
         return t
 
     def exchange(self, req_plain: bytes, resp_plain: bytes, req_ops: list, resp_ops: list,
-                 glo_only: bool = False, tamper: bool = False, req_force_ic: int | None = None,
+                 glo_only: bool = False, req_force_ic: int | None = None,
                  resp_force_ic: int | None = None) -> tuple[bytes, bytes]:
+        """One confirmed service: protect both APDUs as the profile says, record the truth,
+        let an attack hook rewrite them, and hand them to the transport."""
         rw, rp = self.protect(req_plain, "request", req_force_ic, glo_only)
         sw, sp = self.protect(resp_plain, "response", resp_force_ic, glo_only)
         rt = self._truth("request", req_plain, rw, rp, req_ops)
