@@ -283,6 +283,8 @@ class FieldsFormatter:
         self.needs_virtual = any(n in VIRTUAL_NAMES for n in names)
         # times with nanosecond digits, as tshark prints them
         self.special = {n: _fmt_time for n in names if n.startswith("frame.time")}
+        if occurrence == "a" and not self.q and not self.special and not any(n in ALIASES for n in names):
+            self.line = _compiled_line(names, separator, aggregator)
 
     def header_line(self) -> str:
         return self.sep.join(self.names)
@@ -315,6 +317,33 @@ class FieldsFormatter:
                 s = agg.join([(fmt.get(type(v)) or _fmt_other)(v) for v in vals])
             cols.append(q + s + q if q else s)
         return self.sep.join(cols)
+
+
+def _col_text(vals, agg: str) -> str:
+    if len(vals) == 1:
+        v = vals[0]
+        f = FIELD_FORMAT.get(type(v))
+        return f(v) if f is not None else _fmt_other(v)
+    return agg.join([(FIELD_FORMAT.get(type(v)) or _fmt_other)(v) for v in vals])
+
+
+def _compiled_line(names, sep: str, agg: str) -> Callable:
+    """`FieldsFormatter.line` for the default options (all occurrences, no quotes), generated
+    once per field list: one dict look-up per column, ints converted inline."""
+    cols = []
+    for i in range(len(names)):
+        v = f"v{i}"
+        cols.append(f"('' if not {v} else str({v}[0]) if len({v}) == 1 and type({v}[0]) is int "
+                    f"else _col({v}, AGG))")
+    lines = ["def line(fields, extra=None):",
+             "    if extra:",
+             "        fields = {**fields, **extra}",
+             "    g = fields.get"]
+    lines += [f"    v{i} = g({n!r})" for i, n in enumerate(names)]
+    lines.append(f"    return SEP.join(({', '.join(cols)},))")
+    ns = {"_col": _col_text, "SEP": sep, "AGG": agg}
+    exec(compile("\n".join(lines) + "\n", "<fields line>", "exec"), ns)
+    return ns["line"]
 
 
 def parse_E(options: Iterable[str]) -> dict:

@@ -211,3 +211,20 @@ def test_shared_captures_identical(pcaps, lonscope_cmd):
         ref = _decode(lonscope_cmd, path, names, full=True)
         assert _decode(lonscope_cmd, path, names) == ref
         assert _decode(lonscope_cmd, path, names, jobs=2) == ref
+
+
+def test_compiled_fields_line_matches_generic():
+    """The generated `-T fields` line (default options) formats like the generic one."""
+    from analyzer import output as O
+    names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+    fields = {"a": [5], "b": [b"\x01\xab"], "c": [True], "d": [1, 2, 3], "e": [], "f": ["x y"],
+              "g": [0.25], "h": [False, 7, b"\0"], "i": [None]}
+    for sep, agg in (("\t", ","), (";", "|")):
+        fast = O.FieldsFormatter(names, sep, "a", agg)
+        slow = O.FieldsFormatter(names, sep, "f", agg)
+        assert fast.line is not slow.line
+        generic = O.FieldsFormatter.line(fast, fields)
+        assert fast.line(fields) == generic
+        assert fast.line(fields) == sep.join(["5", "01ab", "1", agg.join("123"), "", "x y", "0.25",
+                                              agg.join(["0", "7", "00"]), ""])
+        assert fast.line({}, {"a": [9]}) == O.FieldsFormatter.line(fast, {}, {"a": [9]})
