@@ -168,6 +168,7 @@ class Session:
 
     def stop(self) -> None:
         self._stop.set()
+        self.first_paint_done.set()
         for t in (self._thread, self._fthread):
             if t is not None and t.is_alive() and t is not threading.current_thread():
                 t.join(timeout=2)

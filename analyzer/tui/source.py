@@ -302,10 +302,14 @@ class CaptureFile:
     def chunks(self, limit: int = 50000) -> Iterator[Chunk]:
         """Index the (remaining) records in chunks."""
         if self.records is not None:
-            recs = self.records
-            yield Chunk([r.ts_ns for r in recs], list(range(len(recs))), [len(r.data) for r in recs],
-                        [r.orig_len for r in recs], [r.linktype for r in recs])
-            self.records_indexed = True
+            pos = getattr(self, "_rpos", 0)
+            while pos < len(self.records):
+                stop = min(len(self.records), pos + limit)
+                recs = self.records[pos:stop]
+                self._rpos = stop
+                yield Chunk([r.ts_ns for r in recs], list(range(pos, stop)), [len(r.data) for r in recs],
+                            [r.orig_len for r in recs], [r.linktype for r in recs])
+                pos = stop
             return
         while True:
             c = self.indexer.scan(self.buf, limit)

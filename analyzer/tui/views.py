@@ -318,7 +318,7 @@ def statistics_text(session) -> str:
         lines.append(f"  {s:9.3f}–{e:9.3f} s {p:>8} pk {by:>10} B {bar}")
     lines += ["", "Security status"]
     for name, c in security_summary(session):
-        lines.append(f"  {name:<26} {c:>9}")
+        lines.append(f"  {name:<30} {c:>9}")
     lines += ["", "Repeater paths"]
     if session.paths_seen:
         for path, c in session.paths_seen.most_common(20):
