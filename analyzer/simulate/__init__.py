@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .scenarios import DOMAIN_KEY, GB_AK, GB_EK, OMA_KEY, SCENARIOS, World, fleet_keys
+from .scenarios import DEMO_BK, DOMAIN_KEY, GB_AK, GB_EK, OMA_KEY, SCENARIOS, World, fleet_keys
 
 TRUTH_VERSION = 1
 
@@ -88,6 +88,7 @@ def keyring_toml(pem_dir: str) -> str:
 name = "fleet"
 ek = "{GB_EK.hex().upper()}"
 ak = "{GB_AK.hex().upper()}"
+bk = "{DEMO_BK.hex().upper()}"
 lls_password_text = "{k.lls_password.decode()}"
 hls_secret_text = "{k.hls_secret.decode()}"
 client_private_key = "{pem_dir}/demo-client.pem"

@@ -15,6 +15,7 @@ from .network import Network, Node
 
 GB_EK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
 GB_AK = bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
+DEMO_BK = bytes.fromhex("B0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF")   # demo global broadcast key
 DC_TITLE = bytes.fromhex("4C4F4E4443000001")          # "LONDC" + 1
 HE_TITLE = bytes.fromhex("4C4F4E4845000001")          # "LONHE" + 1
 ATTACKER_TITLE = bytes.fromhex("4D414C4C4F525931")    # "MALLORY1"
@@ -224,6 +225,33 @@ class World:
         self.net.authenticated(self.dc, meter, bytes([0x6C, 0x01]),
                                {"layers": ["lon"], "nm": {"command": "set-node-mode", "code": 0x6C}}, DOMAIN_KEY)
 
+    def broadcast_clock(self, group: int = 1) -> None:
+        """Clock synchronisation of a whole group: an unconfirmed set-request (clock time)
+        protected with the global broadcast key (SC 0x70: A+E, broadcast key set) in a
+        general-glo-ciphering APDU (it names the sender's system title: there is no
+        association to learn it from), sent as an unacknowledged-repeated multicast."""
+        from analyzer import dlmscrypto as dc
+        ep = self.ep(self.dc)
+        now = self.meters[0].model.clock(self.net.t)
+        iip = 0x80 | 0x01                                  # high priority, unconfirmed, invoke id 1
+        plain = A.set_request(iip, 8, "0.0.1.0.0.255", 2, ("octet-string", now))
+        ic = ep.next_ic()
+        body = dc.protect(0x70, ic, ep.title, DEMO_BK, self.keys.ak, plain)
+        wire_apdu = A.wrap_general(ep.title, body)
+        truth = {"layers": ["lon", "adp", "dlms"],
+                 "dlms": {"association": None, "client": self.dc.addr, "server": f"grp {group}",
+                          "direction": "request", "profile": "broadcast", "keyset": "fleet",
+                          "apdu": A.APDU_NAMES[wire_apdu[0]], "plain_apdu": "set-request",
+                          "plaintext": plain.hex(), "wire": wire_apdu.hex(),
+                          "protection": {"kind": "general-glo", "sc": 0x70, "ic": ic, "system_title": ep.title.hex(),
+                                         "tag": f"0x{wire_apdu[0]:02x}", "key": "broadcast"},
+                          "decryption": "decrypted",
+                          "ops": [{"service": "set", "dir": "request", "invoke_id": 1, "class_id": 8,
+                                   "obis": "0.0.1.0.0.255", "attribute_id": 2, "value": now.hex(),
+                                   "type": "octet-string"}]}}
+        self.net.unackd_rpt(self.dc, group, wire.adaptation(wire_apdu, client_sap=1, server_sap=0x7F), truth)
+        self.finding(rule="broadcast-key", severity="info")
+
     def gap(self, lo_ms: int = 200, hi_ms: int = 1500) -> None:
         self.net.wait(lo_ms * 1_000_000, hi_ms * 1_000_000)
 
@@ -259,6 +287,8 @@ def _fleet_run(w: World, profiles: list[str], big_every: int = 3, pushes: bool =
 @scenario("fleet", "a concentrator, N meters (direct and 1-3 repeater hops), CN/IP head-end, every security configuration")
 def sc_fleet(w: World, target: int | None) -> None:
     _fleet_run(w, FLEET_PROFILES)
+    w.broadcast_clock()
+    w.gap()
     while target and len(w.net.rec.frames) < target:
         _fleet_run(w, FLEET_PROFILES, pushes=True)
 
@@ -483,6 +513,8 @@ def sc_osgp(w: World, target: int | None) -> None:
 @scenario("demo", "the README demo: one small fleet with repeaters, mixed security and an LLS sniffing attack")
 def sc_demo(w: World, target: int | None) -> None:
     _fleet_run(w, FLEET_PROFILES, big_every=4)
+    w.broadcast_clock()
+    w.gap()
     # a response the concentrator misses: it repeats the request (same TID), the meter
     # answers the duplicate from its response cache
     w.net.force_loss = 1
