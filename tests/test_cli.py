@@ -337,6 +337,14 @@ def test_keys_decrypt_shared_capture(lonscope_cmd, pcaps):
     out = run(lonscope_cmd, "decode", path, *GB_KEYS, "-Y", 'lonscope.status == "decrypted" && dlms.class_id == 7',
               "-e", "frame.number").stdout
     assert out == "3\n"
+    # -x dumps every data source: the frame and the decrypted access-request (tag d9) whose
+    # first get is class 7 (00 07), OBIS 0.0.94.91.10.255 (00 00 5e 5b 0a ff)
+    dump = run(lonscope_cmd, "decode", path, *GB_KEYS, "-x", "-Y", "frame.number == 3").stdout
+    assert "Frame (154 bytes):" in dump
+    dec = dump[dump.index("Decrypted xDLMS ("):]
+    hexbytes = " ".join(l[6:53] for l in dec.splitlines()[1:] if l[:4].isalnum() and l[4:6] == "  ")
+    assert hexbytes.split()[0] == "d9"
+    assert "00 07 00 00 5e 5b 0a ff" in " ".join(hexbytes.split())
     wrong = run(lonscope_cmd, "decode", path, "--key", "ek=" + "11" * 16, "--key", "ak=" + "22" * 16,
                 "-e", "lonscope.status").stdout.split()
     assert "decrypted" not in wrong and len(wrong) == 3
