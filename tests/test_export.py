@@ -171,3 +171,32 @@ def test_filtered_export(lonscope_cmd, tshark, pcaps, tmp_path):
     ref = subprocess.run([tshark, "-r", str(path), "-Y", "tcp.srcport == 4063 && tcp.len > 100",
                           "-T", "fields", "-e", "frame.number"], capture_output=True, text=True).stdout
     assert list(df["number"]) == [int(x) for x in ref.split()]
+
+
+GB_KEYS = ["--key", "ek=000102030405060708090A0B0C0D0E0F", "--key", "ak=D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"]
+
+
+def test_export_with_keys(lonscope_cmd, pcaps, tmp_path):
+    """Output-Ciphered-Director.pcap with the Green Book keys: client title "CPS-LT10", server
+    "ABCDEFGH", LLS, glo-initiate, then a ciphered access-request of 6 gets of class 7,
+    0.0.94.91.10.255 (../shared/pcaps/README.md).  No key byte ends up in any export."""
+    path = pcaps / HT / "Output-Ciphered-Director.pcap"
+    s = tmp_path / "s.jsonl"
+    run(lonscope_cmd, "export", path, *GB_KEYS, "--what", "sessions", "-o", s)
+    rows = [json.loads(l) for l in s.read_text().splitlines()]
+    assert len(rows) == 1
+    r = rows[0]
+    assert bytes.fromhex(r["client_title"]) == b"CPS-LT10"
+    assert bytes.fromhex(r["server_title"]) == b"ABCDEFGH"
+    assert r["mechanism"] == "LLS" and r["security"] == "auth+enc"
+    o = tmp_path / "o.csv"
+    run(lonscope_cmd, "export", path, *GB_KEYS, "--what", "objects", "-o", o)
+    ob = pd.read_csv(o)
+    acc = ob[ob["service"] == "access"]
+    assert len(acc) == 6 and set(acc["class_id"]) == {7} and set(acc["obis"]) == {"0.0.94.91.10.255"}
+    p = tmp_path / "p.csv"
+    run(lonscope_cmd, "export", path, *GB_KEYS, "-o", p)
+    assert list(pd.read_csv(p)["status"]) == ["decrypted"] * 3
+    for f in (s, o, p):
+        text = f.read_text().lower()
+        assert "000102030405060708090a0b0c0d0e0f" not in text and "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" not in text
