@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         return 0
     mods = modules()
     if a.list:
-        print("\n".join(mods))
+        print("\n".join(["e2e (built in: lonscope decode on the simulator corpora)"] + mods))
         return 0
     if a.only:
         mods = [m for m in mods if any(o == m or o in m for o in a.only)]
