@@ -76,6 +76,7 @@ def _install_recorder() -> None:
             rec["ciphered"] = cip[n_cip:]
             acse = ctx.get("dlms.acse")
             rec["acse"] = acse
+            rec["info"] = ctx.get("dlms.info")
             if acse is None and prev_acse is not None:
                 ctx["dlms.acse"] = prev_acse
             try:
@@ -89,6 +90,21 @@ def _install_recorder() -> None:
 
 # --------------------------------------------------------------------------- transport
 
+def ip_flow(d) -> tuple[str, str, str] | None:
+    """("TCP"|"UDP", "src:port", "dst:port") of the packet's IP transport (in the packet's
+    direction), or None.  The one place that turns the IP/TCP/UDP hand-offs into a flow:
+    association keys, HDLC reassembly per direction and the reassembly stage's fallback
+    all use it."""
+    ctx = d.ctx
+    tcp = ctx.get("tcp")
+    if tcp is not None:
+        s, sp, t, tp = tcp["flow"]
+        return "TCP", f"{s}:{sp}", f"{t}:{tp}"
+    if "udp.srcport" in ctx:
+        return "UDP", f"{ctx.get('ip.src', '')}:{ctx['udp.srcport']}", f"{ctx.get('ip.dst', '')}:{ctx['udp.dstport']}"
+    return None
+
+
 def transport_of(d) -> tuple[tuple, str, str, str]:
     """(association key, source endpoint, destination endpoint, description)."""
     ctx = d.ctx
@@ -97,7 +113,6 @@ def transport_of(d) -> tuple[tuple, str, str, str]:
     wdst = f.get("wrapper.dstport")
     ws = wsrc[0] if wsrc else None
     wd = wdst[0] if wdst else None
-    tcp = ctx.get("tcp")
     lon = ctx.get("lon")
     hs, hd = f.get("hdlc.src"), f.get("hdlc.dst")
     # LonTalk addressing first: CN/IP or LON/IP copies of a LonTalk frame belong to the
@@ -123,26 +138,24 @@ def transport_of(d) -> tuple[tuple, str, str, str]:
         if b.startswith("grp"):
             return ("lon", dom, a, b), a, b, "LonTalk"
         return ("lon", dom) + tuple(sorted((a, b))), a, b, "LonTalk"
-    if tcp is not None:
-        s, sp, t, tp = tcp["flow"]
-        a, b = f"{s}:{sp}", f"{t}:{tp}"
+    flow = ip_flow(d)
+    if flow is not None:
+        proto, a, b = flow
         if ws is not None:
             a, b = f"{a}/w{ws}", f"{b}/w{wd}"
-        elif hs and hd:
-            a, b = f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}"
-        return ("tcp",) + tuple(sorted((a, b))), a, b, "TCP"
-    if "udp.srcport" in ctx:
-        a = f"{ctx.get('ip.src', '')}:{ctx['udp.srcport']}"
-        b = f"{ctx.get('ip.dst', '')}:{ctx['udp.dstport']}"
-        if ws is not None:
-            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
-        elif hs and hd:
-            a, b = f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}"
-        return ("udp",) + tuple(sorted((a, b))), a, b, "UDP"
+            return (proto.lower(),) + tuple(sorted((a, b))), a, b, proto
+        if hs and hd:
+            # HDLC over IP: the HDLC addresses say who talks to whom, whatever the IP
+            # direction (some gateways send both directions with the same IP header), so
+            # the key pairs the IP endpoints and the HDLC addresses independently
+            key = (proto.lower(),) + tuple(sorted((a, b))) + tuple(sorted((f"h{hs[0]:#x}", f"h{hd[0]:#x}")))
+            return key, f"{a}/h{hs[0]:#x}", f"{b}/h{hd[0]:#x}", proto
+        return (proto.lower(),) + tuple(sorted((a, b))), a, b, proto
     if hs and hd:
         a, b = f"hdlc:{hs[0]:#x}", f"hdlc:{hd[0]:#x}"
         return ("hdlc",) + tuple(sorted((a, b))), a, b, "HDLC"
-    return ("unknown",), d.src or "?", d.dst or "?", "unknown"
+    a, b = d.src or "?", d.dst or "?"
+    return ("unknown",) + tuple(sorted((a, b))), a, b, "unknown"
 
 
 # --------------------------------------------------------------------------- parsing helpers

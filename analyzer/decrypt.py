@@ -917,6 +917,14 @@ class Decrypt(Stage):
         if desc.get("in_acse") and outer_info:
             # keep the ACSE summary; the decrypted initiate goes in brackets
             d.info = f"{outer_info} → {d.info}" if d.info != outer_info else outer_info
+        elif outer_info and d.info != outer_info:
+            # keep what the lower layers put around the ciphered APDU's summary (LonTalk
+            # "REQUEST [tid 3] ..."), as the plaintext path does
+            rec = _record_of(d, desc)
+            cinfo = rec.get("info") if rec is not None else None
+            i = outer_info.rfind(cinfo) if cinfo else -1
+            if i >= 0:
+                d.info = outer_info[:i] + d.info + outer_info[i + len(cinfo):]
         # the plaintext's own records are not re-observed by the association stage
         for rec in d.ctx.get("dlms.apdus", recs)[n:]:
             rec["decrypted"] = True

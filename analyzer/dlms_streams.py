@@ -19,6 +19,7 @@ from dissectors import hdlc as _hdlc
 from dissectors import wrapper as _wrapper
 from dissectors import adaptation as _adp
 
+from .associations import ip_flow
 from .pipeline import Stage, register_stage
 
 try:
@@ -44,11 +45,8 @@ if register_stream_protocol is not None:
 
 
 def _flow_key(d: Dissection) -> tuple:
-    t = d.ctx.get("tcp")
-    if t is not None:
-        return ("tcp",) + tuple(t.get("flow", ()))
-    return ("udp", d.ctx.get("ip.src"), d.ctx.get("udp.srcport"), d.ctx.get("ip.dst"),
-            d.ctx.get("udp.dstport"))
+    """The packet's IP flow in its own direction (HDLC reassembly is per direction)."""
+    return ip_flow(d) or ("",)
 
 
 class _Pending:

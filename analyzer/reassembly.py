@@ -30,6 +30,7 @@ from dissectors import xdlms as _xdlms
 from dissectors.axdr import dissect_data
 from dissectors.cosem_names import SNMap, attribute_name, class_name, method_name, obis_name
 
+from .associations import transport_of
 from .pipeline import Stage, register_stage
 
 field("dlms.fragment", FT_UINT, "Frame carrying a part of this reassembled APDU/data")
@@ -61,39 +62,12 @@ class _Run:
 
 
 def _endpoints(d) -> tuple[str, str]:
-    """Source/destination endpoint strings from the flat fields (fallback without the
-    association stage)."""
+    """Source/destination endpoint strings (the association stage's transport)."""
     t = d.ctx.get("dlms.transport")
     if t is not None:
         return str(t[1]), str(t[2])
-    f = d.fields
-    ctx = d.ctx
-
-    def first(*names):
-        for n in names:
-            v = f.get(n)
-            if v:
-                return v[-1]
-            if n in ctx:
-                return ctx[n]
-        return None
-    src_ip, dst_ip = first("ip.src", "ipv6.src"), first("ip.dst", "ipv6.dst")
-    sp, dp = first("tcp.srcport", "udp.srcport"), first("tcp.dstport", "udp.dstport")
-    if src_ip is not None or sp is not None:
-        ws, wd = first("wrapper.srcport"), first("wrapper.dstport")
-        a, b = f"{src_ip}:{sp}", f"{dst_ip}:{dp}"
-        if ws is not None:
-            a, b = f"{a}/w{ws}", f"{b}/w{wd}"
-        return a, b
-    lon = ctx.get("lon")
-    if lon:
-        return (f"{lon.get('src_subnet')}/{lon.get('src_node')}",
-                f"{lon.get('dst_subnet')}/{lon.get('dst_node')}" if lon.get("dst_subnet") is not None
-                else str(lon.get("group") or lon.get("nid")))
-    hs, hd = first("hdlc.src"), first("hdlc.dst")
-    if hs is not None:
-        return f"hdlc:{hs}", f"hdlc:{hd}"
-    return d.src or "?", d.dst or "?"
+    _key, a, b, _kind = transport_of(d)
+    return a, b
 
 
 def flow_key(d) -> tuple:
@@ -104,8 +78,7 @@ def flow_key(d) -> tuple:
     t = d.ctx.get("dlms.transport")
     if t is not None:
         return ("transport", t[0])
-    a, b = _endpoints(d)
-    return ("flow",) + tuple(sorted((a, b)))
+    return ("transport", transport_of(d)[0])
 
 
 class Reassembly(Stage):

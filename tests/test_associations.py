@@ -162,3 +162,69 @@ def test_association_through_two_repeaters():
     (a,) = pipe.stage("associations").records
     assert (a.client, a.server, a.client_title, a.server_title) == ("1/1", "1/16", CT, SV)
     assert (a.requests, a.responses, a.state) == (1, 1, "associated")
+
+
+def test_ndpi_hdlc_over_udp_pairs_by_hdlc_addresses(pcaps, tshark):
+    """nDPI's dlms.pcap sends every HDLC-in-UDP frame with the same IP header (10.1.1.1:0 ->
+    10.2.2.2:4059); only the HDLC addresses tell the get-request (client 0x21 -> server 0x03)
+    from its get-response (0x03 -> 0x21).  Independent source: tshark's IP fields and UDP
+    payload bytes (flag, format 2 bytes, destination, source, control, HCS 2 bytes, LLC 3 bytes, APDU)."""
+    import subprocess
+
+    import analyzer
+
+    path = pcaps / "ndpi" / "dlms.pcap"
+    out = subprocess.run([tshark, "-r", str(path), "-Y", "frame.number == 23 || frame.number == 24", "-T", "fields",
+                          "-e", "frame.number", "-e", "ip.src", "-e", "udp.srcport", "-e", "udp.payload"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = {int(r.split("\t")[0]): r.split("\t")[1:] for r in out.strip().splitlines()}
+    req, rsp = bytes.fromhex(rows[23][2]), bytes.fromhex(rows[24][2])
+    assert rows[23][:2] == rows[24][:2]                       # same IP source and port
+    assert (req[3], req[4]) == (rsp[4], rsp[3]) == (0x03, 0x21)  # HDLC dst/src swapped
+    assert req[11] == 0xC0 and rsp[11] == 0xC4                # after control, HCS, LLC: get-request / -response
+    pkts = {p.number: p for p in analyzer.open_capture([str(path)])}
+    f23, f24 = pkts[23].fields, pkts[24].fields
+    assert f23["hdlc.src"] == [req[4]] and f24["hdlc.src"] == [rsp[4]]
+    assert f23["dlms.assoc_id"] == f24["dlms.assoc_id"]
+    assert f24["dlms.response_to"] == [23]
+    # the client-1 association (AARQ 21, AARE 22, get 25) stays apart from client 0x21's
+    assert pkts[21].fields["dlms.assoc_id"] == pkts[25].fields["dlms.assoc_id"] != f23["dlms.assoc_id"]
+
+
+def test_response_in_on_redissected_requests(pcaps, tshark):
+    """`dlms.response_in` is known once the response is seen: the request's re-dissection
+    (full tree) carries it; the flat first-pass fields of the response carry
+    `dlms.response_to` (and `dlms.request_in` for GET).  Independent source: tshark's TCP
+    payloads (wrapper header 8 bytes, then tag, choice, invoke-id-and-priority)."""
+    import subprocess
+
+    import analyzer
+
+    path = pcaps / "htanwar922-wireshark-dlms" / "Output-EPRI.pcap"
+    out = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "tcp.payload"],
+                         capture_output=True, text=True, check=True).stdout
+    pay = {int(n): bytes.fromhex(h) for n, h in (r.split("\t") for r in out.strip().splitlines()) if h}
+    # get-request / get-response pairs by invoke id, in order, from the raw bytes
+    pairs, pending = [], {}
+    for n in sorted(pay):
+        b = pay[n]
+        if len(b) > 10 and b[8] == 0xC0:
+            pending[b[10]] = n
+        elif len(b) > 10 and b[8] == 0xC4 and b[10] in pending:
+            pairs.append((pending.pop(b[10]), n))
+    assert pairs[:3] == [(3, 4), (7, 8), (9, 10)]
+    cap = analyzer.open_capture([str(path)])
+    pkts = {p.number: p for p in cap}
+    for req, rsp in pairs:
+        assert pkts[rsp].fields["dlms.response_to"] == [req]
+        assert pkts[rsp].fields["dlms.request_in"] == [req]
+        d = cap.pipeline.redissect(pkts[req])
+        assert d.fields["dlms.response_in"] == [rsp]
+        assert any(n.field == "dlms.response_in" for n in _walk(d.root))
+        assert "dlms.response_in" not in cap.pipeline.redissect(pkts[rsp]).fields
+
+
+def _walk(node):
+    yield node
+    for c in node.children:
+        yield from _walk(c)

@@ -10,6 +10,7 @@ from analyzer.decrypt import STATUSES
 from analyzer.keyring import load_keys
 
 from _dlms_frames import aare, c2s, glo, run, s2c
+from conftest import need_or_skip
 
 GB = ["ek=000102030405060708090A0B0C0D0E0F", "ak=D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"]
 WRONG = ["ek=0F0E0D0C0B0A09080706050403020100", "ak=D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"]
@@ -306,8 +307,7 @@ def _seeds():
 @given(st.data())
 def test_fuzz_mutated_ciphered_vectors(data):
     seeds = _seeds()
-    if not seeds:
-        pytest.skip("../shared vectors not available")
+    need_or_skip(bool(seeds), "../shared vectors (ciphered wrapper PDUs) not available")
     apdu = bytearray(data.draw(st.sampled_from(seeds)))
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(apdu) - 1))
@@ -327,3 +327,27 @@ def _all_vectors():
     import json
     from conftest import SHARED
     return json.loads((SHARED / "vectors" / "public-vectors.json").read_text())
+
+
+def test_decrypted_lontalk_info_keeps_the_lontalk_prefix(tmp_path):
+    """glo-* data APDUs over LonTalk: the Info of the decrypted APDU keeps the LonTalk
+    "REQUEST [tid n]" / "RESPONSE [tid n]" prefix, as the plaintext path does.  The prefix
+    is checked against the LonTalk layer's own fields and the undecrypted Info."""
+    import analyzer
+    from analyzer.simulate import out_paths, simulate
+
+    out = tmp_path / "x.pcapng"
+    simulate("replay", out, seed=3)
+    keyfile = out_paths(out)[2]
+    plain = {p.number: p.info for p in analyzer.open_capture([str(out)])}
+    dec = [p for p in analyzer.open_capture([str(out)], keys=load_keys(keyfile))
+           if p.fields.get("dlms.sec.status") == ["decrypted"] and p.fields["dlms.apdu"][0].startswith("glo-")
+           and not any(a in ("aarq", "aare") for a in p.fields["dlms.apdu"])]
+    assert len(dec) >= 6
+    for p in dec:
+        prefix = {0: "REQUEST", 2: "RESPONSE"}[p.fields["lon.spdu_type"][0]]   # 14908-1 SPDU types
+        tid = p.fields["lon.trans_no"][0]
+        assert plain[p.number].startswith(f"{prefix} [tid {tid}] glo-"), plain[p.number]
+        plaintext_apdu = p.fields["dlms.apdu"][1]          # the decrypted APDU's name
+        assert p.info.startswith(f"{prefix} [tid {tid}] {plaintext_apdu} "), p.info
+        assert p.info.endswith("[decrypted: fleet]")
