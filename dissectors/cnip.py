@@ -18,7 +18,7 @@ import struct
 from construct import Bytes, Int8ub, Int16ub, Int32ub, Struct
 
 from .lon import make_recorder
-from .core import FT_BYTES, FT_NONE, FT_STR, FT_UINT, Truncated, field, fields, need, table
+from .core import FT_BYTES, FT_NONE, FT_STR, FT_UINT, Truncated, call, field, fields, need, table
 
 CNIP_HDR = Struct(
     "len" / Int16ub,        # whole packet incl. header, excluding the MD5 digest
@@ -167,9 +167,11 @@ def _one(buf, off, end, d, parent):
 def _data_body(buf, o, pend, d, node, pf, seq, name, off):
     """Data packet: the payload goes to table("cnip.protocol") by protocol code."""
     d.info = f"CN/IP data seq {seq}"
-    if not table("cnip.protocol").dispatch(pf & PROTO_MASK, buf, o, pend, d, node, try_heuristics=False):
-        if pend > o:
-            d.add(node, "data.data", buf[o:pend], o, pend - o)
+    e = _PROTO_TABLE.entries.get(pf & PROTO_MASK)     # = dispatch without heuristics
+    if e is not None:
+        call(e[0], e[1], buf, o, pend, d, node)
+    elif pend > o:
+        d.add(node, "data.data", buf[o:pend], o, pend - o)
 
 
 def _control_body(buf, o, pend, d, node, pf, seq, name, off):
@@ -183,6 +185,7 @@ def _control_body(buf, o, pend, d, node, pf, seq, name, off):
 
 # packet type -> body handler (anything else: a named control packet)
 CNIP_BODY = {0x01: _data_body}
+_PROTO_TABLE = table("cnip.protocol", "CN/IP protocol")
 
 
 def md5_digest(packet: bytes, secret: bytes) -> bytes:

@@ -295,20 +295,27 @@ class _Frame:
     """Per-frame scratch passed between the layer functions."""
     __slots__ = ("lon", "vers", "tid", "tag", "what", "parent", "resp", "code", "app")
 
-    def __init__(self):
-        self.parent = None
+    def __init__(self, lon=None, vers=0, parent=None):
+        self.lon = lon
+        self.vers = vers
+        self.parent = parent
         self.app = None
         self.resp = False
         self.what = ""
+        self.tid = None
+        self.code = None
+        self.tag = ""
 
 
 def _mlist_members(ml: bytes) -> list[int]:
     out = []
     for i, b in enumerate(ml):
-        for bit in range(8):
-            if b >> bit & 1:
-                out.append(i * 8 + bit)
+        if b:
+            out.extend(_BIT_MEMBERS[b] if i == 0 else [i * 8 + m for m in _BIT_MEMBERS[b]])
     return out
+
+
+_BIT_MEMBERS = [[bit for bit in range(8) if b >> bit & 1] for b in range(256)]
 
 
 # --------------------------------------------------------------------------- NM / ND args
@@ -809,12 +816,28 @@ def _tid(buf, off, end, d, parent, fr, b0):
     return off + 1
 
 
+def _extend(fl, name, vals):
+    lst = fl.get(name)
+    if lst is None:
+        fl[name] = vals
+    else:
+        lst.extend(vals)
+
+
 def _mlist(buf, off, end, d, parent):
     need(end, off, 1, "M_List length")
     n = buf[off]
     d.add(parent, "lon.spdu.mlen", n, off, 1)
     need(end, off + 1, n, "M_List")
     ml = buf[off + 1: off + 1 + n]
+    if parent is None:
+        fl = d.fields
+        if n:
+            _extend(fl, "lon.spdu.mlist", list(ml))
+            members = _mlist_members(ml)
+            if members:
+                _extend(fl, "lon.spdu.member", members)
+        return off + 1 + n
     for i, b in enumerate(ml):
         d.add(parent, "lon.spdu.mlist", b, off + 1 + i, 1)
     for m in _mlist_members(ml):
@@ -905,6 +928,9 @@ def _pdu_spdu(buf, off, end, d, parent, fr):
     _xpdu(buf, off, end, d, parent, fr, "spdu")
 
 
+_rec_auth = make_recorder(("lon.authpdu", "lon.authpdu_addrfmt", "lon.authpdu_type", "lon.trans_no"))
+
+
 def _pdu_auth(buf, off, end, d, parent, fr):
     need(end, off, 1, "AuthPDU")
     b0 = buf[off]
@@ -914,10 +940,12 @@ def _pdu_auth(buf, off, end, d, parent, fr):
     if parent is not None:
         parent = d.label(parent, f"AuthPDU: {AUTH_TYPES[typ]}, format {fmt}, transaction {b0 & 0xF}",
                          off, end - off)
-    add(parent, "lon.authpdu", b0, off, 1)
-    add(parent, "lon.authpdu_addrfmt", fmt, off, 1)
-    add(parent, "lon.authpdu_type", typ, off, 1)
-    add(parent, "lon.trans_no", b0 & 0xF, off, 1)
+        add(parent, "lon.authpdu", b0, off, 1)
+        add(parent, "lon.authpdu_addrfmt", fmt, off, 1)
+        add(parent, "lon.authpdu_type", typ, off, 1)
+        add(parent, "lon.trans_no", b0 & 0xF, off, 1)
+    else:
+        _rec_auth(d.fields, b0, fmt, typ, b0 & 0xF)
     o = _tid(buf, off, end, d, parent, fr, b0)
     fr.tag = AUTH_TYPES[typ]
     fr.lon["pdu"] = "auth"
@@ -956,52 +984,70 @@ PDU_BY_FMT = (_pdu_tpdu, _pdu_spdu, _pdu_auth, _pdu_apdu)
 _ADDR_WHAT = {"2a": "address (2a)", "2b": "address (2b)"}
 
 
+_A0_N, _A0_DN = ADDR_SIZE["0"], _O["0"]["dst_subnet"]
+_A1_N, _A1_G = ADDR_SIZE["1"], _O["1"]["group"]
+_A2 = {k: (ADDR_SIZE[k], _O[k]["dst_subnet"], _O[k]["dst_node"], _ADDR_WHAT[k]) for k in ("2a", "2b")}
+_A2B_G, _A2B_M = _O["2b"]["group"], _O["2b"]["member"]
+_A3_N, _A3_NID = ADDR_SIZE["3"], _O["3"]["nid"]
+_rec_dstnet = make_recorder(("lon.dstnet",))
+_rec_dstgrp = make_recorder(("lon.dstgrp",))
+_rec_3 = make_recorder(("lon.dstnet", "lon.uid"))
+
+
 def _addr0(buf, off, end, d, parent, lon):
-    need(end, off, ADDR_SIZE["0"], "address (broadcast)")
-    dn = buf[off + _O["0"]["dst_subnet"]]
-    d.add(parent, "lon.dstnet", dn, off + 2, 1)
+    if end - off < _A0_N:
+        need(end, off, _A0_N, "address (broadcast)")
+    dn = buf[off + _A0_DN]
+    if parent is None:
+        _rec_dstnet(d.fields, dn)
+    else:
+        d.add(parent, "lon.dstnet", dn, off + 2, 1)
     lon["dst_type"] = "bcast"
     lon["dst_subnet"] = dn
     d.dst = f"bcast {dn}" if dn else "bcast"
-    return off + ADDR_SIZE["0"]
+    return off + _A0_N
 
 
 def _addr1(buf, off, end, d, parent, lon):
-    need(end, off, ADDR_SIZE["1"], "address (multicast)")
-    g = buf[off + _O["1"]["group"]]
-    d.add(parent, "lon.dstgrp", g, off + 2, 1)
+    if end - off < _A1_N:
+        need(end, off, _A1_N, "address (multicast)")
+    g = buf[off + _A1_G]
+    if parent is None:
+        _rec_dstgrp(d.fields, g)
+    else:
+        d.add(parent, "lon.dstgrp", g, off + 2, 1)
     lon["dst_type"] = "group"
     lon["group"] = g
     d.dst = f"grp {g}"
-    return off + ADDR_SIZE["1"]
+    return off + _A1_N
 
 
 def _addr2(buf, off, end, d, parent, lon):
     kind = "2a" if buf[off + 1] & 0x80 else "2b"      # selector bit of the source node byte
-    O = _O[kind]
-    n = ADDR_SIZE[kind]
-    need(end, off, n, _ADDR_WHAT[kind])
-    dn = buf[off + O["dst_subnet"]]
-    nd = buf[off + O["dst_node"]] & 0x7F
+    n, o_dn, o_nd, what = _A2[kind]
+    if end - off < n:
+        need(end, off, n, what)
+    dn = buf[off + o_dn]
+    nd = buf[off + o_nd] & 0x7F
     add = d.add
     if parent is None:
         _rec_2a(d.fields, dn, nd)
     else:
-        add(parent, "lon.dstnet", dn, off + O["dst_subnet"], 1)
-        add(parent, "lon.dstnode", nd, off + O["dst_node"], 1)
+        add(parent, "lon.dstnet", dn, off + o_dn, 1)
+        add(parent, "lon.dstnode", nd, off + o_nd, 1)
     lon["dst_subnet"] = dn
     lon["dst_node"] = nd
     d.dst = f"{dn}/{nd}"
     if kind == "2a":
         lon["dst_type"] = "unicast"
         return off + n
-    g = buf[off + O["group"]]
-    m = buf[off + O["member"]]
+    g = buf[off + _A2B_G]
+    m = buf[off + _A2B_M]
     if parent is None:
         _rec_2b(d.fields, g, m)
     else:
-        add(parent, "lon.grp", g, off + O["group"], 1)
-        add(parent, "lon.grpmem", m, off + O["member"], 1)
+        add(parent, "lon.grp", g, off + _A2B_G, 1)
+        add(parent, "lon.grpmem", m, off + _A2B_M, 1)
     lon["dst_type"] = "groupack"
     lon["group"] = g
     lon["member"] = m
@@ -1009,17 +1055,21 @@ def _addr2(buf, off, end, d, parent, lon):
 
 
 def _addr3(buf, off, end, d, parent, lon):
-    need(end, off, ADDR_SIZE["3"], "address (Neuron ID)")
+    if end - off < _A3_N:
+        need(end, off, _A3_N, "address (Neuron ID)")
     dn = buf[off + 2]
-    o = off + _O["3"]["nid"]
+    o = off + _A3_NID
     nid = buf[o: o + 6]
-    d.add(parent, "lon.dstnet", dn, off + 2, 1)
-    d.add(parent, "lon.uid", nid, o, 6)
+    if parent is None:
+        _rec_3(d.fields, dn, nid)
+    else:
+        d.add(parent, "lon.dstnet", dn, off + 2, 1)
+        d.add(parent, "lon.uid", nid, o, 6)
     lon["dst_type"] = "nid"
     lon["dst_subnet"] = dn
     lon["nid"] = nid
     d.dst = nid.hex()
-    return off + ADDR_SIZE["3"]
+    return off + _A3_N
 
 
 ADDR_BY_FMT = (_addr0, _addr1, _addr2, _addr3)
@@ -1045,6 +1095,7 @@ _NPDU_NAMES = ("lon.npdu", "lon.vers", "lon.pdufmt", "lon.addrfmt", "lon.domainl
 _PPDU_NAMES = ("lon.ppdu", "lon.prio", "lon.alt_path", "lon.delta_bl", "lon.crc.status")
 _rec_npdu = make_recorder(_NPDU_NAMES)
 _rec_ppdu = make_recorder(_PPDU_NAMES)
+_rec_ppdu_crc = make_recorder(_PPDU_NAMES + ("lon.crc",))
 
 
 def dissect_npdu(buf, off, end, d, parent):
@@ -1086,18 +1137,17 @@ def dissect_npdu(buf, off, end, d, parent):
     n = DOMAIN_BYTES[dl]
     need(end, o, n, "domain")
     dom = buf[o: o + n]
-    d.add(parent, "lon.domain", dom, o, n)
+    if parent is None:
+        lst = d.fields.get("lon.domain")
+        if lst is None:
+            d.fields["lon.domain"] = [dom]
+        else:
+            lst.append(dom)
+    else:
+        d.add(parent, "lon.domain", dom, o, n)
     lon["domain"] = dom
     o += n
-    fr = _Frame()
-    fr.lon = lon
-    fr.vers = vers
-    fr.tid = None
-    fr.what = ""
-    fr.resp = False
-    fr.code = None
-    fr.tag = ""
-    fr.parent = parent
+    fr = _Frame(lon, vers, parent)
     if vers == 1:
         d.note("note", "protocol", "lon", off, "Protocol version 1 (encapsulated IP)", parent)
     elif vers == 3:
@@ -1133,9 +1183,10 @@ def dissect_frame(buf, off, end, d, parent, crc: bool | None = None):
             status = "bad"
         p = buf[off]
         if node is None:
-            _rec_ppdu(d.fields, p, p >> 7, p >> 6 & 1, p & 0x3F, status)
-            if status != "absent":
-                _fast(d.fields, ("lon.crc",), (got,))
+            if status == "absent":
+                _rec_ppdu(d.fields, p, p >> 7, p >> 6 & 1, p & 0x3F, status)
+            else:
+                _rec_ppdu_crc(d.fields, p, p >> 7, p >> 6 & 1, p & 0x3F, status, got)
         else:
             add = d.add
             pn = d.label(node, f"PPDU: 0x{p:02x} (priority {p >> 7}, alt path {p >> 6 & 1}, "
