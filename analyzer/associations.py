@@ -16,8 +16,6 @@ PDUs, decrypted plaintext) is seen once, in order.
 """
 from __future__ import annotations
 
-import struct
-from typing import Any
 
 from dissectors.core import FT_BYTES, FT_FLOAT, FT_STR, FT_UINT, field, table
 
@@ -77,6 +75,11 @@ def _install_recorder() -> None:
             acse = ctx.get("dlms.acse")
             rec["acse"] = acse
             rec["info"] = ctx.get("dlms.info")
+            key = ctx.pop("dlms.dedicated_key", None)
+            if key:
+                # the InitiateRequest's dedicated key (the dissector's ctx hand-off): kept
+                # with this APDU's record as a Secret, never a field or text
+                rec["dedicated_key"] = dc_secret(key)
             if acse is None and prev_acse is not None:
                 ctx["dlms.acse"] = prev_acse
             try:
@@ -158,96 +161,35 @@ def transport_of(d) -> tuple[tuple, str, str, str]:
     return ("unknown",) + tuple(sorted((a, b))), a, b, "unknown"
 
 
-# --------------------------------------------------------------------------- parsing helpers
+# --------------------------------------------------------------------------- what the xDLMS dissector decoded
 
-def parse_initiate_request(pt: bytes) -> dict | None:
-    """InitiateRequest (A-XDR): dedicated key, version, conformance, max PDU size."""
-    try:
-        if not pt or pt[0] != 0x01:
-            return None
-        p = 1
-        out: dict[str, Any] = {"dedicated_key": None}
-        if pt[p] == 0x01:
-            n = pt[p + 1]
-            if p + 2 + n > len(pt):
-                return None
-            out["dedicated_key"] = bytes(pt[p + 2:p + 2 + n])
-            p += 2 + n
-        else:
-            p += 1
-        p += 2 if pt[p] == 0x01 else 1       # response-allowed DEFAULT
-        p += 2 if pt[p] == 0x01 else 1       # proposed-quality-of-service OPTIONAL
-        out["version"] = pt[p]
-        p += 1
-        if pt[p:p + 2] == b"\x5f\x1f" and p + 7 <= len(pt):
-            out["conformance"] = int.from_bytes(pt[p + 4:p + 7], "big")
-            p += 7
-        if p + 2 <= len(pt):
-            out["max_pdu"] = struct.unpack_from(">H", pt, p)[0]
-        return out
-    except IndexError:
-        return None
-
-
-def parse_initiate_response(pt: bytes) -> dict | None:
-    try:
-        if not pt or pt[0] != 0x08:
-            return None
-        p = 1
-        p += 2 if pt[p] == 0x01 else 1
-        out: dict[str, Any] = {"version": pt[p]}
-        p += 1
-        if pt[p:p + 2] == b"\x5f\x1f" and p + 7 <= len(pt):
-            out["conformance"] = int.from_bytes(pt[p + 4:p + 7], "big")
-            p += 7
-        if p + 4 <= len(pt):
-            out["max_pdu"], out["vaa_name"] = struct.unpack_from(">HH", pt, p)
-        return out
-    except IndexError:
-        return None
-
-
-def _axdr_len(b: bytes, p: int) -> tuple[int, int]:
-    n = b[p]
-    if n < 0x80:
-        return n, p + 1
-    k = n & 0x7F
-    return int.from_bytes(b[p + 1:p + 1 + k], "big"), p + 1 + k
-
-
-def hls_value(apdu: bytes) -> tuple[str, bytes, int | None] | None:
-    """If `apdu` (plaintext) carries an HLS pass value: ("pass3"|"pass4", value, invoke id).
-    LN: ACTION 15/0.0.40.0.0.255/1 and its response; SN: 0xFA58 via WriteRequest,
-    parameterized ReadRequest, or the ReadResponse data."""
-    try:
-        t = apdu[0]
-        if t == 0xC3 and apdu[1] == 0x01 and apdu[3:13] == bytes.fromhex("000F0000280000FF0101"):
-            if apdu[13] == 0x09:
-                n, p = _axdr_len(apdu, 14)
-                return "pass3", bytes(apdu[p:p + n]), apdu[2] & 0x0F
-        if t == 0xC7 and apdu[1] == 0x01 and apdu[3] == 0x00 and apdu[4] == 0x01 and apdu[5] == 0x00 \
-                and apdu[6] == 0x09:
-            n, p = _axdr_len(apdu, 7)
-            return "pass4", bytes(apdu[p:p + n]), apdu[2] & 0x0F
-        if t == 0x06 and apdu[1] == 0x01 and apdu[2] == 0x02 and apdu[3:5] == b"\xfa\x58" \
-                and apdu[5] == 0x01 and apdu[6] == 0x09:
-            n, p = _axdr_len(apdu, 7)
-            return "pass3", bytes(apdu[p:p + n]), None
-        if t == 0x05 and apdu[1] == 0x01 and apdu[2] == 0x04 and apdu[3:5] == b"\xfa\x58" and apdu[6] == 0x09:
-            n, p = _axdr_len(apdu, 7)
-            return "pass3", bytes(apdu[p:p + n]), None
-    except IndexError:
-        return None
+def hls_from_ops(ops) -> tuple[str, bytes] | None:
+    """("pass3"|"pass4", value) when the decoded operations of one APDU carry an HLS pass
+    value (an octet-string): LN ACTION 15/0.0.40.0.0.255/1 and a successful action-response;
+    SN 0xFA58 via WriteRequest or parameterized ReadRequest."""
+    for op in ops or ():
+        svc, dr, v = op.get("service"), op.get("dir"), op.get("value")
+        if svc == "action" and op.get("choice") == "normal" and isinstance(v, bytes):
+            if dr == "request" and op.get("class_id") == 15 and op.get("obis") == HLS_OBIS \
+                    and op.get("method_id") == 1:
+                return "pass3", v
+            if dr == "response" and op.get("result") == "success":
+                return "pass4", v
+        if dr == "request" and op.get("short_name") == 0xFA58:
+            if svc == "write" and op.get("access") == "variable-name" and isinstance(v, bytes):
+                return "pass3", v
+            ap = op.get("access_parameters")
+            if svc == "read" and op.get("access") == "parameterized-access" and isinstance(ap, bytes):
+                return "pass3", ap
     return None
 
 
-def sn_read_response_value(apdu: bytes) -> bytes | None:
-    try:
-        if apdu[0] == 0x0C and apdu[1] == 0x01 and apdu[2] == 0x00 and apdu[3] == 0x09:
-            n, p = _axdr_len(apdu, 4)
-            return bytes(apdu[p:p + n])
-    except IndexError:
-        return None
+def sn_read_response_value(ops) -> bytes | None:
+    """The octet-string of a successful ReadResponse (SN HLS pass 4)."""
+    for op in ops or ():
+        if op.get("service") == "read" and op.get("dir") == "response" and op.get("result") == "success" \
+                and isinstance(op.get("value"), bytes):
+            return op["value"]
     return None
 
 
@@ -559,7 +501,7 @@ class Associations(Stage):
             if a.state in ("associated", "authenticated") and tag not in (0x01, 0x08, 0x0E) and \
                     (a.context in (3, 4) or a.security):
                 a.plain_after_assoc += 1
-        self._data(pkt, d, a, apdu, direction)
+        self._data(pkt, d, a, apdu, direction, rec)
         return a
 
     def _acse(self, pkt, d, a: Association, acse: dict, tag) -> None:
@@ -601,35 +543,42 @@ class Associations(Stage):
         a.last_frame = pkt.number
         self._set(pkt, d, "dlms.assoc_state", a.state)
 
-    def initiate_plaintext(self, pkt, d, a: Association, pt: bytes, in_acse: str | None) -> None:
-        """A decrypted glo-/ded-initiate: the dedicated key stays in this association."""
-        req = parse_initiate_request(pt)
-        if req is not None:
-            if req.get("dedicated_key"):
-                a.dedicated_key = dc_secret(req["dedicated_key"])
+    def initiate(self, pkt, a: Association, recs) -> None:
+        """InitiateRequest/-Response as the xDLMS dissector decoded them (records of the
+        decrypted glo-/ded-initiate, or a plain one): the dedicated key stays in this
+        association."""
+        for rec in recs:
+            key = rec.get("dedicated_key")
+            if key:
+                a.dedicated_key = key
                 a.dedicated_key_frame = pkt.number
                 a.policy_dedicated = True
-            a.conformance = req.get("conformance", a.conformance)
-            a.client_max_pdu = req.get("max_pdu")
-            return
-        rsp = parse_initiate_response(pt)
-        if rsp is not None:
-            a.server_max_pdu = rsp.get("max_pdu")
-            if rsp.get("conformance") is not None:
-                a.conformance = rsp["conformance"]
+            for op in rec.get("ops") or ():
+                if op.get("service") != "initiate":
+                    continue
+                v = op.get("value") or {}
+                if op.get("dir") == "request":
+                    if v.get("conformance") is not None:
+                        a.conformance = v["conformance"]
+                    a.client_max_pdu = v.get("max_pdu_size")
+                else:
+                    a.server_max_pdu = v.get("max_pdu_size")
+                    if v.get("conformance") is not None:
+                        a.conformance = v["conformance"]
 
-    def _data(self, pkt, d, a: Association, apdu: bytes, direction: str) -> None:
+    def _data(self, pkt, d, a: Association, apdu: bytes, direction: str, rec: dict) -> None:
         if not apdu:
             return
         tag = apdu[0]
         if tag in (0x01, 0x08):
-            self.initiate_plaintext(pkt, d, a, apdu, None)
+            self.initiate(pkt, a, [rec])
             return
-        hv = hls_value(apdu)
+        ops = rec.get("ops")
+        hv = hls_from_ops(ops)
         if hv is None and tag == 0x0C and a.state == "hls-pending" and a.f_stoc is not None:
-            v = sn_read_response_value(apdu)
+            v = sn_read_response_value(ops)
             if v is not None:
-                hv = ("pass4", v, None)
+                hv = ("pass4", v)
         if hv is not None and a.mechanism is not None and a.mechanism >= 2:
             self._hls(pkt, d, a, hv[0], hv[1])
         # request / response matching (a repeater's copy of an APDU is not counted again)
@@ -749,5 +698,5 @@ def verify_hls(a: Association, which: str, value: bytes, keys) -> tuple[str, str
 
 register_stage(30, "associations", Associations)
 
-__all__ = ["Association", "Associations", "transport_of", "hls_value", "parse_initiate_request",
-           "parse_initiate_response", "verify_hls", "invoke_id"]
+__all__ = ["Association", "Associations", "transport_of", "ip_flow", "hls_from_ops", "verify_hls",
+           "invoke_id"]

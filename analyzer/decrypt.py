@@ -68,70 +68,6 @@ def plausible(pt: bytes, tag: int | None) -> bool:
     return pt[0] in KNOWN_PLAIN
 
 
-def _len(b: bytes, p: int) -> tuple[int, int]:
-    n = b[p]
-    if n < 0x80:
-        return n, p + 1
-    k = n & 0x7F
-    if k == 0 or k > 4 or p + 1 + k > len(b):
-        raise IndexError("bad length")
-    return int.from_bytes(b[p + 1:p + 1 + k], "big"), p + 1 + k
-
-
-def _os(b: bytes, p: int) -> tuple[bytes, int]:
-    n, p = _len(b, p)
-    if p + n > len(b):
-        raise IndexError("octet string past the end")
-    return bytes(b[p:p + n]), p + n
-
-
-def parse_general(apdu: bytes) -> dict | None:
-    """general-ciphering (DD) / general-signing (DF) header fields; None if malformed."""
-    try:
-        t = apdu[0]
-        if t not in (0xDD, 0xDF):
-            return None
-        p = 1
-        out: dict[str, Any] = {"tag": t}
-        for name in ("transaction_id", "originator", "recipient", "date_time", "other_information"):
-            out[name], p = _os(apdu, p)
-        if t == 0xDD:
-            ki = None
-            if apdu[p] == 0x01:
-                p += 1
-                choice = apdu[p]
-                p += 1
-                if choice == 0:
-                    ki = {"type": "identified", "key_id": apdu[p]}
-                    p += 1
-                elif choice == 1:
-                    kek_id = apdu[p]
-                    wrapped, p = _os(apdu, p + 1)
-                    ki = {"type": "wrapped", "kek_id": kek_id, "wrapped": wrapped}
-                elif choice == 2:
-                    params, p = _os(apdu, p)
-                    data, p = _os(apdu, p)
-                    ki = {"type": "agreed", "params": params, "data": data}
-                else:
-                    return None
-            else:
-                p += 1
-            out["key_info"] = ki
-            n, q = _len(apdu, p)
-            out["content_offset"] = q
-            out["content_len"] = n
-        else:
-            content, p2 = _os(apdu, p)
-            out["content_offset"] = p2 - len(content)
-            out["content"] = content
-            sig_start = p2
-            out["signed_end"] = sig_start
-            out["signature"], _ = _os(apdu, p2)
-        return out
-    except IndexError:
-        return None
-
-
 class Result:
     __slots__ = ("status", "plaintext", "keyset", "key", "iv_title", "peer_title", "sc", "ic",
                  "kind", "tag", "message")
@@ -454,8 +390,8 @@ def decrypt_adp(keys, desc: dict, buf: bytes) -> Result:
 
 
 def _gen_from_desc(desc: dict) -> dict | None:
-    """general-ciphering/-signing header from the dissector's descriptor (when the APDU's own
-    bytes are not at hand, e.g. nested in another APDU)."""
+    """general-ciphering/-signing header as the xDLMS dissector decoded it into the
+    ciphered-APDU descriptor (the only parse of that header)."""
     if "transaction_id" not in desc:
         return None
     gen = {k: desc.get(k) or b"" for k in ("transaction_id", "originator", "recipient", "date_time",
@@ -561,12 +497,8 @@ class Decrypt(Stage):
             buf = d.sources[src_idx][1]
         except (IndexError, TypeError):
             buf = b""
-        apdu_bytes = rec.get("bytes") if rec else None
-        gen = None
-        if kind in ("general-ciphering", "general-signing") and apdu_bytes:
-            gen = parse_general(apdu_bytes)
-        if gen is None and kind in ("general-ciphering", "general-signing"):
-            gen = _gen_from_desc(desc)
+        apdu_bytes = None
+        gen = _gen_from_desc(desc) if kind in ("general-ciphering", "general-signing") else None
         if assoc is not None and ast is not None:
             direction = ast.direction(assoc, (rec or {}).get("tag") if kind in ("glo", "ded") else None, src)
         else:
@@ -580,7 +512,8 @@ class Decrypt(Stage):
                 assoc.server_title = bytes(title)
         out: dict[str, Any] = {"index": len(pkt.aux.get("decrypt", ())), "kind": kind}
         if kind == "general-signing":
-            if gen is not None and "signed_end" not in gen and desc.get("signed_offset") is not None:
+            # the signed part: the APDU from its tag to the end of the content
+            if gen is not None and desc.get("signed_offset") is not None:
                 so, sl = desc["signed_offset"], desc.get("signed_length") or 0
                 apdu_bytes = b"\xDF" + bytes(buf[so:so + sl])
                 gen["signed_end"] = 1 + sl
@@ -590,9 +523,6 @@ class Decrypt(Stage):
                        signature=st)
             self._fields(d, desc, out["status"], None, None)
             return out, None
-        if kind == "general-ciphering" and gen is not None and "content_offset" in gen and \
-                desc.get("offset") is None:
-            desc = dict(desc, offset=gen["content_offset"], length=gen["content_len"])
         res = decrypt_one(self.keys, desc, buf, assoc, direction, gen)
         out.update(status=res.status, keyset=res.keyset, key=res.key, sc=res.sc, ic=res.ic,
                    iv_title=res.iv_title, peer=res.peer_title, message=res.message)
@@ -667,7 +597,7 @@ class Decrypt(Stage):
             pt_tag = res.plaintext[:1]
             implausible = res.status == "unauthenticated" and not plausible(res.plaintext, desc.get("tag"))
             out["implausible"] = implausible
-            self._dissect_plain(d, desc, res.plaintext, implausible)
+            recs = self._dissect_plain(d, desc, res.plaintext, implausible)
             if implausible:
                 return out, None
             if assoc is not None and res.keyset and res.keyset != _AssocOnly.name and res.status != "unauthenticated":
@@ -676,11 +606,12 @@ class Decrypt(Stage):
                 assoc.keyset = res.keyset
             if assoc is not None and ast is not None:
                 if desc.get("in_acse") or (res.plaintext[:1] in (b"\x01", b"\x08")):
-                    ast.initiate_plaintext(pkt, d, assoc, res.plaintext, desc.get("in_acse"))
+                    ast.initiate(pkt, assoc, recs)
                 else:
                     key_t = d.ctx.get("dlms.transport")
                     if key_t is not None:
-                        ast.observe(pkt, d, {"tag": res.plaintext[0]}, key_t[0], key_t[1], key_t[2],
+                        ast.observe(pkt, d, recs[0] if recs else {"tag": res.plaintext[0]},
+                                    key_t[0], key_t[1], key_t[2],
                                     assoc.transport, plaintext=res.plaintext, decrypted=True)
         return out, pt_tag
 
@@ -890,7 +821,7 @@ class Decrypt(Stage):
             d.add(node, "dlms.sec.plaintext_len", len(res.plaintext), off, 0)
         d.source = src
 
-    def _dissect_plain(self, d, desc, pt: bytes, raw_only: bool = False) -> None:
+    def _dissect_plain(self, d, desc, pt: bytes, raw_only: bool = False) -> list:
         old = d.source
         d.new_source("Decrypted xDLMS", pt)
         node = desc.get("node")
@@ -899,7 +830,7 @@ class Decrypt(Stage):
             # encryption-only with an implausible result (wrong key?): bytes only, no parse
             d.add(parent, "dlms.sec.plaintext", pt, 0, len(pt))
             d.source = old
-            return
+            return []
         recs = d.ctx.setdefault("dlms.apdus", [])
         n = len(recs)
         outer_info = d.info
@@ -926,8 +857,10 @@ class Decrypt(Stage):
             if i >= 0:
                 d.info = outer_info[:i] + d.info + outer_info[i + len(cinfo):]
         # the plaintext's own records are not re-observed by the association stage
-        for rec in d.ctx.get("dlms.apdus", recs)[n:]:
+        new = d.ctx.get("dlms.apdus", recs)[n:]
+        for rec in new:
             rec["decrypted"] = True
+        return new
 
     def _replay(self, pkt, d) -> None:
         """Redissection: rebuild the decrypted sources from pkt.aux, matching descriptors by order."""
@@ -967,4 +900,4 @@ class Decrypt(Stage):
 
 register_stage(40, "decrypt", Decrypt)
 
-__all__ = ["Decrypt", "decrypt_one", "parse_general", "verify_signing", "Result", "STATUSES", "plausible"]
+__all__ = ["Decrypt", "decrypt_one", "verify_signing", "Result", "STATUSES", "plausible"]

@@ -79,25 +79,63 @@ def test_rejected_association():
     assert a.state == "rejected" and a.result == 1 and a.diagnostic == 13
 
 
-def test_initiate_parsers_against_vectors(vectors):
+def _recorded(apdu: bytes, tree: bool = False):
+    """Dissect one APDU through the "dlms" table as the pipeline does (with the association
+    stage's APDU recorder installed): (Dissection, records)."""
+    import dissectors
+    from dissectors.core import Dissection, table
+
+    dissectors.load_all()
+    A._install_recorder()   # what the association stage installs
+    d = Dissection(apdu, want_tree=tree)
+    table("dlms").dispatch("apdu", apdu, 0, len(apdu), d, d.root)
+    return d, d.ctx["dlms.apdus"]
+
+
+class _Pkt:
+    number = 7
+
+
+def test_initiate_from_the_dissector_against_vectors(vectors):
+    """The association learns the InitiateRequest/-Response parameters (and the dedicated
+    key) from what the xDLMS dissector decoded; the key is never a field or tree text."""
+    from analyzer.keyring import Secret
+
+    key = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
     pt = bytes.fromhex(V(vectors, "greenbook_aarq_ciphered_lls")["expected"]["user_information"]["plaintext"])
-    r = A.parse_initiate_request(pt)
-    assert r["dedicated_key"] == bytes.fromhex("00112233445566778899AABBCCDDEEFF")
-    assert r["conformance"] == 0x007E1F and r["max_pdu"] == 1200 and r["version"] == 6
+    d, recs = _recorded(pt, tree=True)
+    a = A.Association(1, ("udp",), "UDP", "c", "s", 1, 0)
+    A.Associations.initiate(None, _Pkt(), a, recs)
+    assert a.dedicated_key == key and isinstance(a.dedicated_key, Secret) and a.dedicated_key_frame == 7
+    assert (a.conformance, a.client_max_pdu, a.policy_dedicated) == (0x007E1F, 1200, True)
+    assert "dlms.dedicated_key" not in d.ctx
+    assert all(key not in (v if isinstance(v, bytes) else str(v).encode()) and key.hex() not in str(v).lower()
+               for vs in d.fields.values() for v in vs)
+    assert all(key.hex() not in (n.text or "").lower() for n in _walk(d.root))
     pt = bytes.fromhex(V(vectors, "greenbook_rlre_glo_initiate_response")["expected"]["user_information"]["plaintext"])
-    r = A.parse_initiate_response(pt)
-    assert (r["conformance"], r["max_pdu"], r["vaa_name"]) == (0x007C1F, 1024, 7)
-    plain = bytes.fromhex(V(vectors, "dlmscosem_aarq_no_security")["hex"])
-    assert A.parse_initiate_request(plain) is None
+    _, recs = _recorded(pt)
+    A.Associations.initiate(None, _Pkt(), a, recs)
+    assert (a.conformance, a.server_max_pdu) == (0x007C1F, 1024)
+    b = A.Association(2, ("udp",), "UDP", "c", "s", 1, 0)
+    _, recs = _recorded(bytes.fromhex(V(vectors, "dlmscosem_aarq_no_security")["hex"]))
+    A.Associations.initiate(None, _Pkt(), b, recs[:1] and [dict(recs[0], ops=[])])
+    assert b.dedicated_key is None and b.client_max_pdu is None
 
 
 def test_hls_value_extraction(vectors):
     v = bytes.fromhex(V(vectors, "dlmscosem_action_request_hls_reply")["hex"])
-    which, val, iid = A.hls_value(v)
-    assert which == "pass3" and val == bytes.fromhex("1000001A90E6D2221FA2FD85EED61ACC22") and iid == 0
+    which, val = A.hls_from_ops(_recorded(v)[1][0]["ops"])
+    assert which == "pass3" and val == bytes.fromhex("1000001A90E6D2221FA2FD85EED61ACC22")
     v = bytes.fromhex(V(vectors, "jdlms_kaifa_hls_gmac_action_response")["hex"])
-    assert A.hls_value(v) == ("pass4", bytes.fromhex("101A9190BC0A587217BCD2BCD4FDDB7143"), 1)
-    assert A.hls_value(GET) is None
+    assert A.hls_from_ops(_recorded(v)[1][0]["ops"]) == ("pass4", bytes.fromhex("101A9190BC0A587217BCD2BCD4FDDB7143"))
+    assert A.hls_from_ops(_recorded(GET)[1][0]["ops"]) is None
+    # SN: 0xFA58 written / read with a parameter; a successful ReadResponse's octet-string
+    w = bytes.fromhex("060102FA58010905") + b"12345"
+    assert A.hls_from_ops(_recorded(w)[1][0]["ops"]) == ("pass3", b"12345")
+    r = bytes.fromhex("050104FA58010905") + b"12345"
+    assert A.hls_from_ops(_recorded(r)[1][0]["ops"]) == ("pass3", b"12345")
+    assert A.sn_read_response_value(_recorded(bytes.fromhex("0C01000903414243"))[1][0]["ops"]) == b"ABC"
+    assert A.sn_read_response_value(_recorded(bytes.fromhex("0C010103"))[1][0]["ops"]) is None
 
 
 def test_assoc_repr_hides_dedicated_key():
@@ -108,10 +146,11 @@ def test_assoc_repr_hides_dedicated_key():
 
 @given(st.binary(max_size=40))
 def test_helpers_never_raise(b):
-    A.parse_initiate_request(b"\x01" + b)
-    A.parse_initiate_response(b"\x08" + b)
-    A.hls_value(b"\xC3\x01" + b)
-    A.hls_value(b"\xC7\x01" + b)
+    for head in (b"\x01", b"\x08", b"\xC3\x01", b"\xC7\x01", b"\x0C\x01"):
+        d, recs = _recorded(head + b)
+        A.hls_from_ops(recs[0]["ops"])
+        A.sn_read_response_value(recs[0]["ops"])
+        A.Associations.initiate(None, _Pkt(), A.Association(1, ("u",), "U", "c", "s", 1, 0), recs)
     A.invoke_id(b"\xC0" + b)
     A.is_error_response(b"\xC5\x01" + b)
 
