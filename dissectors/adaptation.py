@@ -31,8 +31,9 @@ import tomllib
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
-from .core import (FT_BOOL, FT_BYTES, FT_STR, FT_UINT, REGISTRY, Dissection, Node, field,
-                   table)
+from .core import (FT_BOOL, FT_BYTES, FT_STR, FT_UINT, REGISTRY, Dissection, Node, Truncated,
+                   field, table)
+from .axdr import read_length
 from . import osgp as _osgp
 from . import proxy as _proxy
 
@@ -455,16 +456,12 @@ _SUBTYPES = {0xC0: 3, 0xC1: 5, 0xC3: 6, 0xC4: 3, 0xC5: 5, 0xC7: 4}
 
 
 def _ber_len(buf, q: int, end: int):
-    """(length, header size) of a BER/A-XDR length at q, or None."""
-    if q >= end:
+    """(length, header size) of the A-XDR/BER length at q (`axdr.read_length`), or None."""
+    try:
+        n, p = read_length(buf, q, end)
+    except Truncated:
         return None
-    b = buf[q]
-    if b < 0x80:
-        return b, 1
-    n = b & 0x7F
-    if n == 0 or n > 2 or q + 1 + n > end:
-        return None
-    return int.from_bytes(buf[q + 1:q + 1 + n], "big"), 1 + n
+    return n, p - q
 
 
 def plausible_apdu(buf, q: int, end: int) -> bool:

@@ -257,3 +257,18 @@ def test_fuzz_header_bits(control, client, server, body, cut):
     assert d.fields["adp.code"] == [0x41]
     if len(b) >= 2:
         assert d.fields["adp.control"] == [control]
+
+
+def test_plausible_apdu_lengths_use_the_axdr_reader():
+    """The heuristic's BER lengths come from dissectors.axdr.read_length: short and long
+    forms agree, a length past the end or a reserved form is not plausible."""
+    from dissectors.adaptation import plausible_apdu
+
+    body = bytes([0x30]) + (5).to_bytes(4, "big") + bytes(140)      # SC, IC, ciphertext+tag
+    for hdr in (bytes([0x81, len(body)]), bytes([0x82, 0, len(body)]), bytes([0x84, 0, 0, 0, len(body)])):
+        apdu = b"\xC8" + hdr + body                                 # glo-get-request
+        assert plausible_apdu(apdu, 0, len(apdu))
+    short = b"\xC8" + bytes([0x30]) + (5).to_bytes(4, "big") + bytes(43)
+    assert plausible_apdu(short, 0, len(short)) is False             # 0x30 is not its length
+    assert plausible_apdu(b"\xC8\x82\x00", 0, 3) is False             # length bytes missing
+    assert plausible_apdu(b"\xC8\x80" + body, 0, 2 + len(body)) is False   # indefinite form
