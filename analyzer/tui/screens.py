@@ -139,6 +139,8 @@ class KeysScreen(ModalScreen[bool]):
         t = self.query_one("#keys-table", DataTable)
         t.add_columns("Name", "Kind", "Match", "Secrets")
         self.fill()
+        # nothing to remove yet: start in the "name" field of the add form
+        (t if t.row_count else self.query_one("#k-name", Input)).focus()
 
     def fill(self) -> None:
         t = self.query_one("#keys-table", DataTable)
