@@ -351,3 +351,38 @@ def test_decrypted_lontalk_info_keeps_the_lontalk_prefix(tmp_path):
         plaintext_apdu = p.fields["dlms.apdu"][1]          # the decrypted APDU's name
         assert p.info.startswith(f"{prefix} [tid {tid}] {plaintext_apdu} "), p.info
         assert p.info.endswith("[decrypted: fleet]")
+
+
+def test_general_signing_uses_the_dissector_header(tmp_path):
+    """general-signing: the decryption stage checks the ECDSA signature over the header
+    fields and content the xDLMS dissector located.  The signature is made with the
+    `cryptography` primitives directly (not lonscope's signer); a flipped signature bit
+    fails; without the signer's public key: no-key."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    signer = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "server-pub.pem"
+    pem.write_bytes(signer.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    ring = tmp_path / "r.toml"
+    ring.write_text(f'[[dlms]]\nname="signed"\nak="{bytes(range(16)).hex()}"\ncertificate="{pem}"\n')
+    ring.chmod(0o600)
+    orig, recip = b"SERVER01", b"CLIENT01"
+    content = bytes.fromhex("0F00000001000600000001")                 # data-notification
+
+    def os_(b):
+        return bytes([len(b)]) + b
+    signed = os_(b"\x00" * 7 + b"\x02") + os_(orig) + os_(recip) + os_(b"") + os_(b"") + os_(content)
+    r, s = decode_dss_signature(signer.sign(signed, ec.ECDSA(hashes.SHA256())))
+    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    apdu = b"\xDF" + signed + os_(sig)
+    pkts, _ = run([s2c(apdu)], load_keys(ring))
+    assert pkts[0].fields["dlms.sec.signature_status"] == ["verified"]
+    assert "data-notification" in pkts[0].fields["dlms.apdu"]
+    bad = apdu[:-1] + bytes([apdu[-1] ^ 1])
+    pkts, _ = run([s2c(bad)], load_keys(ring))
+    assert pkts[0].fields["dlms.sec.signature_status"] == ["failed"]
+    pkts, _ = run([s2c(apdu)], load_keys(None, [f"ak={bytes(range(16)).hex()}"]))
+    assert pkts[0].fields["dlms.sec.signature_status"] == ["no-key"]
