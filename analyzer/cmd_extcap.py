@@ -31,6 +31,7 @@ def _print_interfaces() -> None:
 
 def _print_dlts(iface: str) -> None:
     click.echo("dlt {number=1}{name=EN10MB}{display=Ethernet (LonTalk frames in CN/IP, UDP 1628)}")
+    click.echo("dlt {number=147}{name=USER0}{display=Raw LonTalk frames with CRC-16 (with --raw-user0)}")
 
 
 def _print_config(iface: str) -> None:
@@ -130,7 +131,7 @@ def command(ctx, extcap_interfaces, extcap_dlts, extcap_config, extcap_interface
 
 def _run_capture(iface, fifo, device, framing, baud, netdev, raw_user0) -> None:
     from .live import LiveError, open_source
-    from .pcapwriter import PcapngWriter, wrap_cnip
+    from .pcapwriter import LINKTYPE_USER0, LINKTYPE_USER2, PcapngWriter, wrap_cnip
     if iface == "lonscope-serial":
         spec = f"serial:{device}"
         kw = {"framing": framing, "baud": baud or None}
@@ -151,7 +152,7 @@ def _run_capture(iface, fifo, device, framing, baud, netdev, raw_user0) -> None:
     seq = 0
     try:
         with open(fifo, "wb", buffering=0) as fh:
-            w = PcapngWriter(fh, linktype=147 if raw_user0 else 1)
+            w = PcapngWriter(fh, linktype=LINKTYPE_USER0 if raw_user0 else 1)
             w.flush()
             while not stopping[0]:
                 recs = src.poll()
@@ -162,7 +163,7 @@ def _run_capture(iface, fifo, device, framing, baud, netdev, raw_user0) -> None:
                         rec = sicb_to_record(rec)
                         if rec is None:
                             continue
-                    if not raw_user0 and rec.linktype == 147:
+                    if not raw_user0 and rec.linktype in (LINKTYPE_USER0, LINKTYPE_USER2):
                         seq += 1
                         data = wrap_cnip(rec.data, seq, rec.ts_ns // 1_000_000, False, seq)
                         rec = rec._replace(data=data, linktype=1, orig_len=len(data))

@@ -42,7 +42,7 @@ def command(source, write, count, duration, ring, for_wireshark, keys, quiet, fr
     of CN/IP, LON/IP, DLMS), lon:lon0 (lon-driver netdev), tshark:IFACE, file:PATH.
 
     With -w, frames go to a pcapng file (flushed every second; raw LonTalk frames as
-    LINKTYPE_USER0 = 147 with phase/SSI comments).  Without -q, each packet is also
+    LINKTYPE_USER0 = 147, CRC included, with phase/SSI comments).  Without -q, each packet is also
     decoded and listed.  Ctrl-C stops cleanly (the interface is switched back to layer 5)."""
     from .live import LiveError, RingWriter, capture, open_source
     filesize, files = _ring_options(ring)
@@ -63,12 +63,12 @@ def command(source, write, count, duration, ring, for_wireshark, keys, quiet, fr
     if write:
         out = RingWriter(write, filesize, files)
         if for_wireshark:
-            from .pcapwriter import wrap_cnip
+            from .pcapwriter import LINKTYPE_USER0, LINKTYPE_USER2, wrap_cnip
             inner = out.write
             seq = [0]
 
             def wrapped(rec):
-                if rec.linktype == 147:
+                if rec.linktype in (LINKTYPE_USER0, LINKTYPE_USER2):
                     seq[0] += 1
                     outbound = "dir=tx" in rec.comments
                     data = wrap_cnip(rec.data, seq[0], rec.ts_ns // 1_000_000, outbound, seq[0])

@@ -17,8 +17,12 @@ Three layouts are recognised (auto-detected by `analyzer.capture.read_capture`):
   bytes/payload), any of `, ; \\t |` as separator; or explicit column numbers through
   `parse_log(..., columns={"time": 0, "dir": 1, "data": 2})`.
 
-Each frame becomes a `Record` with link type LINKTYPE_USER0 (147, a raw LonTalk frame),
-unless its bytes look like another framing: Ethernet II (IPv4/IPv6/VLAN/0x8950 ethertype)
+Each frame becomes a `Record` with a raw-LonTalk link type, unless its bytes look like
+another framing (below).  Whether the log's LonTalk frames carry their CRC-16 is decided per
+file: when more than half of them end in two bytes that verify as the frame's CRC-16
+(CRC-16/GENIBUS, as the NI delivers them), the file carries CRCs and every raw frame is
+LINKTYPE_USER0 (147, CRC always present, a wrong one shows as `lon.crc.status == "bad"`);
+otherwise they are LINKTYPE_USER2 (149, no CRC).  Other framings: Ethernet II (IPv4/IPv6/VLAN/0x8950 ethertype)
 → LINKTYPE_ETHERNET, an IPv4/IPv6 packet whose length field matches → LINKTYPE_RAW, an
 NI/SICB message `[cmd][len]…` with a layer-2 receive command → 0x950 (the lon netdev link
 type).  The direction is kept as a pcapng comment `dir=rx` / `dir=tx`.
@@ -39,6 +43,7 @@ from .packet import Record
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 LINKTYPE_USER0 = 147
+LINKTYPE_USER2 = 149
 LINKTYPE_LON_NETDEV = 0x950
 DEFAULT_STEP_NS = 1_000_000      # frames without a time stamp: 1 ms apart
 
@@ -325,7 +330,24 @@ def parse_log(buf, name: str = "log", layout: str | None = None, columns: dict |
         recs, err = _parse_lines(text, name, linktype)
     if not recs and err:
         raise LogError(err)
+    if linktype is None:
+        recs = choose_crc_linktype(recs)
     return recs, err
+
+
+def crc_ok(frame: bytes) -> bool:
+    """True when the last two bytes of `frame` are the CRC-16 of the bytes before them."""
+    from binascii import crc_hqx
+    return len(frame) >= 4 and crc_hqx(frame[:-2], 0xFFFF) ^ 0xFFFF == int.from_bytes(frame[-2:], "big")
+
+
+def choose_crc_linktype(recs: list[Record]) -> list[Record]:
+    """The per-file CRC decision for raw LonTalk records (guessed as USER0): keep USER0 if
+    most of them verify as frames with a CRC-16, else turn them all into USER2."""
+    raw = [r for r in recs if r.linktype == LINKTYPE_USER0]
+    if not raw or 2 * sum(1 for r in raw if crc_ok(r.data)) > len(raw):
+        return recs
+    return [r._replace(linktype=LINKTYPE_USER2) if r.linktype == LINKTYPE_USER0 else r for r in recs]
 
 
 def read_log(path, **kw) -> list[Record]:
@@ -463,5 +485,5 @@ def _parse_csv(text: str, name: str, columns, linktype, delimiter) -> tuple[list
     return out, None
 
 
-__all__ = ["LogError", "looks_like_log", "parse_log", "read_log", "guess_linktype", "parse_time",
+__all__ = ["crc_ok", "choose_crc_linktype", "LINKTYPE_USER2", "LogError", "looks_like_log", "parse_log", "read_log", "guess_linktype", "parse_time",
            "parse_hex"]

@@ -2,7 +2,9 @@
 
 Both accept `analyzer.packet.Record`s or plain tuples `(ts_ns, data, linktype[, comments])`,
 write to a path or to a binary file object, and work as context managers.  Link-type
-convention for raw LonTalk frames: LINKTYPE_USER0 = 147.
+convention for raw LonTalk frames (defined in `dissectors.net`): LINKTYPE_USER0 = 147 is a
+frame as a layer-2 NI delivers it, CRC-16 always present; LINKTYPE_USER2 = 149 is a frame
+without CRC.
 """
 from __future__ import annotations
 
@@ -12,15 +14,9 @@ from typing import Any, BinaryIO, Iterable
 
 from .packet import Record
 
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_USER0 = 147
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
+from dissectors.net import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL,  # noqa: F401
+                            LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW,
+                            LINKTYPE_USER0, LINKTYPE_USER2, ip4_checksum)
 
 DEFAULT_SNAPLEN = 262144
 
@@ -185,30 +181,24 @@ WS_SRC_IP = bytes([10, 14, 9, 8])      # synthetic addresses of the CN/IP wrappe
 WS_DST_IP = bytes([10, 14, 9, 9])
 
 
-def _ip_checksum(hdr: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def wrap_cnip(frame: bytes, seqno: int = 0, ts_ms: int = 0, outbound: bool = False,
               ident: int = 0) -> bytes:
     """One raw LonTalk frame as Ethernet/IPv4/UDP 1628/CN-IP Data (ISO/IEC 14908-4 type
-    0x01, protocol 0 = LonTalk): the form stock Wireshark decodes with cnip -> lon."""
-    cnip = struct.pack("!HBBBBHIII", 20 + len(frame), 1, 0x01, 0, 0, 0, 0, seqno & 0xFFFFFFFF,
-                       ts_ms & 0xFFFFFFFF) + frame
+    0x01, protocol 0 = LonTalk): the form stock Wireshark decodes with cnip -> lon.
+    The frame bytes are kept as they are (a USER0 frame's CRC-16 follows the NPDU)."""
+    from dissectors.cnip import build_cnip
+    cnip = build_cnip(frame, pkt_type=1, seqno=seqno & 0xFFFFFFFF, timestamp=ts_ms & 0xFFFFFFFF)
     udp = struct.pack("!HHHH", CNIP_PORT, CNIP_PORT, 8 + len(cnip), 0) + cnip
     src, dst = (WS_DST_IP, WS_SRC_IP) if outbound else (WS_SRC_IP, WS_DST_IP)
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ident & 0xFFFF, 0x4000, 64, 17, 0, src, dst)
-    hdr = hdr[:10] + struct.pack("!H", _ip_checksum(hdr)) + hdr[12:]
+    hdr = hdr[:10] + struct.pack("!H", ip4_checksum(hdr)) + hdr[12:]
     macs = (WS_SRC_MAC + WS_DST_MAC) if outbound else (WS_DST_MAC + WS_SRC_MAC)
     return macs + b"\x08\x00" + hdr + udp
 
 
 def export_for_wireshark(records: Iterable[Any], path_or_file, pcapng: bool = True) -> int:
     """Write records so that stock Wireshark/tshark decodes the LonTalk frames: raw
-    LonTalk (LINKTYPE_USER0) frames become Ethernet/IPv4/UDP 1628/CN-IP data packets (CN/IP
+    LonTalk (LINKTYPE_USER0 with CRC, USER2 without) frames become Ethernet/IPv4/UDP 1628/CN-IP data packets (CN/IP
     sequence number = frame number, time stamp = capture time in ms; `dir=tx` comments swap
     the synthetic addresses); records of other link types are written unchanged (pcapng;
     classic pcap keeps only Ethernet).  Time stamps and comments are kept.  Returns the
@@ -219,7 +209,7 @@ def export_for_wireshark(records: Iterable[Any], path_or_file, pcapng: bool = Tr
         for rec in records:
             ts_ns, data, lt, orig, comments = _as_tuple(rec, None)
             n += 1
-            if lt == LINKTYPE_USER0:
+            if lt in (LINKTYPE_USER0, LINKTYPE_USER2):
                 outbound = any(str(c).strip().lower() in ("dir=tx", "dir=out") for c in comments)
                 data = wrap_cnip(data, seqno=n, ts_ms=ts_ns // 1_000_000, outbound=outbound, ident=n)
                 lt = LINKTYPE_ETHERNET
@@ -231,6 +221,7 @@ def export_for_wireshark(records: Iterable[Any], path_or_file, pcapng: bool = Tr
     return n
 
 
-__all__ = ["PcapWriter", "PcapngWriter", "write_capture", "export_for_wireshark", "wrap_cnip", "LINKTYPE_USER0", "LINKTYPE_ETHERNET",
+__all__ = ["PcapWriter", "PcapngWriter", "write_capture", "export_for_wireshark", "wrap_cnip", "LINKTYPE_USER0", "LINKTYPE_USER2",
+           "LINKTYPE_ETHERNET", "ip4_checksum",
            "LINKTYPE_NULL", "LINKTYPE_RAW", "LINKTYPE_LOOP", "LINKTYPE_LINUX_SLL",
            "LINKTYPE_LINUX_SLL2", "LINKTYPE_IPV4", "LINKTYPE_IPV6"]

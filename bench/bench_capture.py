@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -13,26 +12,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analyzer.capture import index_capture, read_capture  # noqa: E402
-from analyzer.pcapwriter import PcapngWriter  # noqa: E402
+from analyzer.pcapwriter import LINKTYPE_ETHERNET, PcapngWriter, PcapWriter  # noqa: E402
 
 
 def make_pcap(path: str, n: int) -> None:
-    """n x 74-byte Ethernet/IPv4/UDP/CN-IP frames (one LonTalk frame each)."""
+    """n x 74-byte Ethernet/IPv4/UDP/CN-IP frames (one LonTalk frame each), written with
+    the project's classic-pcap writer."""
     head = bytes.fromhex("0011223344556677889900aa0800" "4500003c000040004011" "0000c0a80001c0a80002"
                          "065c065c00280000")
     body = bytes.fromhex("002001000000000000000000") + bytes(20)
     frame = (head + body)[:74]
-    rec = struct.Struct("<IIII")
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        chunk = []
+    t0 = 1_700_000_000 * 1_000_000_000
+    with PcapWriter(path, LINKTYPE_ETHERNET, snaplen=65535) as w:
         for i in range(n):
-            chunk.append(rec.pack(1_700_000_000 + i // 1000, (i % 1000) * 1000, len(frame), len(frame)))
-            chunk.append(frame)
-            if len(chunk) >= 20000:
-                f.write(b"".join(chunk))
-                chunk = []
-        f.write(b"".join(chunk))
+            w.write((t0 + i * 1_000_000, frame))
 
 
 def _time(fn) -> float:

@@ -1,6 +1,8 @@
 """Link and network layers: Ethernet (802.1Q/QinQ), null/loopback, raw IP, Linux cooked
 (SLL, SLL2), IPv4, IPv6, UDP and TCP headers, plus the raw-LonTalk link type
-(LINKTYPE_USER0 = 147, our convention) and the lon netdev (SICB messages).
+(LINKTYPE_USER0 = 147: a frame as a layer-2 NI delivers it, CRC-16 always present;
+LINKTYPE_USER2 = 149: a raw LonTalk frame without CRC) and the lon netdev (SICB messages).
+`ip4_checksum(header)` is the one IPv4 header checksum of the project (decoders and builders).
 
 Hand-offs: `link` -> `ethertype` -> `ip.proto` -> `udp.port` (lower port first).  TCP
 payloads are left to the TCP stream stage (`analyzer.tcpstage`) through `ctx["tcp"]`;
@@ -19,7 +21,8 @@ LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
-LINKTYPE_USER0 = 147
+LINKTYPE_USER0 = 147             # raw LonTalk frame [LPDU hdr][NPDU][CRC-16] (CRC always present)
+LINKTYPE_USER2 = 149             # raw LonTalk frame [LPDU hdr][NPDU] without CRC
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
@@ -35,6 +38,7 @@ SLL_PKTTYPES = {0: "Unicast to us", 1: "Broadcast", 2: "Multicast", 3: "Unicast 
 NULL_FAMILIES = {2: "IP", 24: "IPv6 (NetBSD/OpenBSD)", 28: "IPv6 (FreeBSD)", 30: "IPv6 (Darwin)",
                  10: "IPv6 (Linux)"}
 LINKTYPES = {0: "NULL", 1: "ETHERNET", 101: "RAW", 108: "LOOP", 113: "LINUX_SLL", 147: "USER0 (LonTalk)",
+             149: "USER2 (LonTalk, no CRC)",
              228: "IPV4", 229: "IPV6", 276: "LINUX_SLL2", 0x950: "LON netdev (SICB)"}
 
 field("frame.len", FT_UINT, "Frame length on the wire")
@@ -282,8 +286,15 @@ def _sll_payload(hatype: int, proto: int, buf: bytes, off: int, end: int, d: Dis
 
 
 def dissect_user0(buf: bytes, off: int, end: int, d: Dissection, parent: Node | None) -> None:
-    """LINKTYPE_USER0 = raw LonTalk frame [LPDU hdr][NPDU][CRC-16 optional]."""
-    if not table("lon.frame").dispatch("l2", buf, off, end, d, parent, try_heuristics=False):
+    """LINKTYPE_USER0 = raw LonTalk frame as a layer-2 NI delivers it (0x1A/0x1B/0x1C):
+    [LPDU hdr][NPDU][CRC-16], the CRC always present (a wrong one shows as "bad")."""
+    if not table("lon.frame").dispatch("l2-crc", buf, off, end, d, parent, try_heuristics=False):
+        show_data(buf, off, end, d, parent)
+
+
+def dissect_user2(buf: bytes, off: int, end: int, d: Dissection, parent: Node | None) -> None:
+    """LINKTYPE_USER2 = raw LonTalk frame without CRC: [LPDU hdr][NPDU]."""
+    if not table("lon.frame").dispatch("l2-nocrc", buf, off, end, d, parent, try_heuristics=False):
         show_data(buf, off, end, d, parent)
 
 
@@ -294,10 +305,17 @@ def dissect_lon_netdev(buf: bytes, off: int, end: int, d: Dissection, parent: No
 # --------------------------------------------------------------------------- IP
 
 def _ip4_checksum(buf: bytes, off: int, hlen: int) -> int:
+    """One's-complement sum of the header words (0xFFFF when the checksum verifies)."""
     s = sum(struct.unpack_from(f"!{hlen // 2}H", buf, off))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return s
+
+
+def ip4_checksum(header: bytes) -> int:
+    """The IPv4 header checksum (RFC 791) to store in bytes 10..11 of `header` (whose
+    checksum field is zero): the project's one implementation, for builders too."""
+    return ~_ip4_checksum(header, 0, len(header) & ~1) & 0xFFFF
 
 
 def dissect_ipv4(buf: bytes, off: int, end: int, d: Dissection, parent: Node | None) -> None:
@@ -550,6 +568,7 @@ _link.register(LINKTYPE_IPV6, "ipv6", lambda b, o, e, d, p: (_frame(b, e, d, p, 
 _link.register(LINKTYPE_LINUX_SLL, "sll", lambda b, o, e, d, p: (_frame(b, e, d, p, 113), dissect_sll(b, o, e, d, p)))
 _link.register(LINKTYPE_LINUX_SLL2, "sll", lambda b, o, e, d, p: (_frame(b, e, d, p, 276), dissect_sll2(b, o, e, d, p)))
 _link.register(LINKTYPE_USER0, "lon", lambda b, o, e, d, p: (_frame(b, e, d, p, 147), dissect_user0(b, o, e, d, p)))
+_link.register(LINKTYPE_USER2, "lon", lambda b, o, e, d, p: (_frame(b, e, d, p, 149), dissect_user2(b, o, e, d, p)))
 _link.register(LINKTYPE_LON_NETDEV, "ni", lambda b, o, e, d, p: (_frame(b, e, d, p, 0x950), dissect_lon_netdev(b, o, e, d, p)))
 
 table("ethertype", "Ethernet type").register(0x0800, "ip", dissect_ipv4)

@@ -17,7 +17,8 @@ LON_FIELDS = ["lon.prio", "lon.alt_path", "lon.delta_bl", "lon.vers", "lon.pdufm
 OTHER = ["cnip.seqno", "cnip.type", "cnip.protocol", "frame.comment", "frame.time_epoch", "ip.src"]
 
 
-def random_frames(n: int, seed: int = 7) -> list[bytes]:
+def random_frames(n: int, seed: int = 7) -> list[tuple[bytes, bool]]:
+    """(frame, has CRC) pairs."""
     from dissectors.lon import build_frame, build_nv
     rnd = random.Random(seed)
     out = []
@@ -39,7 +40,7 @@ def random_frames(n: int, seed: int = 7) -> list[bytes]:
             kw["tpdu_type"] = rnd.choice([0, 1])
         elif pdu == "spdu":
             kw["spdu_type"] = rnd.choice([0, 2])
-        out.append(build_frame(apdu=apdu, **kw))
+        out.append((build_frame(apdu=apdu, **kw), kw["crc"]))
     return out
 
 
@@ -50,8 +51,9 @@ def tnum(s: str) -> int:
 def test_tshark_lon_fields_equal_our_decode(tshark, tmp_path):
     frames = random_frames(300)
     t0 = 1_700_000_000_000_000_000
-    recs = [Record(t0 + i * 1_000_000, f, 147, len(f), 0, ("dir=tx",) if i % 2 else ())
-            for i, f in enumerate(frames)]
+    # frames with CRC as LINKTYPE_USER0, without as LINKTYPE_USER2
+    recs = [Record(t0 + i * 1_000_000, f, 147 if crc else 149, len(f), 0, ("dir=tx",) if i % 2 else ())
+            for i, (f, crc) in enumerate(frames)]
     out = tmp_path / "ws.pcapng"
     assert export_for_wireshark(recs, out) == 300
     cmd = [tshark, "-r", str(out), "-T", "fields", "-E", "separator=|"]
@@ -61,7 +63,7 @@ def test_tshark_lon_fields_equal_our_decode(tshark, tmp_path):
     assert len(rows) == 300
     compared = 0
     for i, (row, rec) in enumerate(zip(rows, recs)):
-        d = dissect_frame(rec.data, 147)
+        d = dissect_frame(rec.data, rec.linktype)
         vals = dict(zip(LON_FIELDS + OTHER, row))
         assert vals["cnip.seqno"] == str(i + 1) and vals["cnip.type"] == "0x01" and tnum(vals["cnip.protocol"]) == 0
         assert vals["frame.comment"] == ",".join(rec.comments)
@@ -107,3 +109,42 @@ def test_export_keeps_other_link_types_and_reads_back(tmp_path):
     d = dissect_frame(back[0].data, 1)
     assert d.protocols[:5] == ["eth", "ip", "udp", "cnip", "lon"]
     assert d.fields["lon.srcnode"] == dissect_frame(recs[0].data, 147).fields["lon.srcnode"]
+
+
+def test_demo_bad_crc_frames_show_bad_through_the_cli(lonscope_cmd):
+    """LINKTYPE_USER0 frames carry their CRC-16: the demo capture's power-line frames with a
+    corrupted CRC (per the simulator's ground truth, captures/demo.truth.json) read as
+    `lon.crc.status == "bad"`, every other power-line frame as "good", the CN/IP copies as
+    "absent" — through the real `lonscope decode -T fields`."""
+    import json
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    truth = json.load(open(os.path.join(root, "captures", "demo.truth.json")))
+    want = {}
+    for f in truth["frames"]:
+        ok = f.get("lon", {}).get("crc_ok", "none")
+        want[f["number"]] = {True: "good", False: "bad", None: "absent"}.get(ok)
+    bad = [n for n, s in want.items() if s == "bad"]
+    assert bad, "the demo capture has power-line CRC errors"
+    r = subprocess.run(lonscope_cmd + ["decode", os.path.join(root, "captures", "demo.pcapng"), "--keys",
+                                       os.path.join(root, "keys", "demo.toml"), "-T", "fields",
+                                       "-e", "frame.number", "-e", "frame.linktype", "-e", "lon.crc.status"],
+                       capture_output=True, text=True, timeout=120, cwd=root)
+    assert r.returncode == 0, r.stderr
+    got = {}
+    for line in r.stdout.splitlines():
+        num, lt, status = line.split("\t")
+        got[int(num)] = (int(lt), status)
+    assert len(got) == len(want)
+    for n, s in want.items():
+        if s is not None:
+            assert got[n][1] == s, (n, got[n], s)
+    assert all(got[n] == (147, "bad") for n in bad)
+    # one frame by display filter, as a user would ask
+    n = bad[0]
+    r = subprocess.run(lonscope_cmd + ["decode", os.path.join(root, "captures", "demo.pcapng"), "--keys",
+                                       os.path.join(root, "keys", "demo.toml"), "-Y", f"frame.number == {n}",
+                                       "-T", "fields", "-e", "lon.crc.status"],
+                       capture_output=True, text=True, timeout=120, cwd=root)
+    assert r.stdout.strip() == "bad", r.stderr

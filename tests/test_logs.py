@@ -75,7 +75,8 @@ def test_offset_dump_matches_text2pcap(tshark, tmp_path):
     assert reader.format == "log" and reader.error is None
     assert [(r.ts_ns, r.data.hex(), r.comments) for r in got] == \
         [(ns(w[0]), w[1], (f"dir={DIRS[w[2]]}",)) for w in want]
-    assert len(got) == 3 and all(r.linktype == 147 for r in got)
+    # none of these frames ends in its CRC-16: the file is read as raw LonTalk without CRC
+    assert len(got) == 3 and all(r.linktype == 149 for r in got)
 
 
 def test_line_log_matches_text2pcap_regex_mode(tshark, tmp_path):
@@ -159,7 +160,29 @@ def test_linktype_guess():
     assert guess_linktype(bytes.fromhex("1a0a") + bytes(10)) == 0x950      # SICB 0x1A, length 10
     assert guess_linktype(bytes.fromhex("000901a901aa0123")) == 147
     recs, err = parse_log(("1.0 " + eth.hex() + "\n2.0 000901a901aa0123\n").encode())
-    assert [r.linktype for r in recs] == [1, 147] and err is None
+    assert [r.linktype for r in recs] == [1, 149] and err is None      # no CRC on the frame
+
+
+def test_log_with_crcs_is_user0_and_shows_bad_crc():
+    """A log whose frames end in their CRC-16 is read as LINKTYPE_USER0; a corrupted CRC in
+    it shows as "bad" (the CRC is checked with binascii.crc_hqx, independent of the decoder)."""
+    from binascii import crc_hqx
+    from analyzer.pipeline import Pipeline
+    npdus = [bytes.fromhex("0009010105020301") + bytes([i]) for i in range(5)]
+    frames = [n + (crc_hqx(n, 0xFFFF) ^ 0xFFFF).to_bytes(2, "big") for n in npdus]
+    frames[2] = frames[2][:-1] + bytes([frames[2][-1] ^ 0x55])          # one corrupted CRC
+    text = "".join(f"{i}.0 RX {f.hex()}\n" for i, f in enumerate(frames)).encode()
+    recs, err = parse_log(text, "crc.log")
+    assert err is None and [r.linktype for r in recs] == [147] * 5
+    pipe = Pipeline()
+    status = [pipe.feed(r).fields["lon.crc.status"] for r in recs]
+    assert status == [["good"], ["good"], ["bad"], ["good"], ["good"]]
+    # the same NPDUs without CRC: USER2, CRC "absent", and the last NPDU byte stays payload
+    recs2, _ = parse_log("".join(f"{i}.0 {n.hex()}\n" for i, n in enumerate(npdus)).encode(), "nocrc.log")
+    assert [r.linktype for r in recs2] == [149] * 5
+    pkts = [Pipeline().feed(r) for r in recs2]
+    assert all(p.fields["lon.crc.status"] == ["absent"] for p in pkts)
+    assert [p.fields["lon.srcnode"] for p in pkts] == [[1]] * 5
 
 
 @settings(max_examples=min(settings.default.max_examples, 800))  # heavy: cap the CI profile
@@ -172,5 +195,5 @@ def test_fuzz_log_text_never_raises_unexpectedly(lines):
         assert "\n" not in str(e) and str(e).startswith("fz: ")
         return
     for r in recs:
-        assert isinstance(r.data, bytes) and r.data and r.linktype in (1, 101, 147, 0x950)
+        assert isinstance(r.data, bytes) and r.data and r.linktype in (1, 101, 147, 149, 0x950)
     assert err is None or err.startswith("fz: line ")

@@ -156,19 +156,24 @@ def test_udp_dispatch_lower_port_first():
 def test_user0_and_sicb_handoffs():
     calls = []
     lonf, eth = table("lon.frame"), table("ethertype")
-    saved = (lonf.entries.get("l2"), eth.entries.get(0x8950))
+    saved = (lonf.entries.get("l2-crc"), lonf.entries.get("l2-nocrc"), eth.entries.get(0x8950))
     try:
-        lonf.register("l2", "lon", lambda b, o, e, d, p: calls.append(("lon", bytes(b[o:e]))))
+        # USER0 = a frame as the NI delivers it (CRC always present), USER2 = no CRC
+        lonf.register("l2-crc", "lon", lambda b, o, e, d, p: calls.append(("lon-crc", bytes(b[o:e]))))
+        lonf.register("l2-nocrc", "lon", lambda b, o, e, d, p: calls.append(("lon-nocrc", bytes(b[o:e]))))
         eth.register(0x8950, "ni", lambda b, o, e, d, p: calls.append(("ni", bytes(b[o:e]))))
         frame = bytes.fromhex("00090101a901aa0123")
         d = dissect_frame(frame, 147)
-        assert calls == [("lon", frame)] and d.fields["frame.linktype"] == [147]
+        assert calls == [("lon-crc", frame)] and d.fields["frame.linktype"] == [147]
+        d = dissect_frame(frame, 149)
+        assert calls[1] == ("lon-nocrc", frame) and d.fields["frame.linktype"] == [149]
+        del calls[1]
         sicb = bytes.fromhex("1a09") + frame
         dissect_frame(struct.pack("!HHH8sH", 0, 0x950, 0, b"\0" * 8, 0x8950) + sicb, 113)
         dissect_frame(sicb, 0x950)
         assert calls[1:] == [("ni", sicb), ("ni", sicb)]
     finally:
-        for t, k, v in ((lonf, "l2", saved[0]), (eth, 0x8950, saved[1])):
+        for t, k, v in ((lonf, "l2-crc", saved[0]), (lonf, "l2-nocrc", saved[1]), (eth, 0x8950, saved[2])):
             if v is None:
                 t.entries.pop(k, None)
             else:
@@ -192,7 +197,19 @@ def test_fragment_and_malformed():
     assert any("checksum" in e.message for e in d.expert)
 
 
-@given(st.sampled_from([0, 1, 101, 108, 113, 147, 228, 229, 276, 0x950]), st.binary(max_size=120),
+def test_ip4_checksum_against_scapy():
+    """The one IPv4 header checksum (dissectors.net.ip4_checksum) equals scapy's."""
+    from scapy.all import IP, UDP
+    from dissectors.net import ip4_checksum
+    for i in range(20):
+        raw = bytes(IP(src=f"10.0.{i}.1", dst="192.168.1.9", id=i * 977, ttl=1 + i, options=b"\x01" * (i % 3 * 4))
+                    / UDP(sport=1628, dport=1628) / bytes(i))
+        hl = (raw[0] & 15) * 4
+        zeroed = raw[:10] + b"\0\0" + raw[12:hl]
+        assert ip4_checksum(zeroed) == int.from_bytes(raw[10:12], "big"), i
+
+
+@given(st.sampled_from([0, 1, 101, 108, 113, 147, 149, 228, 229, 276, 0x950]), st.binary(max_size=120),
        st.booleans())
 def test_fuzz_random_frames(linktype, data, tree):
     d = dissect_frame(data, linktype, want_tree=tree)
