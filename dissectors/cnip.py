@@ -113,7 +113,8 @@ def dissect_cnip(buf, off, end, d, parent):
 def _one(buf, off, end, d, parent):
     node = d.layer("cnip", "ISO/IEC 14908-4 CN/IP", off, end - off)
     try:
-        need(end, off, HDR_LEN, "CN/IP header")
+        if end - off < HDR_LEN:
+            need(end, off, HDR_LEN, "CN/IP header")
         ln, ver, typ, exth, pf, vendor, sess, seq, ts = _HDR.unpack_from(buf, off)
         add = d.add
         if node is None:
@@ -127,7 +128,8 @@ def _one(buf, off, end, d, parent):
         if ln < HDR_LEN + 4 * exth:
             d.malformed("cnip", off, f"packet length {ln} shorter than its header", node)
             return None
-        need(end, off, ln, "CN/IP packet")
+        if end - off < ln:
+            need(end, off, ln, "CN/IP packet")
         pend = off + ln
         if node is not None and (ver & 0x1F) != 1:
             d.note("warn", "protocol", "cnip", off + 2, f"Unexpected CN/IP version {ver & 0x1F}", node)

@@ -16,6 +16,7 @@ first APDU byte, with the dissector receiving the APDU *starting at the code byt
 from __future__ import annotations
 
 from binascii import crc_hqx
+from functools import partial
 
 from construct import Bytes, Int8ub, Int16ub, Struct
 
@@ -807,7 +808,8 @@ def _tid(buf, off, end, d, parent, fr, b0):
     """12-bit TID in version 2: one extra byte with the low 8 bits follows."""
     tid = b0 & 0xF
     if fr.vers == 2:
-        need(end, off + 1, 1, "12-bit TID low byte")
+        if end - off < 2:
+            need(end, off + 1, 1, "12-bit TID low byte")
         tid = tid << 8 | buf[off + 1]
         d.add(parent, "lon.tid12", tid, off, 2)
         fr.tid = tid
@@ -889,7 +891,8 @@ _XREC = {k: make_recorder(v[0]) for k, v in _XPDU.items()}
 
 def _xpdu(buf, off, end, d, parent, fr, kind):
     names, tnames, bodies, title = _XPDU[kind]
-    need(end, off, 1, title)
+    if end <= off:
+        need(end, off, 1, title)
     b0 = buf[off]
     typ = b0 >> 4 & 7
     tag = tnames.get(typ) or f"{title} type {typ}"
@@ -920,12 +923,8 @@ def _xpdu(buf, off, end, d, parent, fr, kind):
     body(buf, o, end, d, node, fr)
 
 
-def _pdu_tpdu(buf, off, end, d, parent, fr):
-    _xpdu(buf, off, end, d, parent, fr, "tpdu")
-
-
-def _pdu_spdu(buf, off, end, d, parent, fr):
-    _xpdu(buf, off, end, d, parent, fr, "spdu")
+_pdu_tpdu = partial(_xpdu, kind="tpdu")
+_pdu_spdu = partial(_xpdu, kind="spdu")
 
 
 _rec_auth = make_recorder(("lon.authpdu", "lon.authpdu_addrfmt", "lon.authpdu_type", "lon.trans_no"))
@@ -1100,7 +1099,8 @@ _rec_ppdu_crc = make_recorder(_PPDU_NAMES + ("lon.crc",))
 
 def dissect_npdu(buf, off, end, d, parent):
     """NPDU (network header byte onwards) up to `end` (CRC excluded)."""
-    need(end, off, 3, "NPDU header and source address")
+    if end - off < 3:
+        need(end, off, 3, "NPDU header and source address")
     b = buf[off]
     vers = b >> 6
     pf = b >> 4 & 3
@@ -1135,7 +1135,8 @@ def dissect_npdu(buf, off, end, d, parent):
         anode.length = o - off - 1
         anode.text = f"Address: {d.src} -> {d.dst} ({lon['dst_type']})"
     n = DOMAIN_BYTES[dl]
-    need(end, o, n, "domain")
+    if end - o < n:
+        need(end, o, n, "domain")
     dom = buf[o: o + n]
     if parent is None:
         lst = d.fields.get("lon.domain")
@@ -1167,7 +1168,8 @@ def dissect_frame(buf, off, end, d, parent, crc: bool | None = None):
     (a bad CRC is an expert item; the frame is still decoded).  crc=False: no CRC."""
     node = d.layer("lon", "ISO/IEC 14908-1 LonTalk", off, end - off)
     try:
-        need(end, off, 1, "LPDU header")
+        if end <= off:
+            need(end, off, 1, "LPDU header")
         fend = end
         status = "absent"
         got = None
@@ -1227,7 +1229,7 @@ def dissect_l2_nocrc(buf, off, end, d, parent):
 table("lon.frame", "raw LonTalk frames").register("l2", "lon", dissect_l2_auto)
 table("lon.frame").register("l2-crc", "lon", dissect_l2_crc)
 table("lon.frame").register("l2-nocrc", "lon", dissect_l2_nocrc)
-table("cnip.protocol", "CN/IP protocol").register(0, "lon", dissect_l2_auto)
+table("cnip.protocol", "CN/IP protocol").register(0, "lon", dissect_frame)   # crc=None: optional
 
 
 # --------------------------------------------------------------------------- builders
