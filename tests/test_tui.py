@@ -665,6 +665,14 @@ async def test_demo_capture_decrypted_rows_and_views():
         await pilot.press("2")
         await pilot.pause(0.2)
         assert app.q("assoc-table").row_count >= 1
+        await pilot.press("f")                        # follow the highlighted association
+        await pilot.pause(0.2)
+        assert app.q("views").active == "follow"
+        first = app._assoc_cache[0]
+        assert str(app.q("follow-title").render()).startswith(f"Association {first['id']}: {first['client']}")
+        assert app.q("follow-table").row_count >= len(first["frames"])
+        await pilot.press("2")
+        await pilot.pause(0.2)
         await pilot.press("enter")                    # filter on the first association
         await wait_loaded(pilot, timeout=60)
         assert app.session.filter_text.startswith("dlms.assoc_id") and 0 < app.q("list").count < s.store.n
@@ -747,3 +755,26 @@ def test_sniffer_log_opens_like_the_capture(pcaps, tmp_path):
         assert int(b.store.ts[i]) - int(b.store.ts[0]) == recs[i].ts_ns - t0
     a.stop()
     b.stop()
+
+
+async def test_hex_pane_keyboard_and_ctrl_c(demo_pcap):
+    app = make_app(demo_pcap)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(pilot)
+        await pilot.press("tab", "tab")
+        hexv = app.q("hex")
+        assert hexv.has_focus and hexv.cursor_byte == 0
+        await pilot.press("right", "right", "l")      # byte 3: first byte of the sequence number
+        assert hexv.cursor_byte == 3
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.q("details").cursor_node.data.field == "tuidemo.seq" and hexv.hl == (3, 5)
+        await pilot.press("left", "h")
+        assert hexv.cursor_byte == 1
+        await pilot.press("down")                     # 14-byte frame: clamped to the last byte
+        assert hexv.cursor_byte == 13
+        await pilot.press("up", "k")
+        assert hexv.cursor_byte == 0
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    assert app.return_code == 0
