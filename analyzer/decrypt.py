@@ -425,6 +425,18 @@ def _status_info(d) -> None:
             d.info = f"{d.info} {tag}" if d.info else tag
 
 
+def _notes(d, desc, res: Result, message: str | None) -> None:
+    """Expert notes of one APDU's result (first pass and redissection alike)."""
+    off, node = desc.get("offset", 0), desc.get("node")
+    if res.peer_title:
+        d.note("warn", "security", "dlms", off, "IV uses the peer's system title", node)
+    if res.status == "auth-failed":
+        d.note("warn", "decryption", "dlms", off,
+               "Authentication failed: wrong key, wrong system title, or damaged data", node)
+    elif res.status in ("no-key", "unsupported") and message:
+        d.note("note", "decryption", "dlms", off, f"Not decrypted: {message}", node)
+
+
 def _record_of(d, desc):
     for rec in d.ctx.get("dlms.apdus", ()):
         for x in rec.get("ciphered", ()):
@@ -578,16 +590,8 @@ class Decrypt(Stage):
             if last is None or res.ic > last[0]:
                 self._ic[kdir] = (res.ic, pkt.number, digest)
         self._record(ev)
-        if res.peer_title:
-            d.note("warn", "security", "dlms", desc.get("offset", 0), "IV uses the peer's system title",
-                   desc.get("node"))
-        if res.status == "auth-failed":
-            d.note("warn", "decryption", "dlms", desc.get("offset", 0),
-                   "Authentication failed: wrong key, wrong system title, or damaged data", desc.get("node"))
-        elif res.status in ("no-key", "unsupported") and res.message:
-            d.note("note", "decryption", "dlms", desc.get("offset", 0), f"Not decrypted: {res.message}",
-                   desc.get("node"))
-        elif res.status == "unauthenticated" and res.plaintext is not None and not plausible(res.plaintext, desc.get("tag")):
+        _notes(d, desc, res, res.message)
+        if res.status == "unauthenticated" and res.plaintext is not None and not plausible(res.plaintext, desc.get("tag")):
             d.note("warn", "decryption", "dlms", desc.get("offset", 0),
                    "Encryption-only plaintext does not look like an xDLMS APDU (wrong key?)", desc.get("node"))
         self._fields(d, desc, res.status, res.keyset, res)
@@ -881,15 +885,7 @@ class Decrypt(Stage):
                 continue
             res = Result(st["status"], st.get("plaintext"), st.get("keyset"), st.get("key"),
                          st.get("iv_title"), st.get("peer"), st.get("sc"), st.get("ic"))
-            if res.peer_title:
-                d.note("warn", "security", "dlms", desc.get("offset", 0), "IV uses the peer's system title",
-                       desc.get("node"))
-            if res.status == "auth-failed":
-                d.note("warn", "decryption", "dlms", desc.get("offset", 0),
-                       "Authentication failed: wrong key, wrong system title, or damaged data", desc.get("node"))
-            elif res.status in ("no-key", "unsupported") and st.get("message"):
-                d.note("note", "decryption", "dlms", desc.get("offset", 0), f"Not decrypted: {st['message']}",
-                       desc.get("node"))
+            _notes(d, desc, res, st.get("message"))
             self._fields(d, desc, res.status, res.keyset, res)
             if res.plaintext is not None:
                 self._dissect_plain(d, desc, res.plaintext, bool(st.get("implausible")))

@@ -102,3 +102,22 @@ def glo(tag: int, body: bytes) -> bytes:
     n = len(body)
     ln = bytes([n]) if n < 0x80 else (b"\x81" + bytes([n]) if n < 0x100 else b"\x82" + n.to_bytes(2, "big"))
     return bytes([tag]) + ln + body
+
+
+def public_key_ring(tmp_path, public_key, entry: str, name: str, extra: str = ""):
+    """A key ring file with one [[dlms]] set whose `entry` (certificate, peer_certificate)
+    names a PEM file holding `public_key`."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = tmp_path / f"{name}-pub.pem"
+    pem.write_bytes(public_key.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+    ring = tmp_path / "r.toml"
+    ring.write_text(f'[[dlms]]\nname="{name}"\n{extra}{entry}="{pem}"\n')
+    ring.chmod(0o600)
+    return ring
+
+
+def a_xdr_octets(b: bytes) -> bytes:
+    """A short A-XDR octet-string (length byte + contents)."""
+    return bytes([len(b)]) + b

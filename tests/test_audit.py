@@ -6,7 +6,6 @@ import json
 import subprocess
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from analyzer import dlmscrypto as dc
@@ -14,7 +13,8 @@ from analyzer.keyring import load_keys
 from dissectors.lon import build_frame
 from dissectors.osgp import build_request
 
-from _dlms_frames import aare, aarq, action_hls, action_hls_response, c2s, glo, run, s2c
+from _dlms_frames import (a_xdr_octets, aare, aarq, action_hls, action_hls_response, c2s, glo,
+                          public_key_ring, run, s2c)
 
 EK, AK = bytes(range(16)), bytes(range(16, 32))
 KEYS = [f"ek={EK.hex()}", f"ak={AK.hex()}", f"bk={bytes(range(48, 64)).hex()}"]
@@ -192,15 +192,8 @@ def test_iv_title_anomaly():
 
 def test_signature_failed(tmp_path):
     k = ec.generate_private_key(ec.SECP256R1())
-    pem = tmp_path / "peer.pem"
-    pem.write_bytes(k.public_key().public_bytes(serialization.Encoding.PEM,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo))
-    ring = tmp_path / "r.toml"
-    ring.write_text(f'[[dlms]]\nname="ecc"\npeer_certificate="{pem}"\n')
-    ring.chmod(0o600)
-
-    def os_(b):
-        return bytes([len(b)]) + b
+    ring = public_key_ring(tmp_path, k.public_key(), "peer_certificate", "ecc")
+    os_ = a_xdr_octets
     head = os_(b"\x00" * 8) + os_(SV) + os_(CT) + os_(b"") + os_(b"") + os_(GET)
     good = dc.ecdsa_sign(k, head, 1)
     bad = bytes([good[0] ^ 1]) + good[1:]

@@ -358,22 +358,17 @@ def test_general_signing_uses_the_dissector_header(tmp_path):
     fields and content the xDLMS dissector located.  The signature is made with the
     `cryptography` primitives directly (not lonscope's signer); a flipped signature bit
     fails; without the signer's public key: no-key."""
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+    from _dlms_frames import a_xdr_octets as os_, public_key_ring
+
     signer = ec.generate_private_key(ec.SECP256R1())
-    pem = tmp_path / "server-pub.pem"
-    pem.write_bytes(signer.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
-    ring = tmp_path / "r.toml"
-    ring.write_text(f'[[dlms]]\nname="signed"\nak="{bytes(range(16)).hex()}"\ncertificate="{pem}"\n')
-    ring.chmod(0o600)
+    ring = public_key_ring(tmp_path, signer.public_key(), "certificate", "signed",
+                           f'ak="{bytes(range(16)).hex()}"\n')
     orig, recip = b"SERVER01", b"CLIENT01"
     content = bytes.fromhex("0F00000001000600000001")                 # data-notification
-
-    def os_(b):
-        return bytes([len(b)]) + b
     signed = os_(b"\x00" * 7 + b"\x02") + os_(orig) + os_(recip) + os_(b"") + os_(b"") + os_(content)
     r, s = decode_dss_signature(signer.sign(signed, ec.ECDSA(hashes.SHA256())))
     sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
