@@ -264,14 +264,8 @@ def fast_feed(pipe, names, filter_fields=()):
         pipe.count += 1
         pkt = Packet(pipe.count, rec, file)
         d = Dissection(data)
-        ctx = d.ctx
-        ctx["packet"] = pkt
-        ctx["pipeline"] = pipe
-        ctx["ip.src"] = ntoa(s)
-        ctx["ip.dst"] = ntoa(t)
-        ctx["ip.version"] = 4
-        ctx["udp.srcport"] = sport
-        ctx["udp.dstport"] = dport
+        d.ctx = {"packet": pkt, "pipeline": pipe, "ip.src": ntoa(s), "ip.dst": ntoa(t), "ip.version": 4,
+                 "udp.srcport": sport, "udp.dstport": dport}
         call("cnip", e[1], data, 42, uend, d, None)
         pkt.d = d
         return pkt
