@@ -412,8 +412,12 @@ def _load_file(path: str, ring: KeyRing) -> None:
     except tomllib.TOMLDecodeError as e:
         # the decoder's message quotes a position, not content
         raise KeyRingError(f"key ring {path}: not valid TOML ({str(e).split('(')[-1].rstrip(')')})") from None
-    _check_permissions(path)
     where = f"key ring {os.path.basename(path)}"
+    public = data.get("public_test_keys", False)
+    if not isinstance(public, bool):
+        raise KeyRingError(f"{where}: public_test_keys must be true or false")
+    if not public:   # published test keys (demo, Green Book) need no protection
+        _check_permissions(path)
     for i, tbl in enumerate(data.get("dlms", []) or []):
         if not isinstance(tbl, dict):
             raise KeyRingError(f"{where}: [[dlms]] entries must be tables")
@@ -431,7 +435,7 @@ def _load_file(path: str, ring: KeyRing) -> None:
             ring.cnip_secrets.append(_secret(tbl["secret"], where, "cnip secret"))
         elif "secret_text" in tbl:
             ring.cnip_secrets.append(_secret(tbl["secret_text"], where, "cnip secret_text", text=True))
-    unknown = set(data) - {"dlms", "lon", "cnip"}
+    unknown = set(data) - {"dlms", "lon", "cnip", "public_test_keys"}
     if unknown:
         raise KeyRingError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
     ring.sources.append(path)

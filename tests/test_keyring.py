@@ -143,3 +143,13 @@ def test_open_capture_accepts_path():
     import analyzer
     cap = analyzer.open_capture([], keys=ROOT / "keys" / "gurux-captures.toml")
     assert cap.keys.dlms_sets[0].name == "greenbook"
+
+
+def test_public_test_keys_need_no_private_file(tmp_path, capsys):
+    p = _write(tmp_path, "public_test_keys = true\n" + RING, 0o644)
+    ring = load_keys(p)
+    assert ring.dlms_sets                       # the sets still load
+    assert capsys.readouterr().err == ""        # published test keys: no permission warning
+    bad = _write(tmp_path, 'public_test_keys = "yes"\n' + RING, 0o600)
+    with pytest.raises(KeyRingError, match="public_test_keys"):
+        load_keys(bad)
