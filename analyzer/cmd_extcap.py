@@ -85,7 +85,7 @@ def _install(target: str | None) -> str:
 @click.option("--extcap-config", is_flag=True, help="List the options of --extcap-interface.")
 @click.option("--extcap-interface", help="Interface name (lonscope-serial or lonscope-netdev).")
 @click.option("--extcap-version", help="Wireshark's version (ignored).")
-@click.option("--extcap-capture-filter", help="Capture filter (not supported; ignored).")
+@click.option("--extcap-capture-filter", help="Capture filter: a display-filter expression over lon.* fields.")
 @click.option("--extcap-control-in", hidden=True)
 @click.option("--extcap-control-out", hidden=True)
 @click.option("--capture", is_flag=True, help="Capture into --fifo.")
@@ -121,15 +121,27 @@ def command(ctx, extcap_interfaces, extcap_dlts, extcap_config, extcap_interface
             raise click.ClickException("--extcap-config needs --extcap-interface")
         _print_config(extcap_interface)
         return
+    accept = None
+    if extcap_capture_filter:
+        from .live import LiveError, capture_filter
+        try:
+            accept = capture_filter(extcap_capture_filter)
+        except LiveError as e:
+            if not capture:        # Wireshark's filter check: an error line on stdout = invalid
+                click.echo(str(e))
+                return
+            raise click.ClickException(str(e)) from None
+        if not capture:
+            return                 # valid: nothing on stdout
     if not capture:
         click.echo(ctx.get_help())
         return
     if not fifo or not extcap_interface:
         raise click.ClickException("--capture needs --fifo and --extcap-interface")
-    _run_capture(extcap_interface, fifo, device, framing, baud, netdev, raw_user0)
+    _run_capture(extcap_interface, fifo, device, framing, baud, netdev, raw_user0, accept)
 
 
-def _run_capture(iface, fifo, device, framing, baud, netdev, raw_user0) -> None:
+def _run_capture(iface, fifo, device, framing, baud, netdev, raw_user0, accept=None) -> None:
     from .live import LiveError, open_source
     from .pcapwriter import LINKTYPE_USER0, LINKTYPE_USER2, PcapngWriter, wrap_cnip
     if iface == "lonscope-serial":
@@ -163,6 +175,8 @@ def _run_capture(iface, fifo, device, framing, baud, netdev, raw_user0) -> None:
                         rec = sicb_to_record(rec)
                         if rec is None:
                             continue
+                    if accept is not None and not accept(rec):
+                        continue
                     if not raw_user0 and rec.linktype in (LINKTYPE_USER0, LINKTYPE_USER2):
                         seq += 1
                         data = wrap_cnip(rec.data, seq, rec.ts_ns // 1_000_000, False, seq)

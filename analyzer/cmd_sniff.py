@@ -34,17 +34,28 @@ def _ring_options(values) -> tuple[int | None, int | None]:
 @click.option("-b", "ring", multiple=True, metavar="filesize:KB|files:N", help="Ring buffer: new file after KB kilobytes; keep N files.")
 @click.option("--for-wireshark", is_flag=True, help="Write raw LonTalk frames wrapped in UDP 1628/CN-IP so that stock Wireshark decodes them.")
 @click.option("--keys", type=click.Path(), help="Key ring (TOML) for decoding the packet list.")
+@click.option("-f", "--capture-filter", "cfilter", metavar="EXPR",
+              help="Keep only frames matching this display-filter expression over lon.* fields, "
+                   "e.g. 'lon.srcnet == 1 && lon.srcnode == 5 || lon.domain == 4c'.")
 @click.option("-q", "quiet", is_flag=True, help="Do not print the packet list.")
 @click.option("--framing", type=click.Choice(["u50", "u61"]), help="serial: NI wire framing (default u61).")
 @click.option("--baud", type=int, help="serial: baud rate (default 115200 for u50, 460800 for u61).")
-def command(source, write, count, duration, ring, for_wireshark, keys, quiet, framing, baud):
+def command(source, write, count, duration, ring, for_wireshark, keys, cfilter, quiet, framing, baud):
     """Capture from SOURCE: serial:/dev/ttyUSB0 (NI in layer-2 mode), iface:eth0 (UDP/TCP
     of CN/IP, LON/IP, DLMS), lon:lon0 (lon-driver netdev), tshark:IFACE, file:PATH.
 
     With -w, frames go to a pcapng file (flushed every second; raw LonTalk frames as
     LINKTYPE_USER0 = 147, CRC included, with phase/SSI comments).  Without -q, each packet is also
-    decoded and listed.  Ctrl-C stops cleanly (the interface is switched back to layer 5)."""
-    from .live import LiveError, RingWriter, capture, open_source
+    decoded and listed.  -f keeps only frames whose LonTalk layer matches (addresses,
+    domain, PDU type: any lon.* field).  Ctrl-C stops cleanly (the interface is switched
+    back to layer 5)."""
+    from .live import LiveError, RingWriter, capture, capture_filter, open_source
+    accept = None
+    if cfilter:
+        try:
+            accept = capture_filter(cfilter)
+        except LiveError as e:
+            raise click.ClickException(str(e)) from None
     filesize, files = _ring_options(ring)
     if (filesize or files) and not write:
         raise click.ClickException("-b needs -w OUT.pcapng")
@@ -95,8 +106,10 @@ def command(source, write, count, duration, ring, for_wireshark, keys, quiet, fr
     old = signal.signal(signal.SIGINT, _sigint)
     old_term = signal.signal(signal.SIGTERM, _sigint)
     n = 0
+    counters: dict = {}
     try:
-        n = capture(src, out, count=count, duration=duration, on_record=on_record, stop=lambda: stopping[0])
+        n = capture(src, out, count=count, duration=duration, on_record=on_record, stop=lambda: stopping[0],
+                    accept=accept, counters=counters)
     except LiveError as e:
         raise click.ClickException(str(e)) from None
     except Exception as e:     # a source failing mid-capture (device unplugged ...)
@@ -114,4 +127,6 @@ def command(source, write, count, duration, ring, for_wireshark, keys, quiet, fr
         extra = f", {stats['rx_errors']} receive errors ({', '.join(f'{k} {v}' for k, v in stats['rx_error_kinds'].items())})"
     if stats.get("framing_errors"):
         extra += f", {stats['framing_errors']} framing errors"
+    if accept is not None:
+        extra += f", {counters.get('filtered', 0)} filtered out by -f"
     click.echo(f"{n} packets captured{extra}", err=True)

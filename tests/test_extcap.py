@@ -177,3 +177,31 @@ def _discover_and_run(tmp_path, tshark, user):
         emu.send_many([(f, 1, None) for f in items])
         out, err = proc.communicate(timeout=60)
     assert out.splitlines() == [f"0x{1 + i:02x}\tphase=1" for i in range(5)], err
+
+
+def test_extcap_capture_filter(tmp_path, lonscope_cmd, tshark):
+    """--extcap-capture-filter: checked the way Wireshark checks it (an error line on stdout
+    = invalid), then applied to the capture; tshark reads the FIFO."""
+    r = extcap(lonscope_cmd, "--extcap-interface", "lonscope-serial", "--extcap-capture-filter", "lon.srcnode == 3")
+    assert r.returncode == 0 and r.stdout == ""
+    r = extcap(lonscope_cmd, "--extcap-interface", "lonscope-serial", "--extcap-capture-filter", "udp.port == 1")
+    assert "only lon.* fields" in r.stdout
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    items = frames(40)                    # src nodes 1..40, domain 07
+    keep = [f for i, f in enumerate(items) if (1 + i % 100) % 4 == 0]
+    with NiEmulator("u61") as emu:
+        args = ["--capture", "--extcap-interface", "lonscope-serial", "--fifo", str(fifo), "--device", emu.path,
+                "--extcap-capture-filter", "lon.srcnode in {4 8 12 16 20 24 28 32 36 40} && lon.domain == 07"]
+        proc = subprocess.Popen(lonscope_cmd + ["extcap", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        reader = subprocess.Popen([tshark, "-i", str(fifo), "-c", str(len(keep)), "-T", "fields", "-e", "lon.srcnode"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not emu.modes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        emu.send_many([(f, 0, None) for f in items])
+        out, err = reader.communicate(timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert [int(x, 16) for x in out.split()] == [4 * k for k in range(1, 11)], err

@@ -219,3 +219,49 @@ def test_sniff_flushes_the_file_while_capturing(tmp_path, lonscope_cmd):
         assert proc.returncode == 0 and "5 packets captured" in err
         time.sleep(0.05)
         assert emu.modes == [NI_MODE_L2, NI_MODE_L5]
+
+
+def test_sniff_capture_filter_by_lon_address_and_domain(tmp_path, lonscope_cmd):
+    """`lonscope sniff -f EXPR` keeps only the frames whose LonTalk layer matches; the
+    expected set comes from the parameters the frames were built with."""
+    from dissectors.lon import build_frame
+    params = []
+    for i in range(300):
+        params.append(dict(src_subnet=1 + i % 3, src_node=1 + i % 11, dst_subnet=1, dst_node=1 + i % 13,
+                           domain=bytes([0x4C if i % 5 == 0 else 0x07])))
+    items = [(build_frame(pdu="apdu", apdu=bytes([0x10, i & 0xFF]), **p), 1, None) for i, p in enumerate(params)]
+    want = [f for (f, _, _), p in zip(items, params)
+            if (p["src_subnet"] == 1 and p["src_node"] == 5) or p["dst_node"] == 10 or p["domain"] == b"\x4c"]
+    assert 0 < len(want) < len(items)
+    expr = "lon.srcnet == 1 && lon.srcnode == 5 || lon.dstnode == 10 || lon.domain == 4c"
+    with NiEmulator("u61") as emu:
+        out = tmp_path / "filtered.pcapng"
+        proc = subprocess.Popen(lonscope_cmd + ["sniff", f"serial:{emu.path}", "-w", str(out), "-c", str(len(want)),
+                                                "-f", expr, "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not emu.modes and time.monotonic() < deadline:
+            time.sleep(0.02)
+        emu.send_many(items)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    # -c counts kept frames; everything sent before the last kept one was filtered out
+    last = max(i for i, (f, _, _) in enumerate(items) if f == want[-1])
+    assert f"{len(want)} packets captured, {last + 1 - len(want)} filtered out by -f" in err
+    recs = list(read_capture(out))
+    assert [r.data for r in recs] == want and all(r.comments == ("phase=1",) for r in recs)
+
+
+def test_sniff_capture_filter_errors(lonscope_cmd, tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("1.0 00 09 01 a9 01 aa 01 23\n")
+    r = subprocess.run(lonscope_cmd + ["sniff", f"file:{log}", "-f", "ip.src == 1.2.3.4 || lon.srcnode == 1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "only lon.* fields can be used in a capture filter (not ip.src)" in r.stderr
+    r = subprocess.run(lonscope_cmd + ["sniff", f"file:{log}", "-f", "lon.srcnode =="], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("Error: capture filter 'lon.srcnode ==': ")
+    assert "Traceback" not in r.stderr
+    # a log without CRC (USER2): the filter sees its LonTalk addresses (src 0x29 = 1/41)
+    r = subprocess.run(lonscope_cmd + ["sniff", f"file:{log}", "-f", "lon.srcnode == 41", "-q"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "1 packets captured, 0 filtered out by -f" in r.stderr, r.stderr

@@ -11,6 +11,11 @@ Source specifications (`lonscope sniff SOURCE`, `lonscope open --live SOURCE`):
 | `file:PATH` | replay a capture or log file (tests, conversions) |
 
 Every source is an iterable of `analyzer.packet.Record` with `.close()` and `.stats`.
+
+Capture filter (`lonscope sniff -f`, `lonscope extcap --extcap-capture-filter`): a display
+filter expression restricted to `lon` fields (`lon.srcnet == 1 && lon.srcnode == 5 ||
+lon.domain == 4c`), evaluated on a quick stateless dissection of every received frame
+(`capture_filter(text)`); frames it rejects are not written and counted as filtered.
 """
 from __future__ import annotations
 
@@ -104,6 +109,33 @@ class FileSource:
         self.reader.close()
 
 
+# --------------------------------------------------------------------------- capture filter
+
+def capture_filter(text: str):
+    """`accept(record) -> bool` for a display-filter expression over `lon` / `lon.*` fields,
+    evaluated on the stateless dissection of the record (any link type that reaches the
+    LonTalk layer: raw frames, SICB messages, CN/IP).  Raises LiveError (one line) for a
+    syntax error or a field outside `lon`."""
+    from ..filters import FilterError, compile_filter
+    try:
+        fn = compile_filter(text)
+    except FilterError as e:
+        raise LiveError(f"capture filter {text!r}: {e}") from None
+    other = sorted(f for f in getattr(fn, "fields", ()) if f != "lon" and not f.startswith("lon."))
+    if other:
+        raise LiveError(f"capture filter {text!r}: only lon.* fields can be used in a capture filter "
+                        f"(not {', '.join(other)}); use a display filter for the rest")
+    from dissectors import dissect_frame
+
+    def accept(rec) -> bool:
+        try:
+            return bool(fn(dissect_frame(rec.data, rec.linktype).fields))
+        except Exception:        # a filter never stops a capture: an undecodable frame fails it
+            return False
+    accept.text = text          # type: ignore[attr-defined]
+    return accept
+
+
 # --------------------------------------------------------------------------- output files
 
 class RingWriter:
@@ -170,10 +202,16 @@ class RingWriter:
 
 
 def capture(source, out: RingWriter | None = None, count: int | None = None,
-            duration: float | None = None, on_record=None, stop=None) -> int:
+            duration: float | None = None, on_record=None, stop=None, accept=None,
+            counters: dict | None = None) -> int:
     """Pump records from a live source into `out` (and/or `on_record`) until `count`
-    records, `duration` seconds, `stop()` returns True, or the source ends.  Flushes the
-    output at least every second.  Returns the number of records."""
+    records, `duration` seconds, `stop()` returns True, or the source ends.  With `accept`
+    (see `capture_filter`) only accepted records count and are passed on; the others are
+    counted in `counters["filtered"]`.  Flushes the output at least every second.  Returns
+    the number of records passed on."""
+    if counters is None:
+        counters = {}
+    counters.setdefault("filtered", 0)
     n = 0
     t_end = time.monotonic() + duration if duration else None
     poll = getattr(source, "poll", None)
@@ -194,6 +232,9 @@ def capture(source, out: RingWriter | None = None, count: int | None = None,
                 except StopIteration:
                     break
             for rec in recs:
+                if accept is not None and not accept(rec):
+                    counters["filtered"] += 1
+                    continue
                 if out is not None:
                     out.write(rec)
                 if on_record is not None:
@@ -209,4 +250,4 @@ def capture(source, out: RingWriter | None = None, count: int | None = None,
     return n
 
 
-__all__ = ["LiveError", "open_source", "parse_spec", "RingWriter", "capture", "FileSource", "BPF_DEFAULT"]
+__all__ = ["capture_filter", "LiveError", "open_source", "parse_spec", "RingWriter", "capture", "FileSource", "BPF_DEFAULT"]
