@@ -515,8 +515,11 @@ SESSION_SCHEMA = [("assoc_id", pa.int64()), ("file", pa.string()), ("transport",
 OBJECT_SCHEMA = [("frame", pa.int64()), ("time", pa.float64()), ("file", pa.string()),
                  ("assoc_id", pa.int64()), ("source", pa.string()), ("destination", pa.string()),
                  ("service", pa.string()), ("dir", pa.string()), ("invoke_id", pa.int64()),
-                 ("class_id", pa.int64()), ("obis", pa.string()), ("attribute_id", pa.int64()),
-                 ("method_id", pa.int64()), ("value", pa.string()), ("result", pa.string())]
+                 ("class_id", pa.int64()), ("class_name", pa.string()), ("obis", pa.string()),
+                 ("obis_name", pa.string()), ("attribute_id", pa.int64()), ("attribute_name", pa.string()),
+                 ("method_id", pa.int64()), ("method_name", pa.string()), ("value", pa.string()),
+                 ("scaler", pa.int64()), ("unit", pa.string()), ("scaled_value", pa.float64()),
+                 ("result", pa.string()), ("request_frame", pa.int64())]
 
 FINDING_SCHEMA = [("id", pa.string()), ("rule", pa.string()), ("severity", pa.string()),
                   ("title", pa.string()), ("message", pa.string()), ("frame", pa.int64()),
@@ -590,18 +593,160 @@ def session_rows(pipeline, file: str = "") -> list[dict]:
     return rows
 
 
-def object_row(pkt, op: dict) -> dict:
+# DLMS/COSEM unit enumeration (Blue Book, scaler_unit of classes 3/4/5): code -> symbol
+UNITS = {1: "a", 2: "mo", 3: "wk", 4: "d", 5: "h", 6: "min", 7: "s", 8: "°", 9: "°C", 10: "currency",
+         11: "m", 12: "m/s", 13: "m³", 14: "m³ (corrected)", 15: "m³/h", 16: "m³/h (corrected)",
+         17: "m³/d", 18: "m³/d (corrected)", 19: "l", 20: "kg", 21: "N", 22: "Nm", 23: "Pa",
+         24: "bar", 25: "J", 26: "J/h", 27: "W", 28: "VA", 29: "var", 30: "Wh", 31: "VAh",
+         32: "varh", 33: "A", 34: "C", 35: "V", 36: "V/m", 37: "F", 38: "Ω", 39: "Ωm²/m",
+         40: "Wb", 41: "T", 42: "A/m", 43: "H", 44: "Hz", 45: "1/(Wh)", 46: "1/(varh)",
+         47: "1/(VAh)", 48: "V²h", 49: "A²h", 50: "kg/s", 51: "S", 52: "K", 53: "1/(V²h)",
+         54: "1/(A²h)", 55: "1/m³", 56: "%", 57: "Ah", 60: "Wh/m³", 61: "J/m³", 62: "mol %",
+         63: "g/m³", 64: "Pa s", 65: "J/kg", 66: "g/cm²", 67: "atm", 70: "dBm", 71: "dBµV",
+         72: "dB", 254: "other", 255: "count"}
+
+# interface class -> (attribute holding scaler_unit, attributes it scales)
+SCALED = {3: (3, (2,)), 4: (3, (2,)), 5: (4, (2, 3))}
+# operations that are not an access to an object attribute/method
+_NOT_OBJECT = frozenset(("initiate",))
+
+
+def unit_name(code) -> str | None:
+    if type(code) is not int:
+        return None
+    return UNITS.get(code, f"unit {code}")
+
+
+class ObjectState:
+    """Per-association memory of the object export: the scaler_unit of each register the
+    association has read (never shared between associations)."""
+
+    def __init__(self):
+        self.scalers: dict[tuple, dict[str, tuple]] = {}
+        # value rows of the current chunk read before their register's scaler_unit
+        self.pending: dict[tuple, list[dict]] = {}
+        # access requests by (association, invoke id): their specifications in order
+        self.access: dict[tuple, tuple[int, list[dict]]] = {}
+
+    def match_access(self, pkt, ops: list) -> list:
+        """Access responses carry no object descriptors: give each response item the
+        class/OBIS/attribute|method of the request item at the same position."""
+        if not any(op.get("service") == "access" for op in ops):
+            return ops
+        key = self.key(pkt.d)
+        out = []
+        resp_i: dict = {}
+        for op in ops:
+            if op.get("service") != "access":
+                out.append(op)
+                continue
+            k = (key, op.get("invoke_id"))
+            if op.get("dir") == "request":
+                cur = self.access.get(k)
+                if cur is None or cur[0] != pkt.number:
+                    cur = self.access[k] = (pkt.number, [])
+                cur[1].append(op)
+                if len(self.access) > 4096:
+                    self.access.pop(next(iter(self.access)))
+                out.append(op)
+            elif op.get("dir") == "response" and k in self.access:
+                frame, reqs = self.access[k]
+                i = resp_i.get(k, 0)
+                resp_i[k] = i + 1
+                if i < len(reqs) and op.get("obis") is None:
+                    op = dict(op)
+                    for a in ("class_id", "obis", "attribute_id", "method_id"):
+                        if op.get(a) is None:
+                            op[a] = reqs[i].get(a)
+                    op["_request_frame"] = frame
+                if i + 1 >= len(reqs):
+                    self.access.pop(k, None)
+                out.append(op)
+            else:
+                out.append(op)
+        return out
+
+    def key(self, d) -> tuple:
+        from .reassembly import flow_key
+        try:
+            return flow_key(d)
+        except Exception:        # no transport information: one bucket per packet source
+            return ("none",)
+
+
+def _is_object_op(op: dict) -> bool:
+    if op.get("service") in _NOT_OBJECT:
+        return False
+    if op.get("partial"):        # a block of a block transfer: the reassembled op carries the value
+        return False
+    if op.get("choice") == "next":   # get-request-next: asks for the next block only
+        return False
+    return True
+
+
+def object_row(pkt, op: dict, state: ObjectState | None = None) -> dict:
+    from dissectors.cosem_names import attribute_name, class_name, method_name, obis_name
     d = pkt.d
     aid = d.fields.get("dlms.assoc_id") if d else None
     res = op.get("result")
-    return {"frame": pkt.number, "time": pkt.ts_ns / 1e9,
-            "file": os.path.basename(pkt.file) if pkt.file else "",
-            "assoc_id": aid[0] if aid else None,
-            "source": d.src if d else "", "destination": d.dst if d else "",
-            "service": op.get("service"), "dir": op.get("dir"), "invoke_id": op.get("invoke_id"),
-            "class_id": op.get("class_id"), "obis": op.get("obis"),
-            "attribute_id": op.get("attribute_id"), "method_id": op.get("method_id"),
-            "value": _value_text(op.get("value")), "result": None if res is None else str(res)}
+    cid, obis = op.get("class_id"), op.get("obis")
+    attr, meth = op.get("attribute_id"), op.get("method_id")
+    value = op.get("value")
+    row = {"frame": pkt.number, "time": pkt.ts_ns / 1e9,
+           "file": os.path.basename(pkt.file) if pkt.file else "",
+           "assoc_id": aid[0] if aid else None,
+           "source": d.src if d else "", "destination": d.dst if d else "",
+           "service": op.get("service"), "dir": op.get("dir"), "invoke_id": op.get("invoke_id"),
+           "class_id": cid, "class_name": class_name(cid) if type(cid) is int else None,
+           "obis": obis, "obis_name": obis_name(obis) if obis else None,
+           "attribute_id": attr,
+           "attribute_name": attribute_name(cid, attr) if type(cid) is int and type(attr) is int else None,
+           "method_id": meth,
+           "method_name": method_name(cid, meth) if type(cid) is int and type(meth) is int else None,
+           "value": _value_text(value), "scaler": None, "unit": None, "scaled_value": None,
+           "result": None if res is None else str(res), "request_frame": None}
+    rq = d.fields.get("dlms.request_in") if d else None
+    if op.get("_request_frame") is not None:
+        row["request_frame"] = op["_request_frame"]
+    elif rq and op.get("dir") == "response":
+        row["request_frame"] = rq[0]
+    sc = SCALED.get(cid) if type(cid) is int else None
+    if sc is not None and state is not None and obis and type(attr) is int and d is not None:
+        regs = state.scalers.setdefault(state.key(d), {})
+        su_attr, scaled_attrs = sc
+        if (attr == su_attr and op.get("dir") in ("response", "request")
+                and op.get("service") in ("get", "set", "read", "write", "access")
+                and isinstance(value, (list, tuple)) and len(value) == 2
+                and type(value[0]) is int and type(value[1]) is int):
+            su = regs[obis] = (value[0], value[1])
+            row["scaler"], row["unit"] = value[0], unit_name(value[1])
+            # the same association read the value first (the usual order): scale those rows too
+            for r in state.pending.pop((state.key(d), obis), ()):
+                _apply_scaler(r, su)
+        elif attr in scaled_attrs and type(value) in (int, float):
+            su = regs.get(obis)
+            if su is not None:
+                _apply_scaler(row, su)
+            else:
+                row["_raw"] = value
+                state.pending.setdefault((state.key(d), obis), []).append(row)
+    return row
+
+
+def _apply_scaler(row: dict, su: tuple) -> None:
+    scaler, unit = su
+    row["scaler"], row["unit"] = scaler, unit_name(unit)
+    value = row.pop("_raw", None)
+    if value is None:
+        try:
+            value = json.loads(row["value"]) if row.get("value") else None
+        except ValueError:
+            value = None
+    if type(value) in (int, float):
+        try:
+            row["scaled_value"] = float(value * 10 ** scaler) if scaler >= 0 else value / 10 ** -scaler
+        except OverflowError:
+            pass
 
 
 def _value_text(v) -> str | None:
@@ -615,18 +760,30 @@ def _value_text(v) -> str | None:
 
 
 def object_tables(packets: Iterable, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
-    """One row per COSEM operation (get/set/action/read/write/notify ...) seen."""
+    """One row per COSEM attribute read/written or method invoked (get/set/action/read/
+    write/access/notify ...; block transfers as one row with the reassembled value on the
+    packet that completes them), with class/OBIS/attribute names and, where the same
+    association read the register's scaler_unit earlier, scaler, unit and scaled value."""
     rows: list[dict] = []
+    state = ObjectState()
     for pkt in packets:
         ops = pkt.d.ctx.get("dlms.ops") if pkt.d else None
         if ops:
-            for op in ops:
-                rows.append(object_row(pkt, op))
+            for op in state.match_access(pkt, ops):
+                if _is_object_op(op):
+                    rows.append(object_row(pkt, op, state))
         if len(rows) >= chunk_rows:
-            yield rows_table(rows, OBJECT_SCHEMA)
+            yield _object_chunk(rows, state)
             rows = []
     if rows:
-        yield rows_table(rows, OBJECT_SCHEMA)
+        yield _object_chunk(rows, state)
+
+
+def _object_chunk(rows: list[dict], state: ObjectState) -> pa.Table:
+    state.pending.clear()       # rows written out can no longer be scaled afterwards
+    for r in rows:
+        r.pop("_raw", None)
+    return rows_table(rows, OBJECT_SCHEMA)
 
 
 def finding_rows(pipeline, extra: Iterable = (), file: str = "") -> list[dict]:
