@@ -110,8 +110,45 @@ def test_sessions_and_objects(lonscope_cmd, pcaps, tmp_path):
     ob = pd.read_csv(o)
     gets = ob[(ob["service"] == "get") & (ob["dir"] == "request")]
     assert len(gets) == 23
-    assert gets["obis"].str.fullmatch(r"\d+\.\d+\.\d+\.\d+\.\d+\.\d+").all()
-    assert set(gets["frame"]) <= set(range(1, 53))
+    # every response names the requested object (values are checked against Gurux in
+    # test_export_gurux.py); the first get reads the association's object list
+    resp = ob[(ob["service"] == "get") & (ob["dir"] == "response")]
+    assert len(resp) == 23
+    assert list(resp["obis"]) == list(gets["obis"])
+    assert list(resp["request_frame"]) == list(gets["frame"])
+    assert (resp["class_name"].notna() & resp["attribute_name"].notna()).all()
+
+
+def test_objects_scaler_unit_per_association():
+    """captures/demo.pcapng: each association reads 1.0.1.8.0.255 attr 2 and then its
+    scaler_unit (attr 3) = {0, 30 (Wh)}, 1.0.32.7.0.255 with {-1, 35 (V)}: the value rows get
+    scaler/unit/scaled value from the same association only; the load profile read with
+    datablocks is one row with the reassembled rows."""
+    import analyzer
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    cap = root / "captures" / "demo.pcapng"
+    assert cap.exists()
+    ob = analyzer.open_capture(str(cap), keys=str(root / "keys" / "demo.toml")).objects()
+    resp = ob[ob["dir"] == "response"]
+    su = resp[(resp["obis"] == "1.0.1.8.0.255") & (resp["attribute_id"] == 3)]
+    assert len(su) >= 2 and set(su["value"]) == {"[0,30]"}
+    for _, r in resp[(resp["obis"] == "1.0.1.8.0.255") & (resp["attribute_id"] == 2)].iterrows():
+        read_su = ((su["assoc_id"] == r["assoc_id"])).any()
+        if read_su:
+            assert r["scaler"] == 0 and r["unit"] == "Wh" and r["scaled_value"] == float(r["value"])
+        else:
+            assert pd.isna(r["scaler"]) and pd.isna(r["scaled_value"])
+        assert r["obis_name"].startswith("Active energy import") and r["class_name"] == "Register"
+    volts = resp[(resp["obis"] == "1.0.32.7.0.255") & (resp["attribute_id"] == 2) & resp["scaler"].notna()]
+    assert len(volts) >= 2
+    for _, r in volts.iterrows():
+        assert r["unit"] == "V" and r["scaled_value"] == pytest.approx(int(r["value"]) / 10)
+    prof = resp[(resp["class_id"] == 7) & (resp["attribute_id"] == 2)]
+    assert len(prof) >= 1
+    rows = json.loads(prof.iloc[0]["value"])
+    assert len(rows) == 24 and all(len(x) == 3 for x in rows)
+    assert prof.iloc[0]["attribute_name"] == "buffer"
 
 
 def test_findings_export(lonscope_cmd, pcaps, tmp_path):
