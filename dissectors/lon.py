@@ -284,6 +284,7 @@ def make_recorder(names: tuple):
 
 
 _rec_nv = make_recorder(("lon.nv", "lon.nv.dir", "lon.nv.selector"))
+_rec_nv_value = make_recorder(("lon.nv.value",))
 _rec_app = make_recorder(("lon.application", "lon.code"))
 _rec_ff = make_recorder(("lon.ff", "lon.code"))
 _rec_nd = make_recorder(("lon.nd", "lon.code"))
@@ -633,7 +634,8 @@ ND_ARGS = {
 # --------------------------------------------------------------------------- APDU
 
 def _apdu_nv(buf, off, end, d, parent, fr):
-    need(end, off, 2, "NV header")
+    if end - off < 2:
+        need(end, off, 2, "NV header")
     v = buf[off] << 8 | buf[off + 1]
     sel = v & 0x3FFF
     dr = v >> 14 & 1
@@ -645,7 +647,10 @@ def _apdu_nv(buf, off, end, d, parent, fr):
         add(parent, "lon.nv.dir", dr, off, 2)
         add(parent, "lon.nv.selector", sel, off, 2)
     n = end - off - 2
-    if n > 0:
+    if n > 0 and parent is None:
+        _rec_nv_value(d.fields, buf[off + 2:end])
+        what = "NV update" if fr.resp is False else "NV response"
+    elif n > 0:
         add(parent, "lon.nv.value", buf[off + 2:end], off + 2, n)
         what = "NV update" if fr.resp is False else "NV response"
     elif fr.resp:
@@ -656,6 +661,9 @@ def _apdu_nv(buf, off, end, d, parent, fr):
     fr.what = f"{what} sel 0x{sel:x}"
 
 
+_APDU_TABLE = table("lon.apdu", "LonTalk application/foreign APDUs")
+
+
 def _handoff(code, buf, off, end, d, parent, fr):
     """Application / foreign APDU -> table("lon.apdu") (the dissector gets the APDU from
     the code byte on).  A summary the payload layer writes becomes the Info text after the
@@ -663,7 +671,7 @@ def _handoff(code, buf, off, end, d, parent, fr):
     before = d.info
     d.info = ""
     d.ctx.pop("lon.app_info", None)
-    if table("lon.apdu").dispatch(code, buf, off, end, d, parent, try_heuristics=True):
+    if _APDU_TABLE.dispatch(code, buf, off, end, d, parent, try_heuristics=True):
         app = d.ctx.get("lon.app_info") or d.info
         if app:
             fr.app = app
