@@ -340,8 +340,8 @@ class CaptureReader:
                 if sec is None:
                     self.error = f"{self.name}: pcapng block before the section header; read 0 packets"
                     return
-                if btype == 6:          # enhanced packet block
-                    rec = self._epb(buf, off, end, e, sec)
+                if btype == 6 or btype == 2:        # enhanced / obsolete packet block
+                    rec = (self._epb if btype == 6 else self._opb)(buf, off, end, e, sec)
                     if rec is None:
                         self.error = (f"{self.name}: corrupt packet block at offset {off} "
                                       f"(packet {count + 1}); read {count} packets")
@@ -377,15 +377,6 @@ class CaptureReader:
                     self.block_offset = off
                     yield new(R, (0, bytes(buf[off + 12:off + 12 + cap]), iface.linktype, orig,
                                   sec.first_iface, ()))
-                elif btype == 2:        # obsolete packet block
-                    rec = self._opb(buf, off, end, e, sec)
-                    if rec is None:
-                        self.error = (f"{self.name}: corrupt packet block at offset {off} "
-                                      f"(packet {count + 1}); read {count} packets")
-                        return
-                    count += 1
-                    self.block_offset = off
-                    yield rec
                 off = end
         finally:
             self.count = count

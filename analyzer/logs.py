@@ -38,13 +38,11 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+from dissectors.net import (LINKTYPE_ETHERNET, LINKTYPE_LON_NETDEV, LINKTYPE_RAW, LINKTYPE_USER0,
+                            LINKTYPE_USER2)
+
 from .packet import Record
 
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
-LINKTYPE_USER0 = 147
-LINKTYPE_USER2 = 149
-LINKTYPE_LON_NETDEV = 0x950
 DEFAULT_STEP_NS = 1_000_000      # frames without a time stamp: 1 ms apart
 
 MAX_LOG_BYTES = 1 << 30

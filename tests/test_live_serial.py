@@ -151,16 +151,21 @@ def test_no_answer_missing_device_and_permission(tmp_path, monkeypatch):
     assert "permission denied" in str(ei.value) and "group" in str(ei.value) and "'root'" in str(ei.value)
 
 
+def start_sniff(lonscope_cmd, emu, *args) -> subprocess.Popen:
+    """`lonscope sniff serial:<emulator> ARGS`, returned once it has switched the NI to layer 2."""
+    proc = subprocess.Popen(lonscope_cmd + ["sniff", f"serial:{emu.path}", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not emu.modes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return proc
+
+
 def test_sniff_cli_with_ring_buffer(tmp_path, lonscope_cmd):
     items = frames(600, seed=3)
     with NiEmulator("u61") as emu:
         out = tmp_path / "ring.pcapng"
-        proc = subprocess.Popen(lonscope_cmd + ["sniff", f"serial:{emu.path}", "-w", str(out), "-c", "600",
-                                                "-b", "filesize:8", "-b", "files:3", "-q"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not emu.modes and time.monotonic() < deadline:
-            time.sleep(0.02)
+        proc = start_sniff(lonscope_cmd, emu, "-w", str(out), "-c", "600", "-b", "filesize:8", "-b", "files:3", "-q")
         emu.send_many(items)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
@@ -201,12 +206,8 @@ def test_sniff_flushes_the_file_while_capturing(tmp_path, lonscope_cmd):
     items = frames(5, seed=9)
     with NiEmulator("u61") as emu:
         out = tmp_path / "follow.pcapng"
-        proc = subprocess.Popen(lonscope_cmd + ["sniff", f"serial:{emu.path}", "-w", str(out), "-q"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = start_sniff(lonscope_cmd, emu, "-w", str(out), "-q")
         try:
-            deadline = time.monotonic() + 20
-            while not emu.modes and time.monotonic() < deadline:
-                time.sleep(0.02)
             emu.send_many([(f, 2, None) for f, _, _ in items])
             time.sleep(1.5)
             assert proc.poll() is None                      # still capturing
@@ -236,12 +237,7 @@ def test_sniff_capture_filter_by_lon_address_and_domain(tmp_path, lonscope_cmd):
     expr = "lon.srcnet == 1 && lon.srcnode == 5 || lon.dstnode == 10 || lon.domain == 4c"
     with NiEmulator("u61") as emu:
         out = tmp_path / "filtered.pcapng"
-        proc = subprocess.Popen(lonscope_cmd + ["sniff", f"serial:{emu.path}", "-w", str(out), "-c", str(len(want)),
-                                                "-f", expr, "-q"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not emu.modes and time.monotonic() < deadline:
-            time.sleep(0.02)
+        proc = start_sniff(lonscope_cmd, emu, "-w", str(out), "-c", str(len(want)), "-f", expr, "-q")
         emu.send_many(items)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

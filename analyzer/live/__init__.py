@@ -31,6 +31,28 @@ class LiveError(Exception):
     """A one-line, user-facing problem with a live source."""
 
 
+class Closing:
+    """Context manager that calls `close()` on exit (sources, the NI emulator)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class PollingSource(Closing):
+    """Base of the live sources built on `poll() -> list[Record]`: iterating yields the
+    records until the source is closed."""
+
+    closed = False
+
+    def __iter__(self) -> Iterator[Record]:
+        while not self.closed:
+            yield from self.poll()
+
+
 BPF_DEFAULT = ("udp port 1628 or udp port 1629 or udp port 2541 or udp portrange 4059-4069 "
                "or tcp portrange 4059-4069")
 
@@ -250,4 +272,4 @@ def capture(source, out: RingWriter | None = None, count: int | None = None,
     return n
 
 
-__all__ = ["capture_filter", "LiveError", "open_source", "parse_spec", "RingWriter", "capture", "FileSource", "BPF_DEFAULT"]
+__all__ = ["Closing", "PollingSource", "capture_filter", "LiveError", "open_source", "parse_spec", "RingWriter", "capture", "FileSource", "BPF_DEFAULT"]

@@ -11,11 +11,12 @@ import os
 import threading
 import tty
 
+from . import Closing
 from .serial_ni import (NI_L2_RX, NI_L2_RX_PHASE, NI_L2_RX_SSI, NI_MODE_L2, NI_MODE_L5, NI_RESET,
                         U50_MSG, Decoder, encode)
 
 
-class NiEmulator:
+class NiEmulator(Closing):
     def __init__(self, framing: str = "u61", answer: bool = True):
         self.framing = framing
         self.answer = answer
@@ -107,13 +108,6 @@ class NiEmulator:
                 os.close(fd)
             except OSError:
                 pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 __all__ = ["NiEmulator", "U50_MSG"]

@@ -18,12 +18,12 @@ import socket
 import struct
 import subprocess
 import time
-from typing import Iterator
+
+from dissectors.net import ETHERTYPE_SICB as ETH_P_SICB, LINKTYPE_LON_NETDEV
 
 from ..packet import Record
+from . import PollingSource
 
-ETH_P_SICB = 0x8950
-LINKTYPE_LON_NETDEV = 0x950
 SO_TIMESTAMPNS = 35
 
 
@@ -42,7 +42,7 @@ def _live_error(msg: str):
     return LiveError(msg)
 
 
-class LonNetdevSource:
+class LonNetdevSource(PollingSource):
     linktype = LINKTYPE_LON_NETDEV
 
     def __init__(self, ifname: str, read_timeout: float = 0.2):
@@ -90,17 +90,13 @@ class LonNetdevSource:
         self.stats["frames"] += len(out)
         return out
 
-    def __iter__(self) -> Iterator[Record]:
-        while not self.closed:
-            yield from self.poll()
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.sock.close()
 
 
-class ScapySource:
+class ScapySource(PollingSource):
     """Layer-2 capture through scapy with a kernel BPF filter."""
 
     def __init__(self, iface: str, bpf: str):
@@ -151,10 +147,6 @@ class ScapySource:
             out.append(Record(ts_ns, bytes(data), self.linktype, len(data)))
         self.stats["frames"] += len(out)
         return out
-
-    def __iter__(self) -> Iterator[Record]:
-        while not self.closed:
-            yield from self.poll()
 
     def close(self) -> None:
         if not self.closed:
@@ -208,7 +200,7 @@ class PcapngStream:
         return out
 
 
-class TsharkSource:
+class TsharkSource(PollingSource):
     """Capture through tshark (dumpcap), streamed as pcapng over a pipe."""
 
     def __init__(self, iface: str, bpf: str | None = None, tshark: str = "tshark"):
@@ -275,10 +267,6 @@ class TsharkSource:
             self.closed = True
         self.stats["frames"] += len(recs)
         return recs
-
-    def __iter__(self) -> Iterator[Record]:
-        while not self.closed:
-            yield from self.poll()
 
     def close(self) -> None:
         if not self.closed:

@@ -21,11 +21,12 @@ import errno
 import grp
 import os
 import time
-from typing import Iterator
+
+from dissectors.net import LINKTYPE_USER0
 
 from ..packet import Record
+from . import PollingSource
 
-LINKTYPE_USER0 = 147
 SYNC = 0x7E
 
 NI_L2_RX = 0x1A            # received L2 frame (with CRC)
@@ -193,7 +194,7 @@ def _permission_hint(dev: str) -> str:
             f"(sudo usermod -aG {group} $USER, then log in again) or run with rights to open the device")
 
 
-class SerialNiSource:
+class SerialNiSource(PollingSource):
     """Iterable of Records from a serial NI; `stats` counts frames, errors and resets."""
 
     linktype = LINKTYPE_USER0
@@ -286,13 +287,6 @@ class SerialNiSource:
         except Exception:
             pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
     # ---- receive
     def _handle(self, cmd: int, payload: bytes) -> None:
         rec = frame_record(cmd, payload, time.time_ns())
@@ -329,10 +323,6 @@ class SerialNiSource:
             self.stats["framing_errors"] = self.decoder.errors
         out, self._queue = self._queue, []
         return out
-
-    def __iter__(self) -> Iterator[Record]:
-        while not self.closed:
-            yield from self.poll()
 
 
 __all__ = ["SerialNiSource", "SerialNiError", "Decoder", "encode", "encode_message", "u50_code_packet",
