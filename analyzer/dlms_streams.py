@@ -148,31 +148,36 @@ class DlmsStreamStage(Stage):
                 continue
             kind, data, count, frames = it
             old = d.source
+            apdu_off = 0
             if kind == "hdlc":
                 apdu_off = LLC_LEN if len(data) >= LLC_LEN and data[0] == 0xE6 and data[1] in (0xE6, 0xE7) else 0
                 if count > 1:
-                    d.new_source("Reassembled HDLC", data)
-                    lbl = d.label(parent, f"[{count} HDLC segments ({len(data)} bytes): "
-                                          + " ".join(f"#{n}" for n in frames) + "]", 0, len(data))
-                    d.add(lbl, "hdlc.reassembled.length", len(data), 0, len(data))
-                    d.add(lbl, "hdlc.reassembled.frames", count, 0, len(data))
+                    _reassembled_source(d, parent, "HDLC", "HDLC segments", "hdlc.reassembled.frames",
+                                        data, count, frames)
                 else:
                     d.new_source("HDLC information", data)
-                try:
-                    if apdu_off < len(data) and not table("dlms").dispatch("apdu", data, apdu_off, len(data), d, parent):
-                        d.add(parent, "hdlc.reassembled.data", data[apdu_off:], apdu_off, len(data) - apdu_off)
-                finally:
-                    d.source = old
             elif kind == "adp":
-                d.new_source("Reassembled ADP", data)
-                lbl = d.label(parent, f"[{count} adaptation segments ({len(data)} bytes): "
-                                      + " ".join(f"#{n}" for n in frames) + "]", 0, len(data))
-                d.add(lbl, "adp.reassembled.length", len(data), 0, len(data))
-                d.add(lbl, "adp.reassembled.segments", count, 0, len(data))
-                try:
+                _reassembled_source(d, parent, "ADP", "adaptation segments", "adp.reassembled.segments",
+                                    data, count, frames)
+            else:
+                continue
+            try:
+                if kind == "adp":
                     table("dlms").dispatch("apdu", data, 0, len(data), d, parent)
-                finally:
-                    d.source = old
+                elif apdu_off < len(data) and not table("dlms").dispatch("apdu", data, apdu_off, len(data), d, parent):
+                    d.add(parent, "hdlc.reassembled.data", data[apdu_off:], apdu_off, len(data) - apdu_off)
+            finally:
+                d.source = old
+
+
+def _reassembled_source(d: Dissection, parent, what: str, unit: str, count_field: str, data: bytes,
+                        count: int, frames: list) -> None:
+    """Switch to the "Reassembled <what>" source and label it with its segments' frames."""
+    d.new_source(f"Reassembled {what}", data)
+    lbl = d.label(parent, f"[{count} {unit} ({len(data)} bytes): " + " ".join(f"#{n}" for n in frames) + "]",
+                  0, len(data))
+    d.add(lbl, f"{count_field.split('.')[0]}.reassembled.length", len(data), 0, len(data))
+    d.add(lbl, count_field, count, 0, len(data))
 
 
 class OsgpContextStage(Stage):
