@@ -1205,13 +1205,15 @@ def dissect_frame(buf, off, end, d, parent, crc: bool | None = None):
             add(pn, "lon.prio", p >> 7, off, 1)
             add(pn, "lon.alt_path", p >> 6 & 1, off, 1)
             add(pn, "lon.delta_bl", p & 0x3F, off, 1)
+            coff = max(off, end - 2)        # a frame shorter than a CRC: its last bytes
             if status != "absent":
-                add(node, "lon.crc", got, end - 2, 2)
-            add(node, "lon.crc.status", status, end - 2 if status != "absent" else end,
-                0 if status == "absent" else 2, f"CRC status: {status}")
+                add(node, "lon.crc", got, coff, end - coff)
+            add(node, "lon.crc.status", status, coff if status != "absent" else end,
+                0 if status == "absent" else end - coff, f"CRC status: {status}")
         if status == "bad":
-            d.note("warn", "checksum", "lon", end - 2,
-                   f"Bad CRC-16 (expected 0x{crc16(buf[off:end - 2]):04x})", node)
+            coff = max(off, end - 2)
+            d.note("warn", "checksum", "lon", coff,
+                   f"Bad CRC-16 (expected 0x{crc16(buf[off:coff]):04x})", node)
         dissect_npdu(buf, off + 1, fend, d, node)
         if node is not None and d.info:
             node.text = f"ISO/IEC 14908-1 LonTalk, {d.src} -> {d.dst}: {d.info}"

@@ -210,7 +210,7 @@ def _pipeline(pairs, tmp_path):
     for i, h in enumerate(pairs):
         frames.append((t + i * 250_000_000, bytes.fromhex(h.replace(" ", ""))))
     p = tmp_path / "pairs.pcap"
-    write_pcap(p, frames, linktype=147)
+    write_pcap(p, frames, linktype=149)    # USER2: raw frames without CRC
     return list(open_capture(str(p)))
 
 
