@@ -93,14 +93,22 @@ class PacketTableBuilder:
 
     def _reset(self) -> None:
         self.summary: list[list] = [[] for _ in SUMMARY]
-        self.dicts: list[dict] = []
+        # field -> [row indexes, values, several-per-row seen]; a field's single value is
+        # kept as the scalar (no per-row list objects: fewer tracked objects, cheaper GC)
+        self.cols: dict[str, list] = {}
+        self.rows = 0
+        # later packets add fields to earlier ones (a request learns its response frame, a
+        # block its reassembly frame): kept per row of this chunk and merged at flush
+        self.row_of: dict[int, int] = {}
+        self.late: list[tuple[int, str, Any]] = []
 
     def __len__(self) -> int:
-        return len(self.dicts)
+        return self.rows
 
     def add(self, pkt) -> pa.Table | None:
         d = pkt.d
         s = self.summary
+        i = self.rows
         s[0].append(pkt.number)
         s[1].append(pkt.ts_ns / 1e9)
         s[2].append(os.path.basename(pkt.file) if pkt.file else "")
@@ -111,53 +119,109 @@ class PacketTableBuilder:
         s[7].append(pkt.orig_len)
         s[8].append(d.info if d else "")
         s[9].append((d.status or None) if d else None)
-        self.dicts.append(d.fields if d else {})
-        if len(self.dicts) >= self.chunk_rows:
+        self.rows = i + 1
+        self.row_of[pkt.number] = i
+        if d:
+            cols = self.cols
+            get = cols.get
+            only = self.only
+            fields = d.fields
+            for back, name in _BACK_REFERENCES:
+                refs = fields.get(back)
+                if refs:
+                    for f in refs:
+                        r = self.row_of.get(f) if f != pkt.number else None
+                        if r is not None:
+                            self.late.append((r, name, pkt.number))
+                            if name not in cols and (only is None or name in self._only_set):
+                                cols[name] = [[], [], 0]     # column order: first appearance
+            for k, v in fields.items():
+                c = get(k)
+                if c is None:
+                    if only is not None and k not in self._only_set:
+                        continue
+                    c = cols[k] = [[], [], 0]
+                c[0].append(i)
+                if len(v) == 1:
+                    c[1].append(v[0])
+                elif v:
+                    c[1].append(list(v))
+                    c[2] = 2                    # several values in a row: a list column
+                else:
+                    c[1].append([])
+                    c[2] = c[2] or 1            # an empty occurrence (None if scalar column)
+        if self.rows >= self.chunk_rows:
             return self.flush()
         return None
 
+    def _merge_late(self) -> None:
+        for r, name, value in self.late:
+            if self.only is not None and name not in self._only_set:
+                continue
+            c = self.cols.get(name)
+            if c is None:
+                c = self.cols[name] = [[], [], 0]
+            idx, vals = c[0], c[1]
+            try:
+                j = idx.index(r) if idx and idx[-1] >= r else -1
+            except ValueError:
+                j = -1
+            if j < 0:
+                idx.append(r)
+                vals.append(value)
+            else:
+                old = vals[j]
+                vals[j] = (old if type(old) is list else [old]) + [value]
+                c[2] = 2
+        self.late = []
+
+    @property
+    def _only_set(self) -> frozenset:
+        o = self.__dict__.get("_only_fs")
+        if o is None:
+            o = self.__dict__["_only_fs"] = frozenset(self.only or ())
+        return o
+
     def flush(self) -> pa.Table | None:
-        if not self.dicts:
+        if not self.rows:
             return None
-        n = len(self.dicts)
+        n = self.rows
+        if self.late:
+            self._merge_late()
         cols = {}
         for (name, t), vals in zip(SUMMARY, self.summary):
             cols[name] = pa.array(vals, type=t)
-        # sparse columns: (row indexes, value lists) per field, in order of first appearance;
+        # sparse columns: (row indexes, values) per field, in order of first appearance;
         # the cost follows the field occurrences, not rows x columns
-        sparse: dict[str, tuple[list, list]] = {}
-        only = set(self.only) if self.only is not None else None
-        get = sparse.get
-        for i, dd in enumerate(self.dicts):
-            for k, v in dd.items():
-                s = get(k)
-                if s is None:
-                    if only is not None and k not in only:
-                        continue
-                    s = sparse[k] = ([], [])
-                s[0].append(i)
-                s[1].append(v)
+        sparse = self.cols
         names = self.only if self.only is not None else list(sparse)
         for name in names:
             if name in SUMMARY_NAMES:
                 continue
-            s = sparse.get(name)
-            if s is None:
+            c = sparse.get(name)
+            if c is None:
                 continue
-            idx, vals = s
-            t = field_arrow_type(name, vals[0][0] if vals[0] else None)
+            idx, vals, kind = c
+            v0 = vals[0]
+            t = field_arrow_type(name, (v0[0] if v0 else None) if kind and type(v0) is list else v0)
             if t is None:
                 continue
-            if max(map(len, vals)) > 1:
+            if kind == 2:
+                vals = [v if type(v) is list else [v] for v in vals]
                 arr = _list_values(vals, t, name in self.mistyped)
             else:
-                arr = _scalar_values([v[0] if v else None for v in vals], t, name in self.mistyped)
+                if kind == 1:
+                    vals = [None if type(v) is list else v for v in vals]
+                arr = _scalar_values(vals, t, name in self.mistyped)
             if arr.type != t and not (pa.types.is_list(arr.type) and arr.type.value_type == t):
                 self.mistyped.add(name)
             cols[name] = _spread(arr, idx, n)
         self._reset()
         return pa.table(cols)
 
+
+# (field a packet carries, field it gives the earlier packet it refers to)
+_BACK_REFERENCES = (("dlms.response_to", "dlms.response_in"), ("dlms.fragment", "dlms.reassembled_in"))
 
 _CONVERT_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
 
