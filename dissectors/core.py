@@ -337,6 +337,7 @@ def table(name: str, desc: str = "") -> DissectorTable:
 #   "udp.port"      key: UDP port (int)                  (tried for both ports, lower first)
 #   "tcp.port"      key: TCP port (int)                  (PDUs after stream reassembly)
 #   "cnip.protocol" key: CN/IP protocol (int)            -> 0: LonTalk frame (no L2 CRC required)
-#   "lon.frame"     key: "l2" raw LonTalk frame with CRC (used by NI/USER0)
+#   "lon.frame"     keys: "l2-crc" raw LonTalk frame with CRC (NI uplinks, LINKTYPE_USER0),
+#                   "l2-nocrc" without CRC (LINKTYPE_USER2), "l2" CRC optional
 #   "lon.apdu"      key: APDU code/class (int 0x00..0x7F) -> application/foreign payload dissectors
 #   "dlms"          key: "apdu" -> xDLMS APDU dissector

@@ -1171,9 +1171,10 @@ def dissect_npdu(buf, off, end, d, parent):
 def dissect_frame(buf, off, end, d, parent, crc: bool | None = None):
     """A LonTalk frame `[LPDU hdr][NPDU][CRC-16]`.
 
-    crc=None: the CRC is optional (CN/IP, LINKTYPE_USER0): status "good" when the last two
-    bytes verify, else "absent".  crc=True: the CRC is expected (NI uplink): "good"/"bad"
-    (a bad CRC is an expert item; the frame is still decoded).  crc=False: no CRC."""
+    crc=None: the CRC is optional (CN/IP data, sniffer logs of unknown kind): status "good"
+    when the last two bytes verify, else "absent".  crc=True: the CRC is always there (NI
+    uplink, LINKTYPE_USER0): "good"/"bad" (a bad CRC is an expert item; the frame is still
+    decoded).  crc=False: no CRC (LINKTYPE_USER2)."""
     node = d.layer("lon", "ISO/IEC 14908-1 LonTalk", off, end - off)
     try:
         if end <= off:
