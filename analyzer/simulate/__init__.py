@@ -84,6 +84,7 @@ def keyring_toml(pem_dir: str) -> str:
     """The key ring (TOML) that decodes every scenario's traffic."""
     k = fleet_keys()
     return f'''# lonscope simulator key ring: demo keys only (Green Book test keys), never real ones.
+public_test_keys = true
 [[dlms]]
 name = "fleet"
 ek = "{GB_EK.hex().upper()}"
