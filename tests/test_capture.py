@@ -283,6 +283,34 @@ def test_index_and_random_access(pcaps, tmp_path):
     assert read_record_at(ng, int(offsets[3]), idx) == recs[3]
 
 
+def test_incremental_scanner_matches_tshark_on_a_growing_file(tshark, pcaps, tmp_path):
+    """RecordScanner in chunks of 7 records over a file that grows in uneven steps (cut
+    inside records): waits at a partial record, resumes, and ends with tshark's frames."""
+    from analyzer.capture import RecordScanner
+    ng = tmp_path / "m.pcapng"
+    subprocess.run(["mergecap", "-F", "pcapng", "-w", str(ng), str(pcaps / EPRI), str(pcaps / DIRECTOR)],
+                   check=True, capture_output=True)
+    for f in (pcaps / EPRI, ng):
+        full = f.read_bytes()
+        want = tshark_frames(tshark, f)
+        sc = RecordScanner(f.name)
+        ts, origs, caps, offs = [], [], [], []
+        for size in list(range(10, len(full), 997)) + [len(full)]:
+            while True:
+                t, o, c, g, _lt, nxt = sc.scan(full[:size], None, 7)
+                assert sc.error is None and nxt == sc.pos
+                ts += t
+                offs += o
+                caps += c
+                origs += g
+                if sc.at_end or not t:
+                    break
+        assert sc.truncated is None and sc.pos == len(full)
+        assert [(a, b, c) for a, b, c in zip(ts, origs, caps)] == [w[:3] for w in want]
+        rec = sc.record_at(full, offs[-1])
+        assert len(rec.data) == caps[-1] and rec.ts_ns == ts[-1] and rec.orig_len == origs[-1]
+
+
 def _good_pcapng() -> bytes:
     import io
     buf = io.BytesIO()

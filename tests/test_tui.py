@@ -681,7 +681,7 @@ async def test_demo_capture_decrypted_rows_and_views():
 def test_pcapng_blocks_resolution_and_drop_counter():
     """Hand-built pcapng: nanosecond if_tsresol, an enhanced packet block with a comment,
     and an interface statistics block whose isb_ifdrop is the live drop counter."""
-    from analyzer.tui.source import Indexer, epb_comments
+    from analyzer.capture import RecordScanner
     def block(t, body):
         body += b"\0" * (-len(body) % 4)
         return struct.pack("<II", t, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
@@ -694,14 +694,19 @@ def test_pcapng_blocks_resolution_and_drop_counter():
     epb = block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(data), 60) + data + b"\0\0\0" + opts)
     isb = block(5, struct.pack("<III", 0, 0, 0) + struct.pack("<HHQ", 5, 8, 7) + struct.pack("<HH", 0, 0))
     buf = shb + idb + epb + isb
-    ix = Indexer()
-    c = ix.scan(buf)
-    assert ix.error is None and len(c) == 1
-    assert int(c.ts[0]) == ts and int(c.linktype[0]) == 147 and int(c.origlen[0]) == 60
-    off = int(c.offset[0])
-    assert buf[off:off + 5] == data
-    assert epb_comments(buf, off, 5, "<") == ("phase=A",)
+    ix = RecordScanner()
+    cts, coff, ccap, corig, clt, nxt = ix.scan(buf)
+    assert ix.error is None and ix.truncated is None and len(cts) == 1 and nxt == len(buf)
+    assert cts[0] == ts and clt[0] == 147 and corig[0] == 60 and ccap[0] == 5
+    assert coff[0] == len(shb) + len(idb)           # the enhanced packet block
+    rec = ix.record_at(buf, coff[0])
+    assert rec.data == data and rec.ts_ns == ts and rec.comments == ("phase=A",)
     assert ix.drops == 7
+    # incremental: a block cut by the end of a growing file waits for the rest
+    ix = RecordScanner()
+    cut = len(shb) + len(idb) + 10
+    assert ix.scan(buf[:cut])[0] == [] and ix.at_end and ix.error is None and "truncated block" in ix.truncated
+    assert ix.scan(buf)[0] == [ts] and ix.truncated is None and ix.pos == len(buf)
 
 
 def test_live_source_object_rows_and_drops():
