@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from dissectors import adaptation as _adp, cnip as _cnip, lon as _lon, osgp as _osgp, proxy as _proxy
+from dissectors import adaptation as _adp, cnip as _cnip, lon as _lon, net as _net, osgp as _osgp, proxy as _proxy
 
 SOURCES: dict[str, str] = {}
 
@@ -64,12 +64,8 @@ def cnip(payload: bytes, seqno: int, session: int, ts_ms: int) -> bytes:
 
 
 def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    s = sum(struct.unpack(f">{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    """Internet checksum (IPv4 header, UDP with its pseudo-header): the one in dissectors.net."""
+    return _net.ip4_checksum(data + b"\x00" * (len(data) % 2))
 
 
 def ether_udp(src_mac: bytes, dst_mac: bytes, src_ip: bytes, dst_ip: bytes, sport: int, dport: int,
