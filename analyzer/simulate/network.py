@@ -11,10 +11,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from dissectors.net import LINKTYPE_ETHERNET, LINKTYPE_USER0
+
 from . import wire
 
-LINKTYPE_USER0 = 147
-LINKTYPE_ETHERNET = 1
 START_NS = 1_767_225_600_000_000_000       # 2026-01-01T00:00:00Z
 PL_BITRATE = 5400.0                        # PL-20 (CENELEC A band) bit rate, bit/s
 PL_OVERHEAD_BITS = 40                      # preamble, sync and end-of-frame code
