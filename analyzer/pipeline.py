@@ -106,9 +106,10 @@ class Pipeline:
             out.extend(s.finish() or ())
         return out
 
-    def redissect(self, pkt: Packet) -> Dissection:
-        """Full tree for one packet, using what the first pass stored in pkt.aux."""
-        d = Dissection(pkt.data, True)
+    def redissect(self, pkt: Packet, want_tree: bool = True) -> Dissection:
+        """One packet again, using what the first pass stored in pkt.aux: with the full
+        tree by default, or flat fields only (want_tree=False)."""
+        d = Dissection(pkt.data, want_tree)
         d.ctx["packet"] = pkt
         d.ctx["pipeline"] = self
         dissect_frame(pkt.data, pkt.linktype, d=d)

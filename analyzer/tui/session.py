@@ -506,17 +506,7 @@ class Session:
         """Packet i with a flat (no tree) dissection rebuilt from its bytes and pkt.aux."""
         pipeline = self.pipeline or self._new_pipeline()
         pkt = self.packet(i)
-        from dissectors import dissect_frame
-        d = Dissection(pkt.data, False)
-        d.ctx["packet"] = pkt
-        d.ctx["pipeline"] = pipeline
-        dissect_frame(pkt.data, pkt.linktype, d=d)
-        for s in pipeline.stages:
-            try:
-                s.process(pkt, d, False)
-            except Exception:
-                pass
-        pkt.d = d
+        pkt.d = pipeline.redissect(pkt, want_tree=False)
         return pkt
 
     # ------------------------------------------------------------------ filter
