@@ -709,42 +709,32 @@ def _apdu_ff(buf, off, end, d, parent, fr):
     _handoff(code, buf, off, end, d, parent, fr)
 
 
-def _apdu_nd(buf, off, end, d, parent, fr):
+def _apdu_mgmt(buf, off, end, d, parent, fr, kind, name_field, record, names, args):
+    """Network diagnostics / network management request: code, arguments, Info."""
     code = buf[off]
     if parent is None:
-        _rec_nd(d.fields, code, code)
+        record(d.fields, code, code)
     else:
-        d.add(parent, "lon.nd", code, off, 1)
+        d.add(parent, name_field, code, off, 1)
         d.add(parent, "lon.code", code, off, 1)
     fr.code = code
     d.ctx["lon.apdu_code"] = code
-    name = ND_CODES.get(code, f"0x{code:02x}")
-    dec = ND_ARGS.get(code)
+    name = names.get(code, f"0x{code:02x}")
+    dec = args.get(code)
     extra = ""
     if dec is not None:
         extra = dec[0](buf, off + 1, end, d, parent)
     elif end > off + 1:
         d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
-    fr.what = f"ND {name}" + (f" {extra}" if extra else "")
+    fr.what = f"{kind} {name}" + (f" {extra}" if extra else "")
+
+
+def _apdu_nd(buf, off, end, d, parent, fr):
+    _apdu_mgmt(buf, off, end, d, parent, fr, "ND", "lon.nd", _rec_nd, ND_CODES, ND_ARGS)
 
 
 def _apdu_nm(buf, off, end, d, parent, fr):
-    code = buf[off]
-    if parent is None:
-        _rec_nm(d.fields, code, code)
-    else:
-        d.add(parent, "lon.nm", code, off, 1)
-        d.add(parent, "lon.code", code, off, 1)
-    fr.code = code
-    d.ctx["lon.apdu_code"] = code
-    name = NM_CODES.get(code, f"0x{code:02x}")
-    dec = NM_ARGS.get(code)
-    extra = ""
-    if dec is not None:
-        extra = dec[0](buf, off + 1, end, d, parent)
-    elif end > off + 1:
-        d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
-    fr.what = f"NM {name}" + (f" {extra}" if extra else "")
+    _apdu_mgmt(buf, off, end, d, parent, fr, "NM", "lon.nm", _rec_nm, NM_CODES, NM_ARGS)
 
 
 # APDU class by first byte: a 256-entry hand-off table
