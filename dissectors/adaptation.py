@@ -285,48 +285,30 @@ def _remember_info(d: Dissection, before: str) -> None:
         d.ctx["lon.app_info"] = d.info
 
 
-def _adp_entry(buf, off, end, d, parent):
-    before = d.info
-    try:
-        dissect_adp(buf, off, end, d, parent)
-    finally:
-        _remember_info(d, before)
+def _keeping_info(fn):
+    """A lon.apdu entry around `fn` whose Info summary survives the LonTalk layer."""
+    def entry(buf, off, end, d, parent):
+        before = d.info
+        try:
+            fn(buf, off, end, d, parent)
+        finally:
+            _remember_info(d, before)
+    return entry
 
 
-def _proxy_entry(buf, off, end, d, parent):
-    before = d.info
-    try:
-        _proxy.dissect_proxy(buf, off, end, d, parent)
-    finally:
-        _remember_info(d, before)
-
-
-def _osgp_request_entry(buf, off, end, d, parent):
-    before = d.info
-    try:
-        _osgp.dissect_request(buf, off, end, d, parent)
-    finally:
-        _remember_info(d, before)
-
-
-def _osgp_response_entry(buf, off, end, d, parent):
+def _osgp_response_or_heuristic(buf, off, end, d, parent):
     """Status codes 0x00..0x0C are OSGP responses only inside an SPDU RESPONSE."""
-    before = d.info
-    try:
-        if _is_response(d):
-            _osgp.dissect_response(buf, off, end, d, parent)
-            return
-        if not heuristic_locate(buf, off, end, d, parent) and end > off + 1:
-            d.add(parent, "data.data" if "data.data" in REGISTRY else "adp.header",
-                  bytes(buf[off + 1:end]), off + 1, end - off - 1)
-    finally:
-        _remember_info(d, before)
+    if _is_response(d):
+        _osgp.dissect_response(buf, off, end, d, parent)
+        return
+    if not heuristic_locate(buf, off, end, d, parent) and end > off + 1:
+        d.add(parent, "data.data" if "data.data" in REGISTRY else "adp.header",
+              bytes(buf[off + 1:end]), off + 1, end - off - 1)
 
 
 def dissect_adp(buf, off: int, end: int, d: Dissection, parent: Node | None) -> None:
     """An adaptation PDU; buf[off] is the 14908 APDU code."""
     prof = active_profile()
-    tree = parent is not None or d.want_tree
     title = "IEC 62056-8-8 adaptation layer" + (INFERRED if prof.inferred else "")
     node = d.layer("adp", title, off, end - off)
     tree = node is not None
@@ -608,4 +590,8 @@ def segment_apdu(apdu: bytes, max_data: int, **fields) -> list[bytes]:
             for i, c in enumerate(chunks)]
 
 
+_adp_entry = _keeping_info(dissect_adp)
+_proxy_entry = _keeping_info(_proxy.dissect_proxy)
+_osgp_request_entry = _keeping_info(_osgp.dissect_request)
+_osgp_response_entry = _keeping_info(_osgp_response_or_heuristic)
 use_profile(None)
