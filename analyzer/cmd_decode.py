@@ -309,12 +309,12 @@ _PAR: dict = {}
 
 def _fields_feed(pipe, names, match):
     """pipe.feed, or the CN/IP + LonTalk fast feed when every requested field is one of
-    theirs (analyzer.lontrack.fast_feed: lower layers and stages skipped for plain CN/IP
+    theirs (analyzer.fastfields.fast_feed: lower layers and stages skipped for plain CN/IP
     datagrams, identical values)."""
     if match is not None and not hasattr(match, "fields"):
         return pipe.feed
     try:
-        from .lontrack import fast_feed
+        from .fastfields import fast_feed
     except ImportError:
         return pipe.feed
     return fast_feed(pipe, names, getattr(match, "fields", ()) if match is not None else ()) or pipe.feed

@@ -7,7 +7,7 @@ versions 0/2) from `tests/longen.py`, in Ethernet/IPv4/UDP 1628/CN-IP data packe
 Times are CPU seconds of the child process (user + system): the host is shared, so wall time
 mostly measures the neighbours; wall-time rates and ratios are reported in their own rows.
 The requested fields are all per-frame LonTalk fields, so `decode` uses the CN/IP fast feed
-(`analyzer.lontrack.fast_feed`: lower layers' fields and stages skipped, identical values;
+(`analyzer.fastfields.fast_feed`: lower layers' fields and stages skipped, identical values;
 tests/test_fastpath.py)."""
 from __future__ import annotations
 

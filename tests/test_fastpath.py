@@ -1,6 +1,6 @@
 """`decode -T fields` fast paths give exactly the lines of the full decode.
 
-The fast paths (the CN/IP + LonTalk fast feed in `analyzer.lontrack.fast_feed`, the
+The fast paths (the CN/IP + LonTalk fast feed in `analyzer.fastfields.fast_feed`, the
 lower-layers-only mode and `-j N` worker processes of `cmd_decode`) are compared with the
 full decode (`LONSCOPE_FULL_DECODE=1`, `-j 1`: every layer, every stage) on the seeded
 2,000-frame oracle corpus of `tests/longen.py`, on a capture of awkward lower layers (VLAN
@@ -34,7 +34,7 @@ HEADER_FIELDS = ["lon.srcnet", "lon.srcnode", "lon.dstnode", "lon.domain", "lon.
 
 def _frame_only_fields() -> list[str]:
     load_all()
-    from analyzer.lontrack import frame_only_field
+    from analyzer.fastfields import frame_only_field
     return sorted(n for n in REGISTRY if frame_only_field(n))
 
 
@@ -132,7 +132,7 @@ def odd(tmp_path_factory):
 
 
 def test_fast_feed_is_chosen_only_for_frame_fields():
-    from analyzer.lontrack import fast_feed, frame_only_field
+    from analyzer.fastfields import fast_feed, frame_only_field
     from analyzer.pipeline import Pipeline
     assert frame_only_field("lon.srcnet") and frame_only_field("cnip.seqno") and frame_only_field("lon")
     for n in ("lon.nm.subnet", "lon.nd.xmit_errors", "lon.response_to", "cnip.md5.status", "ip.src",
@@ -151,7 +151,7 @@ def test_fast_feed_is_chosen_only_for_frame_fields():
 def test_fast_feed_same_fields_in_process(corpus, odd):
     """Every frame-only lon/cnip field of every packet: fast feed == full pipeline."""
     from analyzer.capture import read_capture
-    from analyzer.lontrack import fast_feed
+    from analyzer.fastfields import fast_feed
     from analyzer.pipeline import Pipeline
     names = _frame_only_fields()
     assert len(names) > 60
