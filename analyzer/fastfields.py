@@ -1,6 +1,8 @@
 """`-T fields` fast feed for CN/IP + LonTalk fields (see `fast_feed`)."""
 from __future__ import annotations
 
+from dissectors.core import Dissection
+
 #
 # `lonscope decode -T fields -e lon.* / cnip.*` needs neither the lower layers' fields nor
 # any stage: when every requested field is a per-frame field of the CN/IP or LonTalk
@@ -33,6 +35,13 @@ def frame_only_field(name: str) -> bool:
     return dissector_fields is None or name in dissector_fields
 
 
+class LeanDissection(Dissection):
+    """A Dissection whose Info/address columns and ctx hand-offs nobody reads (the field
+    values are recorded as always): the dissectors skip building them."""
+    __slots__ = ()
+    lean = True
+
+
 def fast_feed(pipe, names, filter_fields=()):
     """A `feed(rec, file) -> Packet` for `-T fields` that skips the lower layers and the
     stages for plain CN/IP datagrams, or None when the requested fields (`names`, plus the
@@ -41,7 +50,7 @@ def fast_feed(pipe, names, filter_fields=()):
     import socket
     import struct
 
-    from dissectors.core import Dissection, call, table
+    from dissectors.core import call, table
 
     from .packet import Packet
 
@@ -58,6 +67,12 @@ def fast_feed(pipe, names, filter_fields=()):
     if not all(frame_only_field(n) for n in filter_fields):
         return None
     udp = table("udp.port").entries
+    # Nothing reads the Info/address columns or ctx hand-offs in this mode, unless a layer
+    # above LonTalk is still registered (a payload dissector reads ctx["lon"] and d.info)
+    apdu = table("lon.apdu")
+    lean = not apdu.entries and not apdu.heuristics and \
+        all(p == "lon" for p, _ in table("cnip.protocol").entries.values())
+    D = LeanDissection if lean else Dissection
     feed_full = pipe.feed
     ip_udp = struct.Struct("!BxHxxHxBxx4s4sHHH").unpack_from
     ntoa = socket.inet_ntoa
@@ -91,9 +106,10 @@ def fast_feed(pipe, names, filter_fields=()):
             return feed_full(rec, file)
         pipe.count += 1
         pkt = Packet(pipe.count, rec, file)
-        d = Dissection(data)
-        d.ctx = {"packet": pkt, "pipeline": pipe, "ip.src": ntoa(s), "ip.dst": ntoa(t), "ip.version": 4,
-                 "udp.srcport": sport, "udp.dstport": dport}
+        d = D(data)
+        if not lean:
+            d.ctx = {"packet": pkt, "pipeline": pipe, "ip.src": ntoa(s), "ip.dst": ntoa(t), "ip.version": 4,
+                     "udp.srcport": sport, "udp.dstport": dport}
         call("cnip", e[1], data, 42, uend, d, None)
         pkt.d = d
         return pkt

@@ -168,7 +168,8 @@ def _one(buf, off, end, d, parent):
 
 def _data_body(buf, o, pend, d, node, pf, seq, name, off):
     """Data packet: the payload goes to table("cnip.protocol") by protocol code."""
-    d.info = f"CN/IP data seq {seq}"
+    if not d.lean:
+        d.info = f"CN/IP data seq {seq}"
     e = _PROTO_TABLE.entries.get(pf & PROTO_MASK)     # = dispatch without heuristics
     if e is not None:
         call(e[0], e[1], buf, o, pend, d, node)

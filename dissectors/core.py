@@ -172,6 +172,11 @@ class Dissection:
     """
     __slots__ = ("want_tree", "fields", "root", "protocols", "expert", "info", "src", "dst",
                  "sources", "source", "ctx", "status")
+    # A class-level switch, not a slot: a subclass sets it to True when nothing will read
+    # `info`/`src`/`dst` or the `ctx` hand-off entries of this packet (the `-T fields` fast
+    # feed, analyzer/fastfields.py, when no layer above LonTalk is registered): dissectors
+    # may then skip building them.  Field values are always recorded.
+    lean = False
 
     def __init__(self, frame: bytes = b"", want_tree: bool = False):
         self.want_tree = want_tree

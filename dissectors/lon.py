@@ -649,6 +649,8 @@ def _apdu_nv(buf, off, end, d, parent, fr):
     n = end - off - 2
     if n > 0 and parent is None:
         _rec_nv_value(d.fields, buf[off + 2:end])
+        if d.lean:
+            return
         what = "NV update" if fr.resp is False else "NV response"
     elif n > 0:
         add(parent, "lon.nv.value", buf[off + 2:end], off + 2, n)
@@ -668,6 +670,10 @@ def _handoff(code, buf, off, end, d, parent, fr):
     """Application / foreign APDU -> table("lon.apdu") (the dissector gets the APDU from
     the code byte on).  A summary the payload layer writes becomes the Info text after the
     LonTalk prefix ("ACKD [tid 3] <payload summary>")."""
+    if d.lean:          # no summary is read: the hand-off alone
+        if not _APDU_TABLE.dispatch(code, buf, off, end, d, parent, try_heuristics=True) and end > off + 1:
+            d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
+        return
     before = d.info
     d.info = ""
     d.ctx.pop("lon.app_info", None)
@@ -688,11 +694,12 @@ def _apdu_app(buf, off, end, d, parent, fr):
         d.add(parent, "lon.application", code, off, 1)
         d.add(parent, "lon.code", code & 0x3F, off, 1)
     fr.code = code
-    if fr.resp:
-        fr.what = f"code 0x{code:02x}"
-    else:
-        fr.what = "application offline" if code == 0x3F else f"application code 0x{code:02x}"
-    d.ctx["lon.apdu_code"] = code
+    if not d.lean:
+        if fr.resp:
+            fr.what = f"code 0x{code:02x}"
+        else:
+            fr.what = "application offline" if code == 0x3F else f"application code 0x{code:02x}"
+        d.ctx["lon.apdu_code"] = code
     _handoff(code, buf, off, end, d, parent, fr)
 
 
@@ -704,8 +711,9 @@ def _apdu_ff(buf, off, end, d, parent, fr):
         d.add(parent, "lon.ff", code, off, 1)
         d.add(parent, "lon.code", code & 0x3F, off, 1)
     fr.code = code
-    fr.what = FF_CODES.get(code) or f"foreign frame 0x{code:02x}"
-    d.ctx["lon.apdu_code"] = code
+    if not d.lean:
+        fr.what = FF_CODES.get(code) or f"foreign frame 0x{code:02x}"
+        d.ctx["lon.apdu_code"] = code
     _handoff(code, buf, off, end, d, parent, fr)
 
 
@@ -718,15 +726,16 @@ def _apdu_mgmt(buf, off, end, d, parent, fr, kind, name_field, record, names, ar
         d.add(parent, name_field, code, off, 1)
         d.add(parent, "lon.code", code, off, 1)
     fr.code = code
-    d.ctx["lon.apdu_code"] = code
-    name = names.get(code, f"0x{code:02x}")
     dec = args.get(code)
     extra = ""
     if dec is not None:
         extra = dec[0](buf, off + 1, end, d, parent)
     elif end > off + 1:
         d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
-    fr.what = f"{kind} {name}" + (f" {extra}" if extra else "")
+    if not d.lean:
+        d.ctx["lon.apdu_code"] = code
+        name = names.get(code, f"0x{code:02x}")
+        fr.what = f"{kind} {name}" + (f" {extra}" if extra else "")
 
 
 def _apdu_nd(buf, off, end, d, parent, fr):
@@ -849,12 +858,14 @@ def _body_apdu(buf, off, end, d, parent, fr):
     if off >= end:
         d.malformed("lon", off, "missing APDU", parent)
         return
-    d.ctx["lon.apdu"] = (d.source, off, end)
     if parent is not None:
+        d.ctx["lon.apdu"] = (d.source, off, end)
         parent = d.label(parent, "APDU", off, end - off)
         APDU_CLASS[buf[off]](buf, off, end, d, parent, fr)
         parent.text = f"APDU: {fr.what}"
         return
+    if not d.lean:
+        d.ctx["lon.apdu"] = (d.source, off, end)
     APDU_CLASS[buf[off]](buf, off, end, d, parent, fr)
 
 
@@ -893,23 +904,25 @@ def _xpdu(buf, off, end, d, parent, fr, kind):
         need(end, off, 1, title)
     b0 = buf[off]
     typ = b0 >> 4 & 7
-    tag = tnames.get(typ) or f"{title} type {typ}"
     if parent is None:
         _XREC[kind](d.fields, b0, b0 >> 7, typ, b0 & 0xF)
         node = None
     else:
         vals = (b0, b0 >> 7, typ, b0 & 0xF)
-        node = d.label(parent, f"{title}: {tag}{' (authenticated)' if b0 & 0x80 else ''}, "
+        node = d.label(parent, f"{title}: {tnames.get(typ) or f'{title} type {typ}'}"
+                               f"{' (authenticated)' if b0 & 0x80 else ''}, "
                                f"transaction {b0 & 0xF}", off, end - off)
         for n, v in zip(names, vals):
             d.add(node, n, v, off, 1)
     o = _tid(buf, off, end, d, node, fr, b0)
-    fr.tag = tag
     lon = fr.lon
-    lon["pdu"] = kind
-    lon["type"] = tag
-    lon["tid"] = fr.tid
-    lon["auth"] = bool(b0 & 0x80)
+    if lon is not None:         # None: lean dissection, no Info / ctx["lon"] to build
+        tag = tnames.get(typ) or f"{title} type {typ}"
+        fr.tag = tag
+        lon["pdu"] = kind
+        lon["type"] = tag
+        lon["tid"] = fr.tid
+        lon["auth"] = bool(b0 & 0x80)
     fr.resp = typ == 2
     body = bodies.get(typ)
     if body is None:
@@ -944,11 +957,13 @@ def _pdu_auth(buf, off, end, d, parent, fr):
     else:
         _rec_auth(d.fields, b0, fmt, typ, b0 & 0xF)
     o = _tid(buf, off, end, d, parent, fr, b0)
-    fr.tag = AUTH_TYPES[typ]
-    fr.lon["pdu"] = "auth"
-    fr.lon["type"] = fr.tag
-    fr.lon["tid"] = fr.tid
-    fr.lon["auth"] = True
+    lon = fr.lon
+    if lon is not None:
+        fr.tag = AUTH_TYPES[typ]
+        lon["pdu"] = "auth"
+        lon["type"] = fr.tag
+        lon["tid"] = fr.tid
+        lon["auth"] = True
     fr.resp = typ >= 2
     need(end, o, 8, "AuthPDU value")
     add(parent, "lon.authpdu_value", buf[o: o + 8], o, 8)
@@ -963,11 +978,13 @@ def _pdu_auth(buf, off, end, d, parent, fr):
 
 
 def _pdu_apdu(buf, off, end, d, parent, fr):
-    fr.tag = "APDU"
-    fr.lon["pdu"] = "apdu"
-    fr.lon["type"] = "UNACKD"
-    fr.lon["tid"] = None
-    fr.lon["auth"] = False
+    lon = fr.lon
+    if lon is not None:
+        fr.tag = "APDU"
+        lon["pdu"] = "apdu"
+        lon["type"] = "UNACKD"
+        lon["tid"] = None
+        lon["auth"] = False
     fr.resp = False
     _body_apdu(buf, off, end, d, parent, fr)
 
@@ -999,9 +1016,10 @@ def _addr0(buf, off, end, d, parent, lon):
         _rec_dstnet(d.fields, dn)
     else:
         d.add(parent, "lon.dstnet", dn, off + 2, 1)
-    lon["dst_type"] = "bcast"
-    lon["dst_subnet"] = dn
-    d.dst = f"bcast {dn}" if dn else "bcast"
+    if lon is not None:
+        lon["dst_type"] = "bcast"
+        lon["dst_subnet"] = dn
+        d.dst = f"bcast {dn}" if dn else "bcast"
     return off + _A0_N
 
 
@@ -1013,9 +1031,10 @@ def _addr1(buf, off, end, d, parent, lon):
         _rec_dstgrp(d.fields, g)
     else:
         d.add(parent, "lon.dstgrp", g, off + 2, 1)
-    lon["dst_type"] = "group"
-    lon["group"] = g
-    d.dst = f"grp {g}"
+    if lon is not None:
+        lon["dst_type"] = "group"
+        lon["group"] = g
+        d.dst = f"grp {g}"
     return off + _A1_N
 
 
@@ -1032,11 +1051,12 @@ def _addr2(buf, off, end, d, parent, lon):
     else:
         add(parent, "lon.dstnet", dn, off + o_dn, 1)
         add(parent, "lon.dstnode", nd, off + o_nd, 1)
-    lon["dst_subnet"] = dn
-    lon["dst_node"] = nd
-    d.dst = f"{dn}/{nd}"
     if kind == "2a":
-        lon["dst_type"] = "unicast"
+        if lon is not None:
+            lon["dst_subnet"] = dn
+            lon["dst_node"] = nd
+            lon["dst_type"] = "unicast"
+            d.dst = f"{dn}/{nd}"
         return off + n
     g = buf[off + _A2B_G]
     m = buf[off + _A2B_M]
@@ -1045,6 +1065,11 @@ def _addr2(buf, off, end, d, parent, lon):
     else:
         add(parent, "lon.grp", g, off + _A2B_G, 1)
         add(parent, "lon.grpmem", m, off + _A2B_M, 1)
+    if lon is None:
+        return off + n
+    lon["dst_subnet"] = dn
+    lon["dst_node"] = nd
+    d.dst = f"{dn}/{nd}"
     lon["dst_type"] = "groupack"
     lon["group"] = g
     lon["member"] = m
@@ -1062,10 +1087,11 @@ def _addr3(buf, off, end, d, parent, lon):
     else:
         d.add(parent, "lon.dstnet", dn, off + 2, 1)
         d.add(parent, "lon.uid", nid, o, 6)
-    lon["dst_type"] = "nid"
-    lon["dst_subnet"] = dn
-    lon["nid"] = nid
-    d.dst = nid.hex()
+    if lon is not None:
+        lon["dst_type"] = "nid"
+        lon["dst_subnet"] = dn
+        lon["nid"] = nid
+        d.dst = nid.hex()
     return off + _A3_N
 
 
@@ -1122,12 +1148,15 @@ def dissect_npdu(buf, off, end, d, parent):
         add(anode, "lon.srcnet", sn, off + 1, 1)
         add(anode, "lon.srcnode", snode, off + 2, 1)
     o = off + 1
-    lon = {"src_subnet": sn, "src_node": snode, "dst_type": None, "dst_subnet": None,
-           "dst_node": None, "group": None, "member": None, "nid": None, "domain": b"",
-           "pdu": None, "type": None, "tid": None, "auth": False, "version": vers}
-    d.ctx["lon"] = lon
-    d.ctx["lon.apdu_code"] = None
-    d.src = f"{sn}/{snode}"
+    if d.lean:          # nothing reads ctx["lon"], the addresses or the Info text
+        lon = None
+    else:
+        lon = {"src_subnet": sn, "src_node": snode, "dst_type": None, "dst_subnet": None,
+               "dst_node": None, "group": None, "member": None, "nid": None, "domain": b"",
+               "pdu": None, "type": None, "tid": None, "auth": False, "version": vers}
+        d.ctx["lon"] = lon
+        d.ctx["lon.apdu_code"] = None
+        d.src = f"{sn}/{snode}"
     o = ADDR_BY_FMT[af](buf, o, end, d, anode, lon)
     if anode is not None:
         anode.length = o - off - 1
@@ -1144,13 +1173,16 @@ def dissect_npdu(buf, off, end, d, parent):
             lst.append(dom)
     else:
         d.add(parent, "lon.domain", dom, o, n)
-    lon["domain"] = dom
     o += n
     fr = _Frame(lon, vers, parent)
     if vers == 1:
         d.note("note", "protocol", "lon", off, "Protocol version 1 (encapsulated IP)", parent)
     elif vers == 3:
         d.note("warn", "protocol", "lon", off, "Unknown protocol version 3", parent)
+    if lon is None:
+        PDU_BY_FMT[pf](buf, o, end, d, parent, fr)
+        return fr
+    lon["domain"] = dom
     try:
         PDU_BY_FMT[pf](buf, o, end, d, parent, fr)
     finally:
