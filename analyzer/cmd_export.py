@@ -17,7 +17,9 @@ from .output import CliError
 @click.option("--profile", metavar="FILE", help="Adaptation-layer profile (TOML).")
 @click.option("--what", type=click.Choice(["packets", "sessions", "objects", "findings"]), default="packets",
               show_default=True, help="What to export.")
-@click.option("-o", "--output", "out", required=True, metavar="OUT", help="OUT.csv, OUT.parquet or OUT.jsonl")
+@click.option("-o", "--output", "out", required=True, metavar="OUT",
+              help="OUT.csv, OUT.parquet or OUT.jsonl; with --engine dask also DIR/ (a Parquet dataset, "
+                   "one part per capture file, written by the workers).")
 @click.option("-Y", "--display-filter", "display_filter", metavar="FILTER",
               help="Only packets matching the filter (packets/objects).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True)
@@ -31,8 +33,11 @@ def command(captures, keys_path, key_items, profile, what, out, display_filter, 
     from .cmd_decode import compile_display_filter, load_keyring, load_profile, open_readers
     from .export import ExportError, export_tables, output_format, write_tables
 
+    dataset = out.endswith(("/", os.sep))
+    if dataset and engine != "dask":
+        raise CliError(f"{out}: a directory output (Parquet dataset, one file per capture) needs --engine dask")
     try:
-        fmt = output_format(out)
+        fmt = "parquet" if dataset else output_format(out)
     except ExportError as e:
         raise CliError(str(e)) from None
     if scheduler and engine != "dask":
@@ -56,17 +61,17 @@ def command(captures, keys_path, key_items, profile, what, out, display_filter, 
     errors: list[str] = []
     try:
         if engine == "dask":
-            if display_filter:
-                raise CliError("-Y is not supported with --engine dask")
-            from .dask_engine import dask_tables
-            tables = dask_tables(what, captures, keys_path, key_items, profile, scheduler, workers, errors)
+            from .dask_engine import dask_export
+            n = dask_export(what, captures, out, fmt, keys_path, key_items, profile, display_filter,
+                            scheduler, workers, errors, chunk_rows=chunk_rows)
         else:
             tables = export_tables(what, captures, keys, prof, errors, chunk_rows, display_filter)
-        n = write_tables(tables, out, fmt, tmpdir=outdir)
+            n = write_tables(tables, out, fmt, tmpdir=outdir, what=what)
     except ExportError as e:
         raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"{out}: {e.strerror or e}") from None
     for msg in errors:
         click.echo(f"lonscope: {msg}", err=True)
-    click.echo(f"lonscope: wrote {n} {what} rows to {out}", err=True)
+    where = f"{out} (Parquet dataset, one part per capture file)" if dataset else out
+    click.echo(f"lonscope: wrote {n} {what} rows to {where}", err=True)
