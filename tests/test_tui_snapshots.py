@@ -60,3 +60,14 @@ def test_follow_view(snap_compare, demo_pcap):
         await pilot.press("F")
         await pilot.pause(0.2)
     assert snap_compare(make_app(demo_pcap), terminal_size=SIZE, run_before=before)
+
+
+def test_sorted_by_source_descending(snap_compare, demo_pcap):
+    """The Source title clicked twice: ▼ in the header, "Sort: Source ▼" in the status
+    bar, packets from 1/9 first (capture order among them), packet 1 still selected."""
+    async def before(pilot):
+        await wait_loaded(pilot)
+        await pilot.click("#header", offset=(30, 0))
+        await pilot.click("#header", offset=(30, 0))
+        await pilot.pause(0.2)
+    assert snap_compare(make_app(demo_pcap), terminal_size=SIZE, run_before=before)

@@ -15,11 +15,11 @@ from textual.suggester import Suggester
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane, Tree
 
 from .screens import ExportScreen, GotoScreen, HelpScreen, KeysScreen
-from .session import Session
+from .session import SORT_COLUMNS, Session
 from .store import F_FINDING
 from .views import (FINDING_COLUMNS, OBJECT_COLUMNS, association_filter, association_of_row,
                     associations, finding_rows, follow_lines, object_rows, statistics_text)
-from .widgets import TIME_MODES, HexView, ListHeader, PacketList, SourceBar, StatusBar
+from .widgets import TIME_MODES, HexView, ListHeader, PacketList, SourceBar, Splitter, StatusBar
 
 VIEW_IDS = ("packets", "assoc", "follow", "objects", "findings", "stats")
 
@@ -122,8 +122,9 @@ class LonscopeApp(App):
     #views > ContentSwitcher { height: 1fr; }
     TabPane { padding: 0; height: 1fr; }
     #packets-pane { layout: vertical; height: 1fr; }
-    #lower { height: 45%; border-top: solid $panel-lighten-2; }
-    #details { width: 55%; border-right: solid $panel-lighten-2; }
+    #lower { height: 45%; }
+    #panes { height: 1fr; }
+    #details { width: 55%; }
     #bytes { width: 1fr; }
     #sources { height: 1; }
     #hint { height: 1; color: $text-muted; }
@@ -138,6 +139,9 @@ class LonscopeApp(App):
         Binding("slash,ctrl+f", "focus_filter", "Filter"),
         Binding("ctrl+g", "goto", "Go to"),
         Binding("t", "time_mode", "Time fmt"),
+        Binding("s", "sort_next", "Sort", show=False),
+        Binding("S", "sort_reverse", "Reverse sort", show=False),
+        Binding("o", "sort_clear", "Capture order", show=False),
         Binding("K", "keys", "Keys"),
         Binding("e", "export", "Export"),
         Binding("F", "follow", "Follow", show=False),
@@ -183,6 +187,7 @@ class LonscopeApp(App):
         self._follow_row: int | None = None
         self._lower_h = 45
         self._details_w = 55
+        self._follow_before_sort = False
         self.t_start = time.perf_counter()
 
     # ------------------------------------------------------------------ layout
@@ -191,14 +196,17 @@ class LonscopeApp(App):
         yield self._keep(FilterBar(id="filter"))
         with self._keep(TabbedContent(id="views", initial="packets")):
             with TabPane("Packets", id="packets"):
-                with Vertical(id="packets-pane"):
+                with self._keep(Vertical(id="packets-pane")):
                     yield self._keep(ListHeader(id="header"))
                     yield self._keep(PacketList(self.session, id="list"))
-                    with self._keep(Horizontal(id="lower")):
-                        yield self._keep(Tree("Packet details", id="details"))
-                        with self._keep(Vertical(id="bytes")):
-                            yield self._keep(SourceBar(id="sources"))
-                            yield self._keep(HexView(id="hex"))
+                    with self._keep(Vertical(id="lower")):
+                        yield self._keep(Splitter("horizontal", id="split-h"))
+                        with self._keep(Horizontal(id="panes")):
+                            yield self._keep(Tree("Packet details", id="details"))
+                            yield self._keep(Splitter("vertical", id="split-v"))
+                            with self._keep(Vertical(id="bytes")):
+                                yield self._keep(SourceBar(id="sources"))
+                                yield self._keep(HexView(id="hex"))
             # the analysis views are mounted when first shown (a faster first screen)
             for pane_id, title in (("assoc", "Associations"), ("follow", "Follow"), ("objects", "Objects"),
                                    ("findings", "Findings"), ("stats", "Statistics")):
@@ -307,6 +315,8 @@ class LonscopeApp(App):
         elif s.done:
             n_flag = int((st.flags[:total] & F_FINDING).astype(bool).sum()) if total else 0
             parts.append(f"Findings: {n_flag}")
+        if s.sort_col is not None:
+            parts.append(f"Sort: {s.sort_col} {'▼' if s.sort_desc else '▲'}")
         if s.indexing and not s.live:
             parts.append("Indexing…")
         elif not s.done:
@@ -509,16 +519,97 @@ class LonscopeApp(App):
     def action_toggle_pane(self, which: str) -> None:
         w = self.q(f"#{which}")
         w.display = not w.display
-        lower = self.q("#lower")
-        lower.display = self.q("#details").display or self.q("#bytes").display
+        details, data = self.q("#details").display, self.q("#bytes").display
+        self.q("#lower").display = details or data
+        self.q("#split-v").display = details and data
+        if details and not data:
+            self.q("#details").styles.width = "1fr"
+        elif details:
+            self.q("#details").styles.width = f"{self._details_w}%"
 
     def action_resize_list(self, delta: int) -> None:
-        self._lower_h = max(10, min(80, self._lower_h + delta))
+        self._lower_h = max(10, min(80, round(self._lower_h) + delta))
         self.q("#lower").styles.height = f"{self._lower_h}%"
 
     def action_resize_details(self, delta: int) -> None:
-        self._details_w = max(15, min(85, self._details_w + delta))
+        self._details_w = max(15, min(85, round(self._details_w) + delta))
         self.q("#details").styles.width = f"{self._details_w}%"
+
+    def on_splitter_dragged(self, event: Splitter.Dragged) -> None:
+        """Mouse drag of a pane splitter: the splitter follows the pointer (the sizes are
+        then kept in cells; the +/- and </> keys go back to percentages)."""
+        if event.splitter.id == "split-h":
+            pane = self.q("#packets-pane").region
+            if pane.height < 8:
+                return
+            # the splitter is the first line of #lower: #lower starts at the pointer
+            h = max(3, min(pane.height - 4, pane.bottom - event.screen_y))
+            self._lower_h = 100.0 * h / pane.height
+            self.q("#lower").styles.height = h
+        elif event.splitter.id == "split-v":
+            panes = self.q("#panes").region
+            if panes.width < 24:
+                return
+            w = max(10, min(panes.width - 11, event.screen_x - panes.x))
+            self._details_w = 100.0 * w / panes.width
+            self.q("#details").styles.width = w
+
+    # ------------------------------------------------------------------ sorting
+    def sort_by(self, column: str | None, descending: bool = False) -> None:
+        """Sort the packet list (None: capture order), keeping the selected packet.  While
+        sorted, auto-scroll (follow the live tail) is suspended; new packets are merged
+        into their sorted place."""
+        s = self.session
+        plist = self.q(PacketList)
+        keep = plist.selected_row()
+        if column is not None and s.sort_col is None:
+            self._follow_before_sort = plist.follow
+        plist.follow = False
+        s.ui_busy(0.5)
+        s.set_sort(column, descending)
+        header = self.q(ListHeader)
+        header.sort_col = column
+        header.sort_desc = s.sort_desc
+        plist.refresh_count()
+        if keep is not None:
+            plist.go_to_row(keep)
+        if column is None and self._follow_before_sort:
+            self._follow_before_sort = False
+            plist.follow = True
+            plist.action_last()
+        plist.refresh()
+
+    def on_list_header_sort_clicked(self, event: ListHeader.SortClicked) -> None:
+        """Header click: ascending, again descending, a third time capture order."""
+        s = self.session
+        if s.sort_col != event.column:
+            self.sort_by(event.column)
+        elif not s.sort_desc:
+            self.sort_by(event.column, True)
+        else:
+            self.sort_by(None)
+        self.q(PacketList).focus()
+
+    def action_sort_next(self) -> None:
+        """s: sort by the next column (No. → Time → … → Info → capture order)."""
+        cur = self.session.sort_col
+        if cur is None:
+            self.sort_by(SORT_COLUMNS[0])
+        else:
+            k = SORT_COLUMNS.index(cur) + 1
+            self.sort_by(SORT_COLUMNS[k] if k < len(SORT_COLUMNS) else None)
+
+    def action_sort_reverse(self) -> None:
+        """S: reverse the sort (without a sort: newest packet first)."""
+        s = self.session
+        if s.sort_col is None:
+            self.sort_by("No.", True)
+        else:
+            self.sort_by(s.sort_col, not s.sort_desc)
+
+    def action_sort_clear(self) -> None:
+        if self.session.sort_col is not None:
+            self.sort_by(None)
 
     def action_source(self, delta: int) -> None:
         d = self.dissection
@@ -528,6 +619,11 @@ class LonscopeApp(App):
 
     def action_autoscroll(self) -> None:
         plist = self.q(PacketList)
+        if not plist.follow and self.session.sort_col is not None:
+            self._follow_before_sort = True       # following the tail needs capture order
+            self.sort_by(None)
+            self.notify("capture order restored: auto-scroll on", timeout=2)
+            return
         plist.follow = not plist.follow
         if plist.follow:
             plist.action_last()

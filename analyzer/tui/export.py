@@ -8,9 +8,13 @@ from .widgets import fmt_time
 
 
 def view_rows(session):
-    n = session.visible_count()
-    for y in range(n):
-        yield session.row_of(y)
+    """The shown packets in capture order (a sorted list exports the same packets, in the
+    order of the capture, so that pcapng timestamps and request/response links stay right)."""
+    view = session.view
+    if view is not None:
+        yield from view[:]
+    else:
+        yield from range(session.store.n)
 
 
 def view_dataframe(session):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import threading
 import time
@@ -32,6 +33,21 @@ VIRTUAL = frozenset(["frame.number", "frame.time_epoch", "frame.time_relative", 
                      "lonscope.status"])
 FIELDS_CACHE_MAX = 20_000      # keep flat fields of small captures for instant filtering
 OBJECTS_MAX = 100_000
+AUX_MEM = 16 << 20             # pkt.aux kept in memory; the rest goes to a temporary file
+
+# Packet-list columns the list can be sorted by.  No./Time/Length come from the index
+# columns (known for every row at once); the others from the decoder's summary columns.
+SORT_COLUMNS = ("No.", "Time", "Source", "Destination", "Protocol", "Length", "Info")
+_INDEX_SORT = frozenset(("No.", "Time", "Length"))
+SORT_MERGE_EVERY = 0.5         # seconds between merges of newly decoded rows into a sort
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> list:
+    """"1/5" before "1/12": digit runs compare as numbers (addresses)."""
+    parts: list = _DIGITS.split(text)
+    parts[1::2] = [int(x) for x in parts[1::2]]
+    return parts
 CHUNK = 50_000
 FIRST_CHUNK = 2_000
 
@@ -42,7 +58,7 @@ class AuxStore:
     The first 32 MB stay in memory; beyond that (very large captures) entries go to an
     unlinked temporary file, read back with pread."""
 
-    def __init__(self, mem_limit: int = 32 << 20):
+    def __init__(self, mem_limit: int = AUX_MEM):
         self.limit = mem_limit
         self.mem = bytearray()
         self.f = None
@@ -77,6 +93,52 @@ class AuxStore:
         if self.f is not None:
             self.f.close()
             self.f = None
+
+
+class ObjectLog:
+    """Decoded operations as (row, op) pairs, the ops pickled back to back (some 70 bytes
+    each instead of a dict per operation): the Objects and Follow views iterate them."""
+
+    def __init__(self):
+        self.rows = array("q")
+        self.ends = array("q")
+        self.buf = bytearray()
+        self.odd: dict[int, Any] = {}       # ops that cannot be pickled, by position
+
+    def append(self, item: tuple) -> None:
+        row, op = item
+        try:
+            self.buf += pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            self.odd[len(self.rows)] = op
+        self.ends.append(len(self.buf))
+        self.rows.append(row)         # last: len() counts complete entries only
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _item(self, k: int) -> tuple:
+        op = self.odd.get(k)
+        if op is None:
+            start = self.ends[k - 1] if k else 0
+            op = pickle.loads(bytes(self.buf[start:self.ends[k]]))
+        return self.rows[k], op
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self._item(i) for i in range(*k.indices(len(self)))]
+        return self._item(range(len(self))[k])
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self._item(k)
+
+    def clear(self) -> None:
+        self.rows, self.ends, self.buf, self.odd = array("q"), array("q"), bytearray(), {}
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.buf) + 8 * (len(self.rows) + len(self.ends))
 
 
 def status_code(d: Dissection) -> int:
@@ -125,7 +187,7 @@ class Session:
         self.aux: dict[int, dict] = {}       # pkt.aux that could not be pickled
         self.auxstore = AuxStore()
         self.fields_cache: list[dict] = []
-        self.objects: list[tuple] = []
+        self.objects = ObjectLog()
         self.paths_seen: Counter = Counter()      # repeater paths
         self.findings: list[dict] = []
         self.severity: Counter = Counter()
@@ -138,6 +200,7 @@ class Session:
         self.drops = 0
         self.notices: list[tuple[str, str]] = []  # (severity, message) for the UI
         self.decode_gen = 0
+        self.decode_epoch = 0                # bumped by the worker once it restarted decoding
         self._lazy: OrderedDict[int, tuple] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -152,6 +215,15 @@ class Session:
         self.ui_busy_until = 0.0          # workers pause while the UI handles input (time.monotonic)
         self.dissectors_ready = False
         self.first_paint_done = threading.Event()   # set by the UI after its first screen
+        # sort state (UI thread only): `order` lists the rows of the current view whose
+        # sort key is known, sorted; the rest of the view follows in capture order
+        self.sort_col: str | None = None
+        self.sort_desc = False
+        self.order: np.ndarray | None = None
+        self.sort_gen = 0
+        self._sort_state: tuple | None = None
+        self._sort_t = 0.0
+        self.sort_seconds = 0.0                  # time of the last full sort (bench, status)
         if display_filter:
             self.set_filter(display_filter, start=False)
 
@@ -335,6 +407,7 @@ class Session:
         self.n_decoded = 0
         self.done = False
         self._lazy.clear()
+        self.decode_epoch += 1
         if self.filter_fn is not None:
             self._start_filter()
 
@@ -594,23 +667,135 @@ class Session:
 
     def row_of(self, y: int) -> int:
         """Store row shown at list line y."""
+        order = self.order
+        if order is not None and y < len(order):
+            return int(order[y])
         return self.view[y] if self.view is not None else y
 
-    def line_of(self, row: int) -> int | None:
-        """List line showing store row `row` (None when filtered out)."""
+    def _view_array(self) -> np.ndarray:
+        # a copy: a numpy view of the array would block the filter thread's appends
+        view = self.view
+        return np.frombuffer(view[:], dtype=np.int64) if view is not None and len(view) else np.zeros(0, np.int64)
+
+    def _base_line(self, row: int) -> int | None:
         if self.view is None:
             return row if row < self.store.n else None
-        v = np.frombuffer(self.view, dtype=np.int64) if len(self.view) else np.zeros(0, np.int64)
+        v = self._view_array()
         k = int(np.searchsorted(v, row))
         return k if k < len(v) and v[k] == row else None
 
+    def line_of(self, row: int) -> int | None:
+        """List line showing store row `row` (None when filtered out)."""
+        order = self.order
+        if order is not None and len(order):
+            hit = np.flatnonzero(order == row)
+            if len(hit):
+                return int(hit[0])
+        line = self._base_line(row)
+        if order is not None and line is not None and line < len(order):
+            return None          # cannot happen: keyed rows are all in `order`
+        return line
+
     def nearest_line(self, row: int) -> int:
         if self.view is None:
-            return min(row, max(0, self.store.n - 1))
-        v = np.frombuffer(self.view, dtype=np.int64) if len(self.view) else np.zeros(0, np.int64)
-        if not len(v):
-            return 0
-        return min(int(np.searchsorted(v, row)), len(v) - 1)
+            near = min(row, max(0, self.store.n - 1))
+        else:
+            v = self._view_array()
+            if not len(v):
+                return 0
+            near = int(v[min(int(np.searchsorted(v, row)), len(v) - 1)])
+        line = self.line_of(near)
+        return 0 if line is None else line
+
+    # ------------------------------------------------------------------ sorting
+    def set_sort(self, column: str | None, descending: bool = False) -> None:
+        """Sort the list by a column (None: capture order).  The sort is computed now for
+        the rows whose key is known; rows decoded (or matched by the filter) later are
+        merged into their place by `update_sort`."""
+        if column is not None and column not in SORT_COLUMNS:
+            raise ValueError(f"unknown column {column!r}")
+        self.sort_col = column
+        self.sort_desc = bool(descending) and column is not None
+        self._sort_state = None
+        if column is None:
+            self.order = None
+            self.sort_gen += 1
+            return
+        t = time.perf_counter()
+        self.update_sort(force=True)
+        self.sort_seconds = time.perf_counter() - t
+
+    def _sort_base(self) -> tuple[int, Any]:
+        """(number of rows of the current view whose key is known, view array or None)."""
+        view = self.view
+        if view is not None:
+            return len(view), view          # the filter only ever sees decoded rows
+        n = self.store.n
+        return (n if self.sort_col in _INDEX_SORT else min(self.n_decoded, n)), None
+
+    def update_sort(self, force: bool = False) -> bool:
+        """Merge rows that became sortable into the sorted order (numpy: sort the new rows,
+        `searchsorted` them into the old ones, one `insert`).  True when the order changed."""
+        if self.sort_col is None:
+            return False
+        state = (self.sort_col, self.sort_desc, self.filter_gen, self.decode_epoch)
+        if state != self._sort_state:
+            self._sort_state = state
+            self.order = np.zeros(0, dtype=np.int64)
+            force = True
+        now = time.monotonic()
+        if not force and now - self._sort_t < SORT_MERGE_EVERY:
+            return False
+        known, view = self._sort_base()
+        old = self.order
+        k0 = len(old)
+        if known <= k0:
+            return False
+        self._sort_t = now
+        if view is not None:
+            new = np.array(view[k0:known], dtype=np.int64)
+        else:
+            new = np.arange(k0, known, dtype=np.int64)
+        keys = self._sort_keys(np.concatenate([old, new]) if k0 else new)
+        new_keys = keys[k0:]
+        idx = np.argsort(new_keys, kind="stable")
+        if not k0:
+            self.order = new[idx]
+        else:
+            # ties keep capture order: the new rows come after the old ones
+            pos = np.searchsorted(keys[:k0], new_keys[idx], side="right")
+            self.order = np.insert(old, pos, new[idx])
+        self.sort_gen += 1
+        return True
+
+    def _sort_keys(self, rows: np.ndarray) -> np.ndarray:
+        """One int64 sort key per row (negated when descending, so that ties keep capture
+        order both ways).  String columns sort through their interned codes: the distinct
+        values are sorted once, then one numpy gather gives each row its rank."""
+        st = self.store
+        col = self.sort_col
+        n = st.n
+        if col == "No.":
+            k = rows.copy()
+        elif col == "Time":
+            k = st.ts[:n][rows].astype(np.int64)
+        elif col == "Length":
+            k = st.origlen[:n][rows].astype(np.int64)
+        elif col == "Protocol":
+            codes = st.proto.take(rows, n)
+            k = st.protos.ranks()[codes]
+        elif col in ("Source", "Destination"):
+            codes = (st.src if col == "Source" else st.dst).take(rows, n)
+            k = st.addrs.ranks(natural_key)[codes]
+        else:   # Info: interned codes, or texts past the interning limit
+            codes = st.info.take(rows, n)
+            uniq, inv = np.unique(codes, return_inverse=True)
+            texts = [st.info_text(int(c)) for c in uniq]
+            order = sorted(range(len(texts)), key=texts.__getitem__)
+            rank = np.empty(len(texts), dtype=np.int64)
+            rank[np.asarray(order, dtype=np.int64)] = np.arange(len(texts), dtype=np.int64)
+            k = rank[inv.reshape(-1)]
+        return -k if self.sort_desc else k
 
     # ------------------------------------------------------------------ keys
     def reload_keys(self, keys: Any) -> None:

@@ -7,6 +7,7 @@ its bytes are re-read and re-dissected on demand."""
 from __future__ import annotations
 
 import threading
+from array import array
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class Strings:
     def __init__(self):
         self.values: list[str] = [""]
         self.ids: dict[str, int] = {"": 0}
+        self._ranks: dict = {}
 
     def id(self, s: str) -> int:
         i = self.ids.get(s)
@@ -45,6 +47,19 @@ class Strings:
     def __len__(self):
         return len(self.values)
 
+    def ranks(self, key=None) -> np.ndarray:
+        """rank[id]: the position of value `id` among all values sorted (by `key`), so that
+        a column of ids sorts by value with one numpy gather.  Cached until a value is added."""
+        vals = self.values[:]
+        cached = self._ranks.get(key)
+        if cached is not None and len(cached) == len(vals):
+            return cached
+        order = sorted(range(len(vals)), key=(vals.__getitem__ if key is None else (lambda i: key(vals[i]))))
+        r = np.empty(len(vals), dtype=np.int64)
+        r[np.asarray(order, dtype=np.int64)] = np.arange(len(vals), dtype=np.int64)
+        self._ranks[key] = r
+        return r
+
 
 _COLUMNS = (      # index columns: filled for every packet as the file is indexed
     ("ts", np.int64), ("offset", np.int64), ("caplen", np.int32), ("origlen", np.int32),
@@ -53,8 +68,11 @@ _COLUMNS = (      # index columns: filled for every packet as the file is indexe
 _SUMMARY = (      # summary columns: allocated block by block as decoding reaches them
     ("proto", np.uint16), ("src", np.int32), ("dst", np.int32), ("stack", np.uint16),
     ("status", np.int8), ("flags", np.int8), ("assoc", np.int32), ("rawstatus", np.uint8),
-    ("info_off", np.int64), ("info_len", np.int32), ("aux_off", np.int64), ("aux_len", np.int32),
+    ("info", np.int32), ("aux_off", np.int64), ("aux_len", np.int32),
 )
+# Info texts are interned (a capture repeats a few hundred distinct summaries); past this
+# many distinct texts, new ones go to a byte arena instead (4 bytes per row + the text).
+INFO_INTERN_MAX = 65536
 
 BLOCK_BITS = 16
 BLOCK = 1 << BLOCK_BITS
@@ -107,6 +125,10 @@ class BlockColumn:
             return
         self._block(i >> BLOCK_BITS)[i & (BLOCK - 1)] = v
 
+    def take(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """Values at `rows` (all < n), vectorised."""
+        return self[0:n][rows] if len(rows) else np.zeros(0, dtype=self.dtype)
+
     @property
     def nbytes(self) -> int:
         return sum(b.nbytes for b in self.blocks if b is not None)
@@ -123,7 +145,9 @@ class ColumnStore:
             setattr(self, name, np.zeros(capacity, dtype=dt))
         for name, dt in _SUMMARY:
             setattr(self, name, BlockColumn(dt))
-        self._info = bytearray()           # Info texts, UTF-8, back to back
+        self.infos = Strings()             # interned Info texts (column `info` >= 0)
+        self._info = bytearray()           # Info texts past INFO_INTERN_MAX, UTF-8, back to back
+        self._info_ends = array("q")       # end offset in _info of overflow text k (info = -1 - k)
         self.protos = Strings()            # protocol column values (and stacks below)
         self.addrs = Strings()
         self.stacks = Strings()            # "eth:ip:tcp:wrapper:dlms"
@@ -173,24 +197,44 @@ class ColumnStore:
         self.dst[i] = self.addrs.id(dst)
         self.stack[i] = min(self.stacks.id(stack), 65535)
         self.status[i] = status
-        b = info.encode("utf-8", "replace")
-        self.info_off[i] = len(self._info)
-        self._info += b
-        self.info_len[i] = len(b)
+        self.info[i] = self.info_code(info)
         self.flags[i] = flags | F_DECODED      # last: readers check this flag first
 
+    def info_code(self, text: str) -> int:
+        infos = self.infos
+        k = infos.ids.get(text)
+        if k is not None:
+            return k
+        if len(infos) < INFO_INTERN_MAX:
+            return infos.id(text)
+        self._info += text.encode("utf-8", "replace")
+        self._info_ends.append(len(self._info))
+        return -len(self._info_ends)
+
+    def info_text(self, code: int) -> str:
+        try:
+            if code >= 0:
+                return self.infos.values[code]
+            k = -1 - code
+            start = self._info_ends[k - 1] if k else 0
+            return bytes(self._info[start:self._info_ends[k]]).decode("utf-8", "replace")
+        except IndexError:          # decoding restarted under the reader (new keys)
+            return ""
+
     def info_at(self, i: int) -> str:
-        off = int(self.info_off[i])
-        return bytes(self._info[off:off + int(self.info_len[i])]).decode("utf-8", "replace")
+        return self.info_text(int(self.info[i]))
 
     def forget_summaries(self) -> None:
         """Decoding starts again (new keys): rows show quick summaries until re-decoded."""
         for name, dt in _SUMMARY:
             setattr(self, name, BlockColumn(dt))
+        self.infos = Strings()
         self._info = bytearray()
+        self._info_ends = array("q")
 
     def decoded(self, i: int) -> bool:
         return bool(self.flags[i] & F_DECODED)
 
     def nbytes(self) -> int:
-        return (sum(getattr(self, name).nbytes for name, _ in _COLUMNS + _SUMMARY) + len(self._info))
+        return (sum(getattr(self, name).nbytes for name, _ in _COLUMNS + _SUMMARY) + len(self._info)
+                + self._info_ends.itemsize * len(self._info_ends))

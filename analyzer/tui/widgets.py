@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Static
 
 from .store import (F_FINDING, F_MALFORMED, F_WARN, ST_AUTHFAIL, ST_AUTHOK, ST_CIPHERED,
@@ -72,19 +73,43 @@ def _cell(text: str, w: int, right: bool = False) -> str:
 
 
 class ListHeader(Static):
-    """Column titles above the packet list."""
+    """Column titles above the packet list; the sort column carries ▲ (ascending) or ▼.
+    Clicking a title posts `SortClicked` with the column name."""
 
     DEFAULT_CSS = "ListHeader { height: 1; background: $panel; text-style: bold; }"
 
     time_mode = reactive("relative")
+    sort_col = reactive(None)
+    sort_desc = reactive(False)
+
+    class SortClicked(Message):
+        def __init__(self, column: str):
+            self.column = column
+            super().__init__()
 
     def render(self):
         w = self.size.width or 120
         parts = ["  "]
         for name, cw in column_widths(w):
             title = f"Time ({self.time_mode})" if name == "Time" else name
+            if name == self.sort_col:
+                arrow = "▼" if self.sort_desc else "▲"
+                title = _cell(title, cw - 2).rstrip() + " " + arrow
             parts.append(_cell(title, cw, right=name in ("No.", "Length")) + " ")
         return Text("".join(parts)[:w])
+
+    def column_at(self, x: int) -> str | None:
+        pos = 2
+        for name, cw in column_widths(self.size.width or 120):
+            if pos <= x < pos + cw + 1:
+                return name
+            pos += cw + 1
+        return None
+
+    def on_click(self, event: events.Click) -> None:
+        name = self.column_at(event.x)
+        if name is not None:
+            self.post_message(self.SortClicked(name))
 
 
 class PacketList(ScrollView, can_focus=True):
@@ -125,10 +150,12 @@ class PacketList(ScrollView, can_focus=True):
         self.cursor_paint: float | None = None     # when the cursor row was last drawn (bench)
         self.first_full_paint: float | None = None  # first row drawn with its protocol columns
         self._last_selected: int | None = None
+        self._sort_gen = 0
 
     # -- data
     def refresh_count(self) -> None:
         s = self.session
+        s.update_sort()
         n = s.visible_count()
         stamp = (s.n_decoded, s.done, s.decode_gen, len(s.findings))
         if stamp != self._stamp:
@@ -138,11 +165,26 @@ class PacketList(ScrollView, can_focus=True):
         if n != self._count:
             self._count = n
             self.virtual_size = Size(0, n)
-            if self.follow and n:
+            if self.follow and n and s.sort_col is None:
                 self.cursor = n - 1
             elif self.cursor >= n and n:
                 self.cursor = n - 1
             self.refresh()
+        if self._last_selected is None and self._count > 0 and s.sort_gen == self._sort_gen:
+            self._last_selected = s.row_of(min(self.cursor, self._count - 1))
+        if s.sort_gen != self._sort_gen:
+            # the order changed (sorted, or new rows merged in): keep the same packet selected
+            self._sort_gen = s.sort_gen
+            self.keep_selection()
+            self.refresh()
+
+    def keep_selection(self) -> None:
+        row = self._last_selected
+        if row is None or not self.count:
+            return
+        line = self.session.line_of(row)
+        if line is not None and line != self.cursor:
+            self.cursor = line
 
     def reset(self) -> None:
         """The view changed (filter): start again at the top."""
@@ -379,6 +421,57 @@ class HexView(ScrollView, can_focus=True):
     def action_pick(self) -> None:
         if self.data:
             self.post_message(self.ByteClicked(self.source, self.cursor_byte))
+
+
+class Splitter(Widget):
+    """A one-cell bar between two panes that the mouse drags: press captures the mouse,
+    each move posts `Dragged` with the pointer's screen position (the app resizes the
+    panes), release lets the mouse go.  "horizontal" lies between panes stacked top and
+    bottom, "vertical" between panes side by side."""
+
+    DEFAULT_CSS = """
+    Splitter { color: $panel-lighten-2; }
+    Splitter.-horizontal { height: 1; width: 1fr; }
+    Splitter.-vertical { width: 1; height: 1fr; }
+    Splitter:hover, Splitter.-dragging { color: $accent; }
+    """
+
+    class Dragged(Message):
+        def __init__(self, splitter: "Splitter", screen_x: int, screen_y: int):
+            self.splitter = splitter
+            self.screen_x = screen_x
+            self.screen_y = screen_y
+            super().__init__()
+
+    def __init__(self, orientation: str = "horizontal", **kw):
+        super().__init__(**kw)
+        self.orientation = orientation
+        self.dragging = False
+        self.add_class("-" + orientation)
+
+    def render_line(self, y: int) -> Strip:
+        w = self.size.width
+        ch = "─" if self.orientation == "horizontal" else "│"
+        return Strip([Segment(ch * w, self.rich_style)], w)
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        self.dragging = True
+        self.add_class("-dragging")
+        self.capture_mouse()
+        event.stop()
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        if self.dragging:
+            self.post_message(self.Dragged(self, int(event.screen_x), int(event.screen_y)))
+            event.stop()
+
+    def on_mouse_up(self, event: events.MouseUp) -> None:
+        if self.dragging:
+            self.post_message(self.Dragged(self, int(event.screen_x), int(event.screen_y)))
+            self.dragging = False
+            self.remove_class("-dragging")
+            self.release_mouse()
+            event.stop()
 
 
 class StatusBar(Static):
