@@ -87,6 +87,68 @@ def run_cmd_cpu(argv: list[str], timeout: float = 3600, stdout=subprocess.DEVNUL
     return dt, cpu, (ru.ru_maxrss / 1024.0 if ru else 0.0)
 
 
+def run_cmd_sampled(argv: list[str], interval: float = 1.0, timeout: float = 4 * 3600, stdout=subprocess.DEVNULL,
+                    env: dict | None = None, check: bool = True, log: str | None = None) -> dict:
+    """Run a command, sampling its resident memory every `interval` seconds.  Returns
+    {"wall", "cpu", "peak_rss" (MB, from the kernel), "samples": [(seconds, rss MB)]}; with
+    `log`, every sample is also appended to that file as it is taken ("seconds rss_mb")."""
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    samples: list[tuple[float, float]] = []
+    status_path = f"/proc/{p.pid}/status"
+    logf = open(log, "a") if log else None
+    try:
+        while True:
+            try:
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            except ChildProcessError:  # pragma: no cover
+                pid, status, ru = p.pid, 0, None
+            if pid:
+                break
+            try:
+                with open(status_path) as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            s = (round(time.perf_counter() - t, 2), int(line.split()[1]) / 1024.0)
+                            samples.append(s)
+                            if logf:
+                                logf.write(f"{s[0]} {s[1]:.1f}\n")
+                                logf.flush()
+                            break
+            except OSError:
+                pass
+            if time.perf_counter() - t > timeout:
+                p.kill()
+            time.sleep(interval)
+    finally:
+        if logf:
+            logf.close()
+    dt = time.perf_counter() - t
+    p.returncode = os.waitstatus_to_exitcode(status) if ru is not None else 0
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited with {p.returncode}: {err.strip()[-300:]}")
+    return {"wall": dt, "cpu": (ru.ru_utime + ru.ru_stime) if ru else dt,
+            "peak_rss": (ru.ru_maxrss / 1024.0 if ru else max((m for _, m in samples), default=0.0)),
+            "samples": samples, "stderr": err}
+
+
+def rss_growth(samples: list[tuple[float, float]], packets: int, wall: float) -> float | None:
+    """Resident-memory growth in MB per million packets over the second half of a run (the
+    first half holds start-up and warm-up), assuming packets are read at an even rate."""
+    half = [(t, m) for t, m in samples if t >= wall / 2]
+    if len(half) < 4 or packets <= 0:
+        return None
+    n = len(half)
+    mt = sum(t for t, _ in half) / n
+    mm = sum(m for _, m in half) / n
+    var = sum((t - mt) ** 2 for t, _ in half)
+    if not var:
+        return None
+    slope = sum((t - mt) * (m - mm) for t, m in half) / var      # MB per second
+    return slope * wall / packets * 1e6
+
+
 def lonscope_cmd() -> list[str]:
     exe = shutil.which("lonscope", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     return [exe] if exe else [sys.executable, "-m", "analyzer"]
@@ -212,4 +274,5 @@ def row(benchmark: str, value: float, unit: str, tshark: float | None = None, no
 
 
 __all__ = ["ROOT", "OUT", "sizes", "timed", "best_of", "peak_rss_mb", "current_rss_mb", "run_cmd", "run_cmd_cpu",
+           "run_cmd_sampled", "rss_growth",
            "lonscope_cmd", "tshark", "tshark_version", "run_tshark", "corpus", "keys_file", "row"]
