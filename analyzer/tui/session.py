@@ -31,7 +31,7 @@ VIRTUAL = frozenset(["frame.number", "frame.time_epoch", "frame.time_relative", 
                      "frame.len", "frame.cap_len", "frame.protocols", "_ws.col.No.", "_ws.col.Source",
                      "_ws.col.Destination", "_ws.col.Protocol", "_ws.col.Length", "_ws.col.Info",
                      "lonscope.status"])
-FIELDS_CACHE_MAX = 20_000      # keep flat fields of small captures for instant filtering
+FIELDS_CACHE_MAX = 5_000       # flat fields of small captures kept for instant filtering (~8 kB each)
 OBJECTS_MAX = 100_000
 AUX_MEM = 16 << 20             # pkt.aux kept in memory; the rest goes to a temporary file
 
