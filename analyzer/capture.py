@@ -556,6 +556,87 @@ class CaptureReader:
         finally:
             self.count = count
 
+    # ---- classic pcap byte ranges (parallel decoding: each worker walks its own range)
+    def pcap_sync(self, pos: int, chain: int = 16) -> int | None:
+        """Classic pcap: the first offset >= `pos` where `chain` consecutive record headers
+        are plausible (fraction below one second, length within the snap length) and the
+        last of them fits in the file or ends exactly at its end; None if there is none.
+        A guess: the caller checks it against the walk of the previous range."""
+        sc = self._scanner
+        if sc.format != "pcap":
+            return None
+        buf = self.buf
+        n = len(buf)
+        unpack = struct.Struct(sc.endian + "IIII").unpack_from
+        top = 1_000_000_000 if sc.mult == 1 else 1_000_000
+        lim = min(MAX_RECORD, max(sc.snaplen, 262144))
+        pos = max(pos, 24)
+        while pos + 16 <= n:
+            off = pos
+            k = 0
+            while k < chain and off + 16 <= n:
+                _, frac, incl, _ = unpack(buf, off)
+                if frac >= top or incl > lim or off + 16 + incl > n:
+                    break
+                off += 16 + incl
+                k += 1
+            if k == chain or (k and off == n):
+                return pos
+            pos += 1
+        return None
+
+    def pcap_walk(self, start: int, stop: int, limit: int | None = None):
+        """Classic pcap: `(offsets, next_offset, damaged)` of the records from `start` (a
+        record header) up to the first record at or after `stop` (`next_offset`), or up to
+        the damage (`damaged` True, `next_offset` where the intact records end)."""
+        sc = self._scanner
+        buf = self.buf
+        n = len(buf)
+        unpack = struct.Struct(sc.endian + "I").unpack_from
+        offs = []
+        add = offs.append
+        off = start
+        while off < stop:
+            if off + 16 > n:
+                return offs, off, off != n
+            incl = unpack(buf, off + 8)[0]
+            if incl > MAX_RECORD or off + 16 + incl > n:
+                return offs, off, True
+            add(off)
+            off += 16 + incl
+        return offs, off, False
+
+    def pcap_records(self, start: int, stop: int) -> Iterator[tuple]:
+        """Classic pcap: `(offset, Record)` from the record header at `start` up to (not
+        including) the first record at or after `stop`; stops quietly at damage (see
+        `pcap_walk` for where)."""
+        sc = self._scanner
+        buf = self.buf
+        n = len(buf)
+        unpack = struct.Struct(sc.endian + "IIII").unpack_from
+        mult = sc.mult
+        lt = sc.linktype
+        new = _new_record
+        R = Record
+        empty = ()
+        off = start
+        while off < stop and off + 16 <= n:
+            sec, frac, incl, orig = unpack(buf, off)
+            s = off + 16
+            e = s + incl
+            if e > n or incl > MAX_RECORD:
+                return
+            yield off, new(R, (sec * 1_000_000_000 + frac * mult, buf[s:e], lt, orig, 0, empty))
+            off = e
+
+    def pcap_error(self, off: int, count: int) -> str | None:
+        """The damage message of a classic pcap whose intact records end at `off` after
+        `count` records (the same words as a single pass)."""
+        sc = self._scanner
+        sc.pos, sc.count, sc.error = off, count, None
+        sc.scan(self.buf, None, 1)
+        return sc.error or sc.truncated
+
     def _iter_pcapng(self) -> Iterator[Record]:
         sc = self._scanner = RecordScanner(self.name)
         sc.format = "pcapng"

@@ -128,8 +128,9 @@ def _quiet_exit_on_broken_pipe() -> None:
 @click.option("-c", "count", type=click.IntRange(min=1), default=None,
               help="Stop after COUNT displayed packets.")
 @click.option("-x", "hexdump", is_flag=True, help="Add a hex dump of each data source.")
-@click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Worker processes for -T fields when every field is stateless (0 = one per CPU).")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=None,
+              help="Worker processes for -T fields when every field is stateless (0 = one per CPU; "
+                   "default: one per CPU for captures of 8 MiB or more, else 1; 1 = one process).")
 def command(captures, keys_path, key_items, profile, display_filter, verbose, fmt, field_names,
             eopts, count, hexdump, jobs):
     """Decode CAPTURE files: one line per packet (like tshark), -V trees, JSON, fields."""
@@ -157,22 +158,21 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
     readers = open_readers(captures)
 
     want_tree = verbose
-    if jobs != 1 and fmt == "fields" and keys is None and not verbose and not hexdump:
-        used = set(field_names) | set(getattr(match, "fields", ()) if match is not None else ())
-        if parallel_eligible(used):
-            lower_only = enable_lower_layers_only(readers[0][0], field_names, eo, match, prof)
-            try:
-                run_parallel(readers, field_names, eo, match, count, jobs or (os.cpu_count() or 1), prof,
-                             lower_only)
-            except BrokenPipeError:
-                _quiet_exit_on_broken_pipe()
-            return
-    from .pipeline import Pipeline
     lower_only = False
     if fmt == "fields" and keys is None and not verbose and not hexdump:
         used = set(field_names) | set(getattr(match, "fields", ()) if match is not None else ())
         if parallel_eligible(used):
             lower_only = enable_lower_layers_only(readers[0][0], field_names, eo, match, prof)
+            if jobs is None:
+                jobs = auto_jobs(readers, count)
+            if jobs != 1:
+                try:
+                    run_parallel(readers, field_names, eo, match, count, jobs or usable_cpus(), prof,
+                                 lower_only)
+                except BrokenPipeError:
+                    _quiet_exit_on_broken_pipe()
+                return
+    from .pipeline import Pipeline
     pipe = Pipeline(keys=keys, profile=prof, want_tree=want_tree)
     if lower_only:
         pipe.stages = [s for s in pipe.stages if s.name in KEEP_STAGES]
@@ -270,12 +270,24 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
 
 # --------------------------------------------------------------------------- parallel -T fields
 #
-# The capture is cut into record ranges decoded by worker processes (fork), each with its
-# own pipeline.  Stateful stages would see each range on its own, so this mode is used only
+# The capture is cut into ranges decoded by worker processes (fork), each with its own
+# pipeline.  Stateful stages would see each range on its own, so this mode is used only
 # when every requested field (-e and -Y) is a per-frame field of the lower layers, registered
 # by a dissector (not by a stage), and each range starts with a warm-up of earlier records
 # (decoded, not printed) so that IP fragments and short LonTalk/TCP exchanges that cross a
 # range boundary still come out as in a single pass.
+#
+# Classic pcap files are cut by bytes, and the workers find their own records: phase 1 —
+# each worker finds the first record header of its range (a plausibility guess,
+# `CaptureReader.pcap_sync`) and walks the record headers to the end of the range; the
+# parent checks that every range starts where the walk of the one before it ended (a wrong
+# guess is walked again from the right offset) and numbers the records.  Phase 2 — the
+# workers decode their ranges (warm-up: the last WARMUP_BYTES of the range before) and the
+# parent writes their text in order.  Other formats (pcapng, logs) use a record index.
+#
+# Without -j, -T fields decodes in parallel by itself when that is safe and worth it
+# (`auto_jobs`): frame-level fields only (as above), no keys, no -V/-x/-c, a capture of at
+# least AUTO_MIN_BYTES, and more than one usable CPU.  `-j 1` forces one process.
 
 SAFE_PREFIXES = ("frame.", "eth.", "vlan.", "sll.", "null.", "ip.", "ipv6.", "udp.", "tcp.",
                  "cnip.", "lon.", "lonip.", "ni.")
@@ -283,8 +295,13 @@ SAFE_PROTOCOLS = frozenset(["eth", "vlan", "sll", "null", "ip", "ipv6", "udp", "
                             "lonip", "ni"])
 SAFE_VIRTUAL = frozenset(["frame.number", "frame.time_epoch", "frame.time_relative", "frame.time_delta",
                           "frame.len", "frame.cap_len"])
-WARMUP = 256
-CHUNK = 20000
+WARMUP = 256                 # records (indexed formats)
+WARMUP_BYTES = 1 << 16       # bytes before a range (classic pcap)
+CHUNK = 50000                # records per range at most (indexed formats)
+RANGES_PER_JOB = 8
+MIN_RANGE = 1 << 20
+MAX_RANGE = 16 << 20
+AUTO_MIN_BYTES = 8 << 20
 
 
 def parallel_eligible(names) -> bool:
@@ -304,6 +321,27 @@ def parallel_eligible(names) -> bool:
     return True
 
 
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_jobs(readers, count) -> int:
+    """Worker processes for -T fields without -j (the caller has checked the fields)."""
+    if count is not None or os.environ.get("LONSCOPE_FULL_DECODE"):
+        return 1
+    cpus = usable_cpus()
+    if cpus < 2:
+        return 1
+    size = 0
+    for _, r in readers:
+        buf = getattr(r, "buf", None)
+        size += len(buf) if buf is not None else 0
+    return min(cpus, 8) if size >= AUTO_MIN_BYTES else 1
+
+
 _PAR: dict = {}
 
 
@@ -320,32 +358,122 @@ def _fields_feed(pipe, names, match):
     return fast_feed(pipe, names, getattr(match, "fields", ()) if match is not None else ()) or pipe.feed
 
 
-def _par_chunk(job):
-    """Worker: decode records [start, end) of the current file; returns (text, shown)."""
+def _worker_feed():
+    """The worker's pipeline and feed, made once per process; the stages start afresh for
+    every range (as in a new pipeline)."""
+    from .pipeline import _STAGES, Pipeline
+    p = _PAR
+    w = p.get("worker")
+    if w is None or w[0] != os.getpid():
+        pipe = Pipeline(profile=p["profile"])
+        w = p["worker"] = (os.getpid(), pipe, _fields_feed(pipe, p["ff"].names, p["match"]))
+    pipe = w[1]
+    stages = [f(pipe) for _, f in sorted(_STAGES.values(), key=lambda x: x[0])]
+    if p.get("lower_only"):
+        stages = [s for s in stages if s.name in KEEP_STAGES]
+    pipe.stages = stages
+    return pipe, w[2]
+
+
+def _emit(pkt, prev, lines, p):
+    """Append the packet's line (if the filter shows it); returns the packet's time."""
     from . import output as O
-    from .pipeline import Pipeline
+    match = p["match"]
+    extra = None
+    fields = pkt.d.fields
+    if p["light"] is not None:
+        extra = p["light"](pkt, p["t0"], prev)
+    elif p["virtual"]:
+        fields = O.with_virtual(pkt, p["t0"], prev)
+    if match is None or match(fields):
+        lines.append(p["ff"].line(fields, extra))
+    return pkt.ts_ns
+
+
+def _par_chunk(job):
+    """Worker (indexed formats): decode records [start, end) of the current file; returns
+    (text, shown)."""
     start, end = job
     p = _PAR
-    idx, path, ff, match, t0, need_virtual = p["idx"], p["path"], p["ff"], p["match"], p["t0"], p["virtual"]
-    pipe = Pipeline(profile=p["profile"])
-    if p.get("lower_only"):
-        pipe.stages = [s for s in pipe.stages if s.name in KEEP_STAGES]
+    idx, path = p["idx"], p["path"]
+    pipe, feed = _worker_feed()
     warm = max(0, start - WARMUP)
     pipe.count = p["base"] + warm
     prev = int(idx.ts_ns[warm - 1]) if warm > 0 else None
-    feed = _fields_feed(pipe, ff.names, match)
     lines = []
     for i in range(warm, end):
         pkt = feed(idx.record(i), path)
         if i < start:
             prev = pkt.ts_ns
             continue
-        fields = O.with_virtual(pkt, t0, prev) if need_virtual else pkt.d.fields
-        prev = pkt.ts_ns
-        if match is not None and not match(fields):
-            continue
-        lines.append(ff.line(fields))
+        prev = _emit(pkt, prev, lines, p)
     return ("\n".join(lines) + "\n") if lines else "", len(lines)
+
+
+def _pcap_scan(job):
+    """Worker, phase 1 (classic pcap): walk the record headers of byte range [a, b) from
+    `start` (None: find the first record at or after a).  Returns (first record, offset
+    after the range's records, record count, offsets of the records in the last
+    WARMUP_BYTES of the range (at least the last record), damaged)."""
+    from bisect import bisect_left
+    a, b, start = job
+    reader = _PAR["reader"]
+    if start is None:
+        start = reader.pcap_sync(a)
+        if start is None:
+            start = len(reader.buf)
+    offs, nxt, damaged = reader.pcap_walk(start, b)
+    k = min(bisect_left(offs, b - WARMUP_BYTES), len(offs) - 1)
+    return start, nxt, len(offs), offs[max(k, 0):], damaged
+
+
+def _pcap_decode(job):
+    """Worker, phase 2 (classic pcap): decode the records from `first` up to `stop` after
+    a warm-up from `warm` (`nwarm` records); `base` records come before `first`."""
+    first, stop, warm, nwarm, base = job
+    p = _PAR
+    reader, path = p["reader"], p["path"]
+    pipe, feed = _worker_feed()
+    pipe.count = p["base"] + base - nwarm
+    prev = None
+    lines = []
+    for off, rec in reader.pcap_records(warm, stop):
+        pkt = feed(rec, path)
+        if off < first:
+            prev = pkt.ts_ns
+            continue
+        prev = _emit(pkt, prev, lines, p)
+    return ("\n".join(lines) + "\n") if lines else "", len(lines)
+
+
+def _pcap_jobs(pool, reader, jobs: int) -> tuple:
+    """Phase 1 in the pool: ([(first, stop, warm, nwarm, base)], records, damage offset or
+    None).  The warm-up of a range: the records of the WARMUP_BYTES before it, and at least
+    the record just before it (frame.time_delta)."""
+    n = len(reader.buf)
+    size = max(MIN_RANGE, min(MAX_RANGE, (n - 24) // (jobs * RANGES_PER_JOB) + 1))
+    if os.environ.get("LONSCOPE_RANGE_BYTES"):       # tests: many small ranges
+        size = max(64, int(os.environ["LONSCOPE_RANGE_BYTES"]))
+    ranges = [(a, min(a + size, n), 24 if a == 24 else None) for a in range(24, n, size)]
+    scans = pool.map(_pcap_scan, ranges, chunksize=1) if len(ranges) > 1 else [_pcap_scan(r) for r in ranges]
+    out = []
+    expect = 24
+    total = 0
+    recent: list = []          # offsets of the latest records before the current range
+    for (a, b, _), r in zip(ranges, scans):
+        if r[0] != expect:               # a wrong guess: walk again from the true record
+            r = _pcap_scan((a, b, expect))
+        first, nxt, cnt, tail, damaged = r
+        warm = [o for o in recent if o >= first - WARMUP_BYTES] or recent[-1:]
+        out.append((first, nxt, warm[0] if warm else first, len(warm), total))
+        total += cnt
+        expect = nxt
+        recent = warm + tail
+        keep = [o for o in recent if o >= nxt - WARMUP_BYTES]
+        recent = keep or recent[-1:]
+        if damaged:
+            return out, total, nxt
+    return out, total, None
 
 
 def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, lower_only: bool = False) -> None:
@@ -357,7 +485,9 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
     out = sys.stdout
     if ff.header:
         out.write(ff.header_line() + "\n")
-    need_virtual = bool(match is not None and getattr(match, "fields", ()) & O.VIRTUAL_NAMES) or ff.needs_virtual
+    filter_virtual = bool(match is not None and getattr(match, "fields", ()) & O.VIRTUAL_NAMES)
+    need_virtual = filter_virtual or ff.needs_virtual
+    light = O.virtual_subset(ff.names) if not filter_virtual else None
     shown = 0
     base = 0
     t0 = None
@@ -366,20 +496,17 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
     ctx = mp.get_context("fork")
     if os.environ.get("LONSCOPE_DEBUG_PARALLEL"):
         click.echo(f"lonscope: decoding with {jobs} worker processes", err=True)
+    _PAR.update(ff=ff, match=match, virtual=need_virtual, light=light, profile=profile, lower_only=lower_only)
     for path, reader in readers:
-        reader.close()
-        _, idx = index_capture(path)
-        n = len(idx)
-        if t0 is None and n:
-            t0 = int(idx.ts_ns[0])
-        _PAR.update(idx=idx, path=path, ff=ff, match=match, t0=t0, virtual=need_virtual,
-                    base=base, profile=profile, lower_only=lower_only)
-        size = max(500, min(CHUNK, n // (jobs * 4) + 1))
-        ranges = [(a, min(a + size, n)) for a in range(0, n, size)]
         done = False
-        if ranges:
-            with ctx.Pool(min(jobs, len(ranges))) as pool:
-                for text, k in pool.imap(_par_chunk, ranges):
+        if reader.format == "pcap":
+            first = next(iter(reader.pcap_records(24, 25)), None)
+            if t0 is None and first is not None:
+                t0 = first[1].ts_ns
+            _PAR.update(reader=reader, path=path, t0=t0, base=base, idx=None)
+            with ctx.Pool(jobs) as pool:
+                todo, n, damage = _pcap_jobs(pool, reader, jobs)
+                for text, k in pool.imap(_pcap_decode, todo):
                     if count is not None and shown + k >= count:
                         keep = count - shown
                         text = "".join(text.splitlines(True)[:keep])
@@ -390,11 +517,39 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
                     if done:
                         pool.terminate()
                         break
+            err = reader.pcap_error(damage, n) if damage is not None else None
+            gz = getattr(reader, "_gzerr", None)
+            if gz:
+                err = f"{err}; {gz}" if err else f"{gz}; read {n} packets"
+            reader.close()
+        else:
+            reader.close()
+            _, idx = index_capture(path)
+            n = len(idx)
+            if t0 is None and n:
+                t0 = int(idx.ts_ns[0])
+            _PAR.update(idx=idx, path=path, t0=t0, base=base, reader=None)
+            size = max(500, min(CHUNK, n // (jobs * 4) + 1))
+            ranges = [(a, min(a + size, n)) for a in range(0, n, size)]
+            if ranges:
+                with ctx.Pool(min(jobs, len(ranges))) as pool:
+                    for text, k in pool.imap(_par_chunk, ranges):
+                        if count is not None and shown + k >= count:
+                            keep = count - shown
+                            text = "".join(text.splitlines(True)[:keep])
+                            k = keep
+                            done = True
+                        out.write(text)
+                        shown += k
+                        if done:
+                            pool.terminate()
+                            break
+            err = idx.error
+            idx.close()
         read += n
         base += n
-        if idx.error:
-            errors.append(idx.error)
-        idx.close()
+        if err:
+            errors.append(err)
         if done:
             break
     out.flush()

@@ -12,6 +12,7 @@ shared captures.  The full decode itself is checked against tshark in
 """
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import struct
@@ -228,3 +229,81 @@ def test_compiled_fields_line_matches_generic():
         assert fast.line(fields) == sep.join(["5", "01ab", "1", agg.join("123"), "", "x y", "0.25",
                                               agg.join(["0", "7", "00"]), ""])
         assert fast.line({}, {"a": [9]}) == O.FieldsFormatter.line(fast, {}, {"a": [9]})
+
+
+# --------------------------------------------------------------------------- byte ranges
+#
+# Classic pcap files are decoded in parallel by byte ranges whose workers find their own
+# first record (analyzer/cmd_decode.py).  Tiny ranges (LONSCOPE_RANGE_BYTES) make every
+# boundary case happen on small files: records cut by range boundaries, ranges without a
+# record start, warm-up across ranges, damage in the middle and at the end.
+
+def _decode_err(cmd, path, fields, jobs, env_extra=None):
+    env = dict(os.environ)
+    env.pop("LONSCOPE_FULL_DECODE", None)
+    env.update(env_extra or {})
+    argv = list(cmd) + ["decode", str(path), "-T", "fields", "-j", str(jobs)]
+    for f in fields:
+        argv += ["-e", f]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+RANGE_FIELDS = ["frame.number", "frame.time_delta", "frame.time_relative", "frame.len"] + HEADER_FIELDS
+
+
+def test_byte_ranges_identical(corpus, odd, lonscope_cmd):
+    env = {"LONSCOPE_RANGE_BYTES": "1500"}      # ~100 ranges of ~15 records
+    for path in (corpus, odd):
+        ref = _decode_err(lonscope_cmd, path, RANGE_FIELDS, 1)
+        assert ref[0] == 0 and len(ref[1].splitlines()) > 400
+        assert _decode_err(lonscope_cmd, path, RANGE_FIELDS, 2, env) == ref
+
+
+def test_byte_ranges_damaged_files(odd, lonscope_cmd, tmp_path):
+    """A corrupt record header in the middle and a record cut at the end: the same lines
+    before the damage and the same message as one process."""
+    data = odd.read_bytes()
+    offs = []
+    off = 24
+    while off < len(data):
+        offs.append(off)
+        off += 16 + struct.unpack_from("<I", data, off + 8)[0]
+    mid = offs[len(offs) // 2]
+    corrupt = tmp_path / "corrupt.pcap"
+    corrupt.write_bytes(data[:mid + 8] + struct.pack("<I", 0x7FFFFFFF) + data[mid + 12:])
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:offs[-3] + 20])
+    for path in (corrupt, cut):
+        ref = _decode_err(lonscope_cmd, path, RANGE_FIELDS, 1)
+        assert ref[2].strip() and len(ref[1].splitlines()) > 100
+        assert _decode_err(lonscope_cmd, path, RANGE_FIELDS, 2, {"LONSCOPE_RANGE_BYTES": "2500"}) == ref
+
+
+def test_byte_ranges_wrong_guess_is_walked_again(corpus, monkeypatch):
+    """A wrong first-record guess of a range is caught by the walk of the range before it."""
+    from analyzer import cmd_decode as C
+    from analyzer.capture import open_reader
+
+    class Pool:
+        def map(self, fn, jobs, chunksize=1):
+            return [fn(j) for j in jobs]
+
+    reader = open_reader(str(corpus))
+    monkeypatch.setitem(C._PAR, "reader", reader)
+    monkeypatch.setenv("LONSCOPE_RANGE_BYTES", "3000")
+    good = C._pcap_jobs(Pool(), reader, 2)
+    real = reader.pcap_sync
+    monkeypatch.setattr(reader, "pcap_sync", lambda pos, chain=16: real(pos) + 1 if pos % 2 else real(pos) + 16)
+    assert C._pcap_jobs(Pool(), reader, 2) == good
+    todo, n, damage = good
+    assert damage is None and n == N and len(todo) > 20
+    assert todo[0][0] == 24 and all(a[1] == b[0] for a, b in zip(todo, todo[1:]))
+    offs, end, damaged = reader.pcap_walk(24, len(reader.buf))
+    assert not damaged and end == len(reader.buf) and len(offs) == N
+    for first, stop, warm, nwarm, base in todo:
+        assert offs[base] == first if base < N else first == end
+        assert warm <= first and bisect.bisect_left(offs, first) - bisect.bisect_left(offs, warm) == nwarm
+        assert first - warm <= C.WARMUP_BYTES + 300
+    assert sum(1 for t in todo if t[3]) > 10
+    reader.close()
