@@ -374,3 +374,23 @@ async def test_drag_splitters_with_the_mouse(demo_pcap):
         await pilot.press("f3")
         await pilot.pause()
         assert not split_v.display and details.size.width == app.q("panes").size.width
+
+
+def test_captured_length_kept_only_for_truncated_rows(tmp_path):
+    """A record captured shorter than on the wire keeps its own captured length (the
+    column costs nothing for full-length rows)."""
+    frames = demo_frames(6)
+    path = tmp_path / "cut.pcap"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 8, 65000))
+        for k, (ts, data) in enumerate(frames):
+            sec, ns = divmod(ts, 1_000_000_000)
+            cap = data[:8] if k == 3 else data
+            f.write(struct.pack("<IIII", sec, ns // 1000, len(cap), len(data)) + cap)
+    s = load_session(path)
+    st = s.store
+    assert [int(st.caplen[i]) for i in range(6)] == [14, 14, 14, 8, 14, 14]
+    assert [int(x) for x in st.origlen[:6]] == [14] * 6
+    assert s.virtual_fields(3)["frame.cap_len"] == [8] and s.virtual_fields(2)["frame.cap_len"] == [14]
+    assert len(st.caplen.short.blocks) == 1
+    s.stop()

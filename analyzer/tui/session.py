@@ -789,6 +789,9 @@ class Session:
             k = st.addrs.ranks(natural_key)[codes]
         else:   # Info: interned codes, or texts past the interning limit
             codes = st.info.take(rows, n)
+            if not len(st._info_ends):
+                k = st.infos.ranks()[codes]
+                return -k if self.sort_desc else k
             uniq, inv = np.unique(codes, return_inverse=True)
             texts = [st.info_text(int(c)) for c in uniq]
             order = sorted(range(len(texts)), key=texts.__getitem__)

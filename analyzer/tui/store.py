@@ -62,7 +62,7 @@ class Strings:
 
 
 _COLUMNS = (      # index columns: filled for every packet as the file is indexed
-    ("ts", np.int64), ("offset", np.int64), ("caplen", np.int32), ("origlen", np.int32),
+    ("ts", np.int64), ("offset", np.int64), ("origlen", np.int32),
     ("linktype", np.uint16), ("file", np.int16),
 )
 _SUMMARY = (      # summary columns: allocated block by block as decoding reaches them
@@ -125,6 +125,15 @@ class BlockColumn:
             return
         self._block(i >> BLOCK_BITS)[i & (BLOCK - 1)] = v
 
+    def put(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """x[rows] = values, vectorised per block."""
+        if not len(rows):
+            return
+        ks = rows >> BLOCK_BITS
+        for k in np.unique(ks):
+            m = ks == k
+            self._block(int(k))[rows[m] & (BLOCK - 1)] = values[m]
+
     def take(self, rows: np.ndarray, n: int) -> np.ndarray:
         """Values at `rows` (all < n), vectorised."""
         return self[0:n][rows] if len(rows) else np.zeros(0, dtype=self.dtype)
@@ -132,6 +141,29 @@ class BlockColumn:
     @property
     def nbytes(self) -> int:
         return sum(b.nbytes for b in self.blocks if b is not None)
+
+
+class CapturedLength:
+    """`store.caplen[i]`: the captured length, kept only for the rows where it differs
+    from the length on the wire (a truncated capture), as caplen + 1 in a block column:
+    full-length captures cost nothing for it."""
+
+    def __init__(self, store: "ColumnStore"):
+        self.store = store
+        self.short = BlockColumn(np.int32)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(self.store.n)
+            v = self.short[start:stop].astype(np.int64)
+            out = np.where(v > 0, v - 1, self.store.origlen[start:stop])
+            return out[::step] if step != 1 else out
+        v = int(self.short[i])
+        return np.int64(v - 1) if v else np.int64(self.store.origlen[i])
+
+    @property
+    def nbytes(self) -> int:
+        return self.short.nbytes
 
 
 class ColumnStore:
@@ -145,6 +177,7 @@ class ColumnStore:
             setattr(self, name, np.zeros(capacity, dtype=dt))
         for name, dt in _SUMMARY:
             setattr(self, name, BlockColumn(dt))
+        self.caplen = CapturedLength(self)
         self.infos = Strings()             # interned Info texts (column `info` >= 0)
         self._info = bytearray()           # Info texts past INFO_INTERN_MAX, UTF-8, back to back
         self._info_ends = array("q")       # end offset in _info of overflow text k (info = -1 - k)
@@ -184,8 +217,10 @@ class ColumnStore:
             s = slice(self.n, self.n + k)
             self.ts[s] = ts
             self.offset[s] = offset
-            self.caplen[s] = caplen
             self.origlen[s] = origlen
+            cut = np.flatnonzero(np.asarray(caplen) != np.asarray(origlen))
+            if len(cut):
+                self.caplen.short.put(cut + self.n, np.asarray(caplen)[cut].astype(np.int32) + 1)
             self.linktype[s] = linktype
             self.file[s] = file
             self.n += k
@@ -237,4 +272,5 @@ class ColumnStore:
 
     def nbytes(self) -> int:
         return (sum(getattr(self, name).nbytes for name, _ in _COLUMNS + _SUMMARY) + len(self._info)
+                + self.caplen.nbytes
                 + self._info_ends.itemsize * len(self._info_ends))
