@@ -288,6 +288,16 @@ async def test_sort_keys_s_S_o_and_with_filter(demo_pcap):
         await pilot.press("s")                           # after No. comes Time
         await pilot.pause()
         assert s.sort_col == "Time"
+        # go to a packet while sorted (descending by Protocol): the cursor lands on its line
+        await pilot.press("s", "s", "s", "S")
+        await pilot.pause()
+        assert (s.sort_col, s.sort_desc) == ("Protocol", True)
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        await pilot.press("4", "9", "enter")
+        await pilot.pause()
+        assert plist.selected_row() == 48 and plist.cursor == shown(s).index(48)
+        assert app.detail_row == 48
         # the help screen lists the sort keys
         from analyzer.tui.screens import KEY_HELP
         keys = {k for _, items in KEY_HELP for k, _ in items}
@@ -393,4 +403,20 @@ def test_captured_length_kept_only_for_truncated_rows(tmp_path):
     assert [int(x) for x in st.origlen[:6]] == [14] * 6
     assert s.virtual_fields(3)["frame.cap_len"] == [8] and s.virtual_fields(2)["frame.cap_len"] == [14]
     assert len(st.caplen.short.blocks) == 1
+    s.stop()
+
+
+def test_offsets_narrowed_for_small_files_not_for_live(demo_pcap, tmp_path):
+    s = load_session(demo_pcap)
+    assert s.store.offset.dtype == np.uint32
+    assert s.record(59).data == demo_frames(N)[59][1]
+    s.stop()
+    path = write_pcap(tmp_path / "live.pcap", demo_frames(4))
+    s = Session([], live=f"file:{path}")
+    s.start()
+    t = time.time()
+    while s.n_decoded < 4 and time.time() - t < 10:
+        time.sleep(0.02)
+    assert s.store.offset.dtype == np.int64          # a growing file may pass 4 GiB
+    s.paused = True
     s.stop()

@@ -297,6 +297,8 @@ class Session:
             self.files.append(LiveSourceFile(self.live_source, self.live))
         elif live_path:
             self.files.append(CaptureFile(live_path, live=True))
+        if self.files and all(not f.live and _indexed_size(f) < 1 << 32 for f in self.files):
+            self.store.narrow_offsets()
 
     def _index(self):
         st = self.store
@@ -811,6 +813,14 @@ class Session:
     def total_bytes(self) -> int:
         n = self.store.n
         return int(self.store.origlen[:n].sum()) if n else 0
+
+
+def _indexed_size(f) -> int:
+    """The largest offset a file's index can hold (bytes, or records kept in memory)."""
+    if getattr(f, "records", None) is not None:
+        return len(f.records)
+    buf = getattr(f, "buf", None)
+    return len(buf) if buf is not None else 1 << 62
 
 
 def finding_frames(f: dict) -> list[int]:
