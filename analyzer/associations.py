@@ -9,6 +9,19 @@ decrypted InitiateRequest (only there, never in the key ring), the mechanism and
 the security suite, conformance and PDU sizes; and what users want to see: request/response
 matching by invoke id with response times, counts, HLS status.
 
+Copies: the same APDU is often seen more than once -- a 14908 retransmission (lontrack's
+`ctx["lon.retransmission"]`), the next hop of a repeater chain (Annex E proxy: client ->
+repeater -> ... -> target and the relayed response back), or the copy of a frame routed
+between CN/IP and the power line.  Every copy is attributed to the end-to-end association
+(so that decryption finds its titles and dedicated key on every hop) and marked
+`ctx["dlms.hop_copy"] = True`; a copy never opens an association, changes its state or
+counts as a new request/response, and an HLS pass value seen again shows the status of the
+first check.  Frames whose LonTalk CRC fails are damaged: they are not attributed.
+
+Memory stays flat on long captures: pending requests are bounded per association and
+dropped when it closes, response times are running aggregates, the hop/copy tables forget
+entries after `HOP_WINDOW_NS`, and a closed association keeps only its summary.
+
 APDU positions: every call of the `dlms` table's "apdu" dissector is recorded in
 `ctx["dlms.apdus"]` (source, offset, end, and what it appended to `ctx["dlms.ops"]`,
 `ctx["dlms.ciphered"]`, `ctx["dlms.acse"]`) so that each APDU of a packet (several wrapper
@@ -16,10 +29,12 @@ PDUs, decrypted plaintext) is seen once, in order.
 """
 from __future__ import annotations
 
+import collections
 
 from dissectors.core import FT_BYTES, FT_FLOAT, FT_STR, FT_UINT, field, table
 
 from . import dlmscrypto as dc
+from .lontrack import crc_bad, medium_of
 from .pipeline import Stage, register_stage
 
 field("dlms.assoc_id", FT_UINT, "Association number (lonscope association tracking)")
@@ -43,6 +58,12 @@ RESPONSE_TAGS = frozenset([0xC4, 0xC5, 0xC7, 0xDA, 0x0C, 0x0D])
 ERROR_TAGS = frozenset([0xD8, 0x0E])
 IDLE_TIMEOUT_NS = 3600 * 10**9
 HLS_OBIS = "0.0.40.0.0.255"
+CLOSED = ("released", "aborted", "rejected", "replaced", "timeout")
+HOP_WINDOW_NS = 60 * 10**9        # repeater hops and relays of one transaction
+COPY_WINDOW_NS = 2 * 10**9        # a frame routed onto another medium (CN/IP <-> power line)
+MAX_PENDING = 16                  # unanswered requests kept per association (invoke ids are 4 bits)
+MAX_EVENTS = 4096                 # latest lifecycle/HLS observations kept for inspection
+SWEEP_EVERY = 4096
 
 
 # --------------------------------------------------------------------------- APDU recorder
@@ -231,8 +252,8 @@ class Association:
                  "first_frame", "last_frame", "first_ns", "last_ns", "requests", "responses",
                  "errors", "ctos", "stoc", "f_stoc", "f_ctos", "hls_pass3", "hls_pass4",
                  "pass3_frame", "pass4_frame", "lls_password", "lls_frame", "aarq_frame", "aare_frame",
-                 "pending", "pending_sn", "response_times", "keyset", "plain_after_assoc",
-                 "ciphered_count", "plain_count", "frames", "release_frame", "calling_titles", "copies")
+                 "pending", "pending_sn", "rt_count", "rt_sum", "rt_max", "keyset", "plain_after_assoc",
+                 "ciphered_count", "plain_count", "release_frame", "calling_titles")
 
     def __init__(self, aid: int, key: tuple, transport: str, client: str, server: str, frame: int, ns: int):
         self.id = aid
@@ -266,19 +287,33 @@ class Association:
         self.aarq_frame = self.aare_frame = None
         self.pending: dict[int, tuple] = {}
         self.pending_sn: list[tuple] = []
-        self.response_times: list[float] = []
+        self.rt_count = 0
+        self.rt_sum = 0.0
+        self.rt_max: float | None = None
         self.keyset = None
         self.plain_after_assoc = 0
         self.ciphered_count = 0
         self.plain_count = 0
-        self.frames: list[int] = []
         self.release_frame = None
         self.calling_titles = []
-        self.copies: dict[tuple, int] = {}
 
     def __repr__(self) -> str:   # the dedicated key never appears
         return (f"Association(id={self.id}, {self.client} -> {self.server}, state={self.state}, "
                 f"mechanism={self.mechanism})")
+
+    def response_time(self, dt: float) -> None:
+        self.rt_count += 1
+        self.rt_sum += dt
+        if self.rt_max is None or dt > self.rt_max:
+            self.rt_max = dt
+
+    def close(self, state: str | None = None) -> None:
+        """The association is over: keep its summary, drop the per-packet state (pending
+        requests hold their packets)."""
+        if state is not None:
+            self.state = state
+        self.pending.clear()
+        self.pending_sn.clear()
 
     def title_of(self, direction: str) -> bytes | None:
         return self.client_title if direction == "c2s" else self.server_title
@@ -295,7 +330,6 @@ class Association:
         return {1: "LN", 2: "SN", 3: "LN-ciphered", 4: "SN-ciphered"}.get(self.context, self.context)
 
     def to_dict(self) -> dict:
-        rt = self.response_times
         return {
             "assoc_id": self.id, "transport": self.transport, "client": self.client, "server": self.server,
             "client_title": self.client_title.hex() if self.client_title else None,
@@ -308,8 +342,8 @@ class Association:
             "first_time": self.first_ns / 1e9, "last_time": self.last_ns / 1e9,
             "requests": self.requests, "responses": self.responses, "errors": self.errors,
             "hls_pass3": self.hls_pass3, "hls_pass4": self.hls_pass4,
-            "mean_response_time": (sum(rt) / len(rt)) if rt else None,
-            "max_response_time": max(rt) if rt else None,
+            "mean_response_time": (self.rt_sum / self.rt_count) if self.rt_count else None,
+            "max_response_time": self.rt_max,
             "keyset": self.keyset, "conformance": self.conformance,
             "client_max_pdu": self.client_max_pdu, "server_max_pdu": self.server_max_pdu,
         }
@@ -331,9 +365,13 @@ class Associations(Stage):
         self.records: list[Association] = []
         self.current: dict[tuple, Association] = {}
         self.by_id: dict[int, Association] = {}
-        self.events: list[dict] = []     # observations for the audit (HLS values, titles, LLS...)
-        self.alias: dict[tuple, tuple] = {}        # repeater hop key -> (association key, agent, target)
-        self.relay_alias: dict[tuple, tuple] = {}  # agent <-> source key -> (association key, until, source)
+        # the latest observations (AARQ/AARE titles and challenges, HLS values) for inspection
+        self.events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
+        self.alias: dict[tuple, tuple] = {}        # agent<->target key -> (association key, agent, target, ns)
+        self.relay_alias: dict[tuple, tuple] = {}  # agent<->source key -> (association key, until, source)
+        self.proxy_txn: dict[int, tuple] = {}      # proxy request frame -> (association key, client, target, ns)
+        self.routed: dict[tuple, tuple] = {}       # 14908 transaction -> (frame, medium, ns)
+        self.count = 0
 
     # ---- public API
     def list(self) -> list[dict]:
@@ -347,6 +385,9 @@ class Associations(Stage):
         if not first_pass:
             self._replay(pkt, d)
             return
+        self.count += 1
+        if not self.count % SWEEP_EVERY:
+            self._sweep(pkt.ts_ns)
         apdus = d.ctx.get("dlms.apdus")
         if not apdus:
             # keep track of resets on a flow with an open association
@@ -355,27 +396,77 @@ class Associations(Stage):
                 key, *_ = transport_of(d)
                 a = self.current.get(key)
                 if a is not None and a.state not in ("released", "aborted"):
-                    a.state = "aborted"
+                    a.close("aborted")
             return
+        if crc_bad(d):
+            return          # damaged bytes: neither attributed nor observed
         key, src, dst, kind = self.resolve(d, pkt, apdus)
         d.ctx["dlms.transport"] = (key, src, dst)
+        if d.ctx.get("lon.retransmission") is not None or self._routed_copy(pkt, d):
+            d.ctx["dlms.hop_copy"] = True
         for rec in list(apdus):
             if rec.get("source", 0) != 0 and rec.get("decrypted"):
                 continue
             self.observe(pkt, d, rec, key, src, dst, kind)
 
+    def _routed_copy(self, pkt, d) -> bool:
+        """The same 14908 transaction (addresses, TID, APDU) seen shortly before on another
+        medium: the copy a router forwarded between CN/IP and the power line."""
+        lon = d.ctx.get("lon")
+        ap = d.ctx.get("lon.apdu")
+        if lon is None or ap is None or lon.get("tid") is None:
+            return False
+        try:
+            body = bytes(d.sources[ap[0]][1][ap[1]:ap[2]])
+        except (IndexError, TypeError):
+            return False
+        txn = (bytes(lon.get("domain") or b""), lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_type"),
+               lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"), bytes(lon.get("nid") or b""),
+               lon.get("pdu"), lon.get("type"), lon.get("tid"), hash(body))
+        medium = medium_of(pkt, d)
+        seen = self.routed.pop(txn, None)
+        if seen is not None and seen[1] != medium and pkt.ts_ns - seen[2] <= COPY_WINDOW_NS:
+            self.routed[txn] = seen
+            return True
+        self.routed[txn] = (pkt.number, medium, pkt.ts_ns)
+        if len(self.routed) > 4096:
+            self.routed.pop(next(iter(self.routed)))
+        return False
+
+    def _sweep(self, now: int) -> None:
+        """Forget hop/copy bookkeeping that can no longer match, and associations idle for
+        longer than the idle timeout (they keep their summary in `records`)."""
+        for k in [k for k, v in self.proxy_txn.items() if now - v[3] > HOP_WINDOW_NS]:
+            del self.proxy_txn[k]
+        for k in [k for k, v in self.routed.items() if now - v[2] > COPY_WINDOW_NS]:
+            del self.routed[k]
+        for k in [k for k, v in self.relay_alias.items() if now > v[1]]:
+            del self.relay_alias[k]
+        for k in [k for k, v in self.alias.items() if now - v[3] > IDLE_TIMEOUT_NS]:
+            del self.alias[k]
+        for k, a in list(self.current.items()):
+            if now - a.last_ns > IDLE_TIMEOUT_NS:
+                if a.state not in CLOSED:
+                    a.state = "timeout"
+                a.close()
+                del self.current[k]
+
     def resolve(self, d, pkt, apdus=()) -> tuple:
         """The association transport of a packet, following 14908 repeaters: a proxy request
         S -> agent A with target T makes the agent's own hop (A -> T, T -> A) and the relayed
-        response (A -> S, shortly after) part of the S <-> T association."""
+        response (A -> S: the response to the proxy request) part of the S <-> T
+        association.  Hops that carry a copy of an APDU seen on an earlier hop are marked
+        `ctx["dlms.hop_copy"]`.  A damaged frame (bad CRC) is resolved without learning."""
         key, src, dst, kind = transport_of(d)
         if kind != "LonTalk":
             return key, src, dst, kind
+        learn = not crc_bad(d)
         f = d.fields
         lon = d.ctx.get("lon") or {}
         dom = bytes(lon.get("domain") or b"").hex()
         hop_src = f"{lon.get('src_subnet')}/{lon.get('src_node')}"
         hop_dst = f"{lon.get('dst_subnet')}/{lon.get('dst_node')}"
+        ns = pkt.ts_ns
         if f.get("lonproxy.target") and (f.get("lonproxy.kind") or ["request"])[0] == "request":
             tgt = dst
             agent = hop_dst
@@ -386,12 +477,22 @@ class Associations(Stage):
                 d.ctx["dlms.hop_copy"] = True
                 key = al[0]
                 client = key[2] if key[3] == tgt else key[3]
-            self.alias[("lon", dom) + tuple(sorted((agent, tgt)))] = (key, agent, tgt)
-            self.relay_alias[("lon", dom) + tuple(sorted((agent, hop_src)))] = (key, pkt.ts_ns + 60 * 10**9, client)
+            if learn:
+                self.alias[("lon", dom) + tuple(sorted((agent, tgt)))] = (key, agent, tgt, ns)
+                self.relay_alias[("lon", dom) + tuple(sorted((agent, hop_src)))] = (key, ns + HOP_WINDOW_NS, client)
+                self.proxy_txn[pkt.number] = (key, client, tgt, ns)
             return key, client, tgt, kind
+        # the response to a proxy request (paired by the 14908 transaction stage): the
+        # repeater relays the target's response towards the client
+        rt = (pkt.aux.get("lon") or {}).get("response_to")
+        px = self.proxy_txn.get(rt) if rt is not None else None
+        if px is not None and ns - px[3] <= HOP_WINDOW_NS:
+            d.ctx["dlms.hop_copy"] = True
+            real_key, client, tgt, _ = px
+            return real_key, tgt, client, kind
         al = self.alias.get(key)
         if al is not None:
-            real_key, agent, tgt = al
+            real_key, agent, tgt = al[:3]
             s2 = real_key[2] if real_key[3] == tgt else real_key[3]
             # agent -> target carries a copy of the client's request; target -> agent the
             # (original) response, which the agent then relays
@@ -400,7 +501,8 @@ class Associations(Stage):
                 return real_key, s2, tgt, kind
             return real_key, tgt, s2, kind
         ra = self.relay_alias.get(key)
-        if ra is not None and pkt.ts_ns <= ra[1]:
+        if ra is not None and ns <= ra[1]:
+            # a relayed response without a 14908 pairing (e.g. another TID): server APDUs only
             tags = [r.get("tag") for r in apdus]
             if tags and all(t in SERVER_TAGS or t in (0xDB, 0xDC, 0xDD, 0x00) for t in tags):
                 d.ctx["dlms.hop_copy"] = True
@@ -449,40 +551,29 @@ class Associations(Stage):
     def observe(self, pkt, d, rec: dict, key, src, dst, kind, plaintext: bytes | None = None,
                 decrypted: bool = False) -> Association | None:
         """One APDU (plain, or the plaintext of a decrypted one)."""
+        if crc_bad(d):
+            return None
         apdu = plaintext if plaintext is not None else rec.get("bytes") or b""
         tag = apdu[0] if apdu else rec.get("tag")
         a = self.current.get(key)
         ns = pkt.ts_ns
-        # the same 14908 transaction seen again (retransmission, or the copy of a routed frame
-        # on another medium): same association, not counted twice
-        lon = d.ctx.get("lon")
-        txn = None
-        if lon is not None and not decrypted:
-            txn = (lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_subnet"), lon.get("dst_node"),
-                   lon.get("tid"), hash(apdu))
-            if a is not None and txn in a.copies:
-                d.ctx["dlms.hop_copy"] = True
-                txn = None
-        hop_copy = bool(d.ctx.get("dlms.hop_copy"))
-        if tag == 0x60 and not decrypted and hop_copy and a is not None and a.state in ("requested", "open"):
-            pass        # the AARQ forwarded by a repeater: same association
-        elif tag == 0x60 and not decrypted:
-            if a is not None and a.state not in ("released", "aborted", "rejected"):
-                a.state = "replaced"
+        if d.ctx.get("dlms.hop_copy") and a is not None and not (tag == 0x60 and a.state in CLOSED):
+            # a copy (retransmission, repeater hop, routed medium) of an APDU already seen
+            self._copy(pkt, d, a, rec, apdu, tag, decrypted)
+            return a
+        if tag == 0x60 and not decrypted:
+            if a is not None and a.state not in CLOSED:
+                a.close("replaced")
             a = self._new(key, src, dst, kind, pkt, True)
             a.aarq_frame = pkt.number
         elif a is None or (ns - a.last_ns > IDLE_TIMEOUT_NS and tag not in (0x61, 0x63)) or \
-                a.state in ("released", "aborted", "rejected", "replaced") and tag not in (0x61, 0x63):
-            if a is not None and a.state not in ("released", "aborted", "rejected"):
-                a.state = "timeout"
+                a.state in CLOSED and tag not in (0x61, 0x63):
+            if a is not None and a.state not in CLOSED:
+                a.close("timeout")
             # data without a visible AARQ (pre-established or capture started late)
             client_is_src = tag not in SERVER_TAGS
             a = self._new(key, src, dst, kind, pkt, client_is_src)
             a.state = "pre-established"
-        if txn is not None:
-            a.copies[txn] = pkt.number
-            if len(a.copies) > 64:
-                a.copies.pop(next(iter(a.copies)))
         direction = self.direction(a, tag, src)
         a.last_frame = pkt.number
         a.last_ns = ns
@@ -503,6 +594,47 @@ class Associations(Stage):
                 a.plain_after_assoc += 1
         self._data(pkt, d, a, apdu, direction, rec)
         return a
+
+    def _copy(self, pkt, d, a: Association, rec: dict, apdu: bytes, tag, decrypted: bool) -> None:
+        """A copy of an APDU: the association's id and state, and the HLS status of a pass
+        value (checked again only if the copy differs from what the association saw)."""
+        a.last_frame = pkt.number
+        a.last_ns = pkt.ts_ns
+        if not decrypted:
+            if "dlms.assoc_id" not in d.fields or a.id not in d.fields["dlms.assoc_id"]:
+                self._set(pkt, d, "dlms.assoc_id", a.id)
+            acse = rec.get("acse")
+            if acse:
+                k = acse.get("apdu")
+                if (k == "aare" and a.aare_frame is None) or (k == "rlrq" and a.release_frame is None):
+                    self._acse(pkt, d, a, acse, tag)     # the first intact copy (the original was damaged)
+                else:
+                    self._set(pkt, d, "dlms.assoc_state", a.state)
+        if not apdu or tag in (0x60, 0x61, 0x62, 0x63) or (not decrypted and rec.get("ciphered")):
+            return
+        if tag in (0x01, 0x08):
+            return
+        ops = rec.get("ops")
+        hv = hls_from_ops(ops)
+        if hv is None and tag == 0x0C and a.f_stoc is not None:
+            v = sn_read_response_value(ops)
+            if v is not None and (a.f_ctos is None or bytes(v) == bytes(a.f_ctos)):
+                hv = ("pass4", v)
+        if hv is None or a.mechanism is None or a.mechanism < 2:
+            return
+        which, value = hv
+        seen = a.f_stoc if which == "pass3" else a.f_ctos
+        if seen is None:
+            self._hls(pkt, d, a, which, value)          # the first intact copy
+            return
+        status = a.hls_pass3 if which == "pass3" else a.hls_pass4
+        if bytes(seen) != bytes(value) or status is None:
+            status, _ = verify_hls(a, which, value, getattr(self.pipeline, "keys", None))
+            if status == "failed":
+                d.note("warn", "security", "dlms", 0,
+                       f"HLS {which.replace('pass', 'pass ')} value on this hop differs and does not verify")
+        self._set(pkt, d, f"dlms.sec.hls_{which}", status)
+        self._set(pkt, d, "dlms.sec.hls_value", value)
 
     def _acse(self, pkt, d, a: Association, acse: dict, tag) -> None:
         kind = acse.get("apdu")
@@ -528,7 +660,7 @@ class Associations(Stage):
             a.result = acse.get("result")
             a.diagnostic = acse.get("diagnostic")
             if a.result not in (None, 0):
-                a.state = "rejected"
+                a.close("rejected")
             elif a.mechanism is not None and a.mechanism >= 2:
                 a.state = "hls-pending"
             else:
@@ -539,7 +671,7 @@ class Associations(Stage):
             a.state = "releasing"
             a.release_frame = pkt.number
         elif kind == "rlre":
-            a.state = "released"
+            a.close("released")
         a.last_frame = pkt.number
         self._set(pkt, d, "dlms.assoc_state", a.state)
 
@@ -587,9 +719,15 @@ class Associations(Stage):
         if tag in REQUEST_TAGS:
             a.requests += 1
             iid = invoke_id(apdu)
+            # bounded: invoke ids are 4 bits; SN requests without an answer are dropped oldest first
             if iid is not None:
+                a.pending.pop(iid, None)
+                if len(a.pending) >= MAX_PENDING:
+                    a.pending.pop(next(iter(a.pending)))
                 a.pending[iid] = (pkt.number, pkt.ts_ns, pkt)
             else:
+                if len(a.pending_sn) >= MAX_PENDING:
+                    a.pending_sn.pop(0)
                 a.pending_sn.append((pkt.number, pkt.ts_ns, pkt))
         elif tag in RESPONSE_TAGS or tag in ERROR_TAGS:
             a.responses += 1
@@ -605,7 +743,7 @@ class Associations(Stage):
                 req = a.pending.pop(next(iter(a.pending)))
             if req is not None:
                 dt = (pkt.ts_ns - req[1]) / 1e9
-                a.response_times.append(dt)
+                a.response_time(dt)
                 self._set(pkt, d, "dlms.response_to", req[0])
                 self._set(pkt, d, "dlms.time", dt)
                 # the request's packet learns its response frame (fields and redissection)

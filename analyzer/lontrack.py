@@ -9,10 +9,26 @@
   diagnostic command, the response code is read as success/failure of that command and the
   response data is decoded (`dissectors.lon.decode_response`).
 - Verifies CN/IP MD5 digests with the key ring's `cnip_secrets` (when the key ring has any).
+- Flags 14908 retransmissions: `lon.retransmission` = the frame number of the first copy,
+  an expert note, and `ctx["lon.retransmission"]` for the later stages (association
+  tracking, decryption, reassembly and the audit treat the frame as a copy, not as a new
+  message).  A retransmission is a frame of the same transaction on the same medium: a
+  request with the source's last request's destination, TID and data (14908 sends a new
+  transaction only when the previous one is done, so a repeat of the last one is a retry,
+  a duplicate after a lost response/ACK, or a repeat of an unacknowledged-repeated
+  message), or the same answer again to such a transaction.  A frame right after a frame
+  with a bad CRC, of the same length, carrying the same CRC and differing in at most two
+  bytes is the retry of that damaged frame.  The copy of a frame routed onto another
+  medium (CN/IP <-> power line) is not a retransmission.  `ctx["lon.retransmission"]` is
+  set only when the later stages have already seen the data intact: the retry of a
+  damaged frame has the field (it names the damaged frame) but is the first good copy.
 
 What a packet needs to be rebuilt later is kept in `pkt.aux["lon"]` / `pkt.aux["cnip.md5"]`.
+State is bounded: transactions older than `TXN_WINDOW_NS` are forgotten.
 """
 from __future__ import annotations
+
+from collections import deque
 
 from dissectors import lon as _lon
 from dissectors.cnip import md5_digest
@@ -24,6 +40,8 @@ from .pipeline import Stage, register_stage
 field("lon.response_in", FT_UINT, "Response in frame")
 field("lon.response_to", FT_UINT, "Response to request in frame")
 field("lon.response_time", FT_FLOAT, "Time since the request (s)")
+field("lon.retransmission", FT_UINT, "14908 retransmission of the frame (same transaction: source, "
+      "destination, TID and data)")
 fields("lon.nm.", FT_UINT, [("response", "NM response code", None, "hex")])
 fields("lon.nm.", FT_STR, [("status", "NM response status (success/failure)"),
                            ("request", "NM request this response answers")])
@@ -51,6 +69,41 @@ _REQ = {("tpdu", "ACKD"), ("tpdu", "UNACKD_RPT"), ("tpdu", "REM/MSG"), ("spdu", 
         ("spdu", "REM/MSG")}
 _RESP = {("tpdu", "ACK"), ("spdu", "RESPONSE")}
 
+# How long a transaction is remembered: 14908 retry timers with the largest retry count
+# stay well inside a minute; a new transaction from the same source uses a new TID.
+TXN_WINDOW_NS = 60 * 10**9
+DAMAGED_KEPT = 16            # recent raw frames kept per medium to match retries of damaged ones
+SWEEP_EVERY = 4096           # packets between sweeps of expired transactions
+
+
+def crc_bad(d) -> bool:
+    """The LonTalk frame's CRC-16 does not verify (its bytes are damaged)."""
+    st = d.fields.get("lon.crc.status")
+    return bool(st) and "bad" in st
+
+
+def medium_of(pkt, d) -> tuple:
+    """Where a frame travels: the CN/IP (or LON/IP) channel between two IP hosts, or the
+    capture interface of raw frames.  A routed copy on another medium is another frame."""
+    ctx = d.ctx
+    a, b = ctx.get("ip.src"), ctx.get("ip.dst")
+    if a is not None:
+        return ("ip",) + ((a, b) if str(a) <= str(b) else (b, a))
+    return ("l2", pkt.iface, pkt.linktype)
+
+
+class _Txn:
+    """The last request of one source on one medium and the answers seen to it."""
+    __slots__ = ("frame", "ns", "dst", "tid", "digest", "answers")
+
+    def __init__(self, frame, ns, dst, tid, digest):
+        self.frame = frame
+        self.ns = ns
+        self.dst = dst
+        self.tid = tid
+        self.digest = digest
+        self.answers: dict = {}          # responder -> (frame, digest)
+
 
 def _lon_node(d):
     if d.root is None:
@@ -67,6 +120,9 @@ class LonTrack(Stage):
     def __init__(self, pipeline):
         super().__init__(pipeline)
         self.pending: dict = {}
+        self.txns: dict[tuple, _Txn] = {}          # (medium, domain, source) -> last request
+        self.recent: dict[tuple, deque] = {}       # raw medium -> recent (frame, ns, bytes, original)
+        self.count = 0
 
     def _secrets(self):
         # read at use time: the key ring may be edited while a capture is open
@@ -81,11 +137,23 @@ class LonTrack(Stage):
         if lon is None:
             return
         if first_pass:
+            self._retransmission(pkt, d, lon)
             self._track(pkt, d, lon)
         a = pkt.aux.get("lon")
         if not a:
             return
         lnode = node = _lon_node(d)
+        if "retransmission" in a:
+            orig = a["retransmission"]
+            d.add(lnode, "lon.retransmission", orig, 0, 0,
+                  f"[Retransmission of frame {orig}]" if lnode is not None else None)
+            if a.get("retransmission_damaged"):
+                d.note("note", "sequence", "lon", 0,
+                       f"14908 retransmission of frame {orig}, whose CRC failed (first intact copy)", lnode)
+            else:
+                ctx["lon.retransmission"] = orig
+                d.note("note", "sequence", "lon", 0,
+                       f"14908 retransmission of frame {orig} (same transaction)", lnode)
         if "response_to" in a:
             if node is not None:
                 node = d.label(node, f"Response to the request in frame {a['response_to']}", 0, 0)
@@ -114,6 +182,101 @@ class LonTrack(Stage):
         if "response_in" in a:
             d.add(lnode, "lon.response_in", a["response_in"], 0, 0)
 
+    # ---- retransmissions
+    def _retransmission(self, pkt, d, lon) -> None:
+        self.count += 1
+        if not self.count % SWEEP_EVERY:
+            self._sweep(pkt.ts_ns)
+        medium = medium_of(pkt, d)
+        damaged = crc_bad(d)
+        match = None
+        if medium[0] == "l2":
+            match = self._damaged_match(pkt, medium, damaged)
+        if not damaged:
+            # a good frame always enters the transaction table (a later duplicate of a
+            # retry names the transaction's first frame)
+            orig = self._same_transaction(pkt, d, lon, medium, match[0] if match else None)
+            if match is None and orig is not None:
+                match = (orig, False)
+        if match is not None:
+            a = pkt.aux.setdefault("lon", {})
+            a["retransmission"] = match[0]
+            if match[1] and not damaged:
+                a["retransmission_damaged"] = True
+
+    def _damaged_match(self, pkt, medium, damaged: bool) -> tuple[int, bool] | None:
+        """A retry of a frame whose CRC failed (or a damaged copy of a recent frame): same
+        length, same CRC bytes, at most two other bytes different.  Returns (first frame,
+        whether no intact copy was seen before)."""
+        data = bytes(pkt.data)
+        q = self.recent.get(medium)
+        if q is None:
+            q = self.recent[medium] = deque(maxlen=DAMAGED_KEPT)
+        found = None
+        chain = (pkt.number, not damaged)          # (first frame, an intact copy seen)
+        if len(data) >= 4:
+            for _frame, ns, raw, was_bad, prev in reversed(q):
+                if pkt.ts_ns - ns > TXN_WINDOW_NS:
+                    break
+                if not (damaged or was_bad) or len(raw) != len(data) or raw[-2:] != data[-2:]:
+                    continue
+                if sum(x != y for x, y in zip(raw, data)) <= 2:
+                    found = (prev[0], not prev[1])
+                    chain = (prev[0], prev[1] or not damaged)
+                    break
+        q.append((pkt.number, pkt.ts_ns, data, damaged, chain))
+        return found
+
+    def _same_transaction(self, pkt, d, lon, medium, first: int | None = None) -> int | None:
+        """A repeat of the source's last transaction, or of an answer to it; records the
+        frame otherwise (under `first` when it is the retry of a damaged frame)."""
+        kind = (lon.get("pdu"), lon.get("type"))
+        tid = lon.get("tid")
+        if tid is None:
+            return None
+        dom = bytes(lon.get("domain") or b"")
+        digest = self._digest(d, lon)
+        ns = pkt.ts_ns
+        if kind in _REQ:
+            src = (medium, dom, lon.get("src_subnet"), lon.get("src_node"))
+            dst = (lon.get("dst_type"), lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"),
+                   bytes(lon.get("nid") or b""))
+            t = self.txns.get(src)
+            if t is not None and t.dst == dst and t.tid == tid and t.digest == digest \
+                    and ns - t.ns <= TXN_WINDOW_NS:
+                t.ns = ns
+                return t.frame
+            self.txns[src] = _Txn(first or pkt.number, ns, dst, tid, digest)
+            return None
+        if kind in _RESP:
+            t = self.txns.get((medium, dom, lon.get("dst_subnet"), lon.get("dst_node")))
+            if t is None or t.tid != tid or ns - t.ns > TXN_WINDOW_NS:
+                return None
+            responder = (lon.get("src_subnet"), lon.get("src_node"))
+            seen = t.answers.get(responder)
+            if seen is not None and seen[1] == digest:
+                return seen[0]
+            t.answers[responder] = (first or pkt.number, digest)
+        return None
+
+    @staticmethod
+    def _digest(d, lon) -> int:
+        """What a retransmission repeats: the PDU type, the authentication bit and the APDU."""
+        ap = d.ctx.get("lon.apdu")
+        body = b""
+        if ap is not None:
+            try:
+                body = bytes(d.sources[ap[0]][1][ap[1]:ap[2]])
+            except (IndexError, TypeError):
+                body = b""
+        return hash((lon.get("pdu"), lon.get("type"), bool(lon.get("auth")), body))
+
+    def _sweep(self, now: int) -> None:
+        for k in [k for k, t in self.txns.items() if now - t.ns > TXN_WINDOW_NS]:
+            del self.txns[k]
+        for k in [k for k, v in self.pending.items() if now - v[1] > TXN_WINDOW_NS]:
+            del self.pending[k]
+
     def _track(self, pkt, d, lon):
         kind = (lon.get("pdu"), lon.get("type"))
         tid = lon.get("tid")
@@ -135,9 +298,9 @@ class LonTrack(Stage):
             if hit is None:
                 return
             number, ts_ns, req_aux, code, sub = hit
-            pkt.aux["lon"] = {"response_to": number,
-                              "response_time": round((pkt.ts_ns - ts_ns) / 1e9, 9),
-                              "request_code": code, "request_sub": sub}
+            pkt.aux.setdefault("lon", {}).update(response_to=number,
+                                                 response_time=round((pkt.ts_ns - ts_ns) / 1e9, 9),
+                                                 request_code=code, request_sub=sub)
             req_aux.setdefault("lon", {}).setdefault("response_in", pkt.number)
 
     def _md5(self, pkt, d, first_pass):

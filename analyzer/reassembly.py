@@ -1,7 +1,7 @@
 """xDLMS APDU reassembly and request context (pipeline stage "reassembly", order 50).
 
-Per association (or, without association tracking, per transport flow) — never one global
-table — this stage:
+Per association (or, without association tracking, per transport flow) and per hop — never
+one global table — this stage:
 
 - reassembles block transfers: GET with datablocks (get-response-with-datablock + get-next),
   SET with datablocks, ACTION with pblocks (both directions), SN read/write data blocks, and
@@ -20,6 +20,13 @@ Blocks come from `ctx["dlms.blocks"]`, which the xDLMS dissector fills for every
 dissects — plain ones and the plaintext the decryption stage (order 40) dissected — so
 decrypted block transfers are reassembled the same way.  What a packet needs for a later
 full re-dissection is kept in `pkt.aux["reasm"]`.
+
+"Per hop": one association may be seen on several hops at once -- the client's hop and the
+repeater's hop of a 14908 repeater chain, the CN/IP backhaul and the power line behind a
+router.  Each hop carries a complete copy of the block transfer, so each reassembles on its
+own (keyed by the medium and the pair of LonTalk nodes of the hop).  A frame whose LonTalk
+CRC fails is damaged and gives no block; a 14908 retransmission of a block already taken is
+not a duplicate block.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from dissectors.axdr import dissect_data
 from dissectors.cosem_names import SNMap, attribute_name, class_name, method_name, obis_name
 
 from .associations import transport_of
+from .lontrack import crc_bad, medium_of
 from .pipeline import Stage, register_stage
 
 field("dlms.fragment", FT_UINT, "Frame carrying a part of this reassembled APDU/data")
@@ -70,15 +78,31 @@ def _endpoints(d) -> tuple[str, str]:
     return a, b
 
 
+def hop_of(d) -> tuple:
+    """The hop a LonTalk frame travels on (medium and the two nodes, direction-neutral); ()
+    for other transports, whose association key already is the hop."""
+    lon = d.ctx.get("lon")
+    if lon is None:
+        return ()
+    a = (lon.get("src_subnet"), lon.get("src_node"))
+    b = (lon.get("dst_type"), lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"),
+         bytes(lon.get("nid") or b""))
+    if lon.get("dst_type") in ("unicast", "groupack"):
+        b = (b[1], b[2])
+    pkt = d.ctx.get("packet")
+    medium = medium_of(pkt, d) if pkt is not None else ()
+    return medium + ((a, b) if str(a) <= str(b) else (b, a))
+
+
 def flow_key(d) -> tuple:
-    """The association (when tracked) or the direction-neutral transport flow."""
+    """The association (when tracked) or the direction-neutral transport flow, and the hop."""
     aid = d.fields.get("dlms.assoc_id")
     if aid:
-        return ("assoc", aid[-1])
+        return ("assoc", aid[-1]) + hop_of(d)
     t = d.ctx.get("dlms.transport")
     if t is not None:
-        return ("transport", t[0])
-    return ("transport", transport_of(d)[0])
+        return ("transport", t[0]) + hop_of(d)
+    return ("transport", transport_of(d)[0]) + hop_of(d)
 
 
 class Reassembly(Stage):
@@ -159,7 +183,7 @@ class Reassembly(Stage):
         ctx = d.ctx
         ops = ctx.get("dlms.ops")
         blocks = ctx.get("dlms.blocks")
-        if not ops and not blocks:
+        if not ops and not blocks or crc_bad(d):
             return
         flow = flow_key(d)
         n_ops = len(ops) if ops else 0
@@ -271,6 +295,8 @@ class Reassembly(Stage):
             return
         if b.get("first") is not None:
             run.first = b["first"]
+        if bn in run.blocks and d.ctx.get("lon.retransmission") is not None and run.blocks[bn] == data:
+            return          # the 14908 transport repeated the frame: not a second block
         if bn in run.blocks:
             self._note(pkt, d, "warn", "sequence", f"Duplicate {svc} block {bn} (first in frame "
                        f"{run.frames[sorted(run.blocks).index(bn)] if len(run.frames) == len(run.blocks) else '?'})")

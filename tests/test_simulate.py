@@ -476,203 +476,221 @@ def _decode_jsonl(lonscope_cmd, cap, keys):
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
+def _truth_mismatches(name: str, rows: list, doc: dict, ok) -> None:
+    """Every check of one scenario's decoded rows against its ground truth; `ok(category,
+    condition, info)` counts each check and records the failures."""
+    frames = doc["frames"]
+    assert len(rows) == len(frames), name
+    # association tracking: every frame of one simulated association carries one
+    # association id, on every hop (repeaters) and medium (CN/IP copies), retransmissions
+    # included; no id is shared by two associations
+    ids: dict[str, set] = {}
+    for r, t in zip(rows, frames):
+        d = t.get("dlms") or {}
+        if d.get("association") and t["lon"]["crc_ok"] is not False:
+            ids.setdefault(d["association"], set()).add(str(r["fields"].get("dlms.assoc_id")))
+    owners: dict[str, set] = {}
+    for assoc, v in ids.items():
+        ok("dlms.assoc_id", len(v) == 1 and "None" not in v, (name, assoc, v))
+        for i in v:
+            owners.setdefault(i, set()).add(assoc)
+    ok("dlms.assoc_id-unique", all(len(a) == 1 for a in owners.values()), (name, owners))
+    for r, t in zip(rows, frames):
+        F, lt = r["fields"], t["lon"]
+        where = (name, t["number"])
+        # 14908 retransmissions (retries after a CRC error, duplicates after a lost
+        # response/ACK, the repeats of an unacknowledged-repeated message) name the frame
+        # they repeat; nothing else does
+        rt = F.get("lon.retransmission")
+        if t.get("duplicate") or t.get("retry") or t.get("repeat"):
+            orig = frames[rt - 1] if isinstance(rt, int) and 0 < rt < t["number"] else None
+            ok("lon.retransmission", orig is not None and orig["medium"] == t["medium"] and (
+                orig["lon"]["crc_ok"] is False or all(orig["lon"].get(k) == lt.get(k) for k in ("src", "dst", "tid"))),
+               (where, rt))
+        else:
+            ok("lon.not-retransmission", rt is None, (where, rt))
+        if lt["crc_ok"] is False:
+            ok("lon.crc-bad", F.get("lon.crc.status") == "bad", where)
+            continue
+        ok("lon.src", F.get("lon.srcnet") == lt["src_subnet"] and F.get("lon.srcnode") == lt["src_node"], where)
+        if lt["dst_type"] == "unicast":
+            ok("lon.dst", F.get("lon.dstnet") == lt["dst_subnet"] and F.get("lon.dstnode") == lt["dst_node"], where)
+        if lt["crc_ok"]:
+            ok("lon.crc-good", F.get("lon.crc.status") == "good", where)
+        if lt["pdu"] in ("tpdu", "spdu"):
+            ok("lon.tid", F.get("lon.trans_no") == lt["tid"], where)
+        px = t.get("proxy")
+        if px and px["role"] == "request":
+            ok("lonproxy.request", F.get("lonproxy.kind") == "request"
+               and F.get("lonproxy.target") == px["target"]
+               and _as_list(F.get("lonproxy.hop")) == px["hops"]
+               and F.get("lonproxy.count") == px["hops_left"], (where, px))
+        if t.get("nv"):
+            ok("lon.nv", F.get("lon.nv.selector") == t["nv"]["selector"]
+               and F.get("lon.nv.value") == t["nv"]["value"].to_bytes(2, "big").hex(), where)
+        for kind in ("nd", "nm"):
+            if t.get(kind):
+                codes = _as_list(F.get("lon.code")) + _as_list(F.get(f"lon.{kind}"))
+                ok(f"lon.{kind}", t[kind]["code"] in codes, (where, codes))
+        if t.get("lon_auth") in ("challenge", "reply"):
+            ok("lon.authpdu", F.get("lon.authpdu_value") == t[t["lon_auth"]], where)
+        o = t.get("osgp")
+        if o:
+            ok("osgp", "osgp" in r["protocols"].split(":"), where)
+            if "table" in o:
+                ok("osgp.table", F.get("osgp.table") == o["table"], where)
+                ok("osgp.service", F.get("osgp.service") == o["service"], where)
+            if "code" in o:
+                ok("osgp.response", F.get("osgp.response.code") == o["code"], where)
+            ok("osgp.digest", F.get("osgp.digest_status") == {"ok": "verified", "bad": "failed"}[o["digest"]],
+               (where, F.get("osgp.digest_status")))
+        d = t.get("dlms")
+        if not d:
+            continue
+        apdus = _as_list(F.get("dlms.apdu"))
+        ok("dlms.apdu", d["apdu"] in apdus, (where, d["apdu"], apdus))
+        status = _as_list(F.get("dlms.sec.status"))
+        if d.get("decryption"):
+            ok("dlms.decryption", d["decryption"] in status, (where, d["decryption"], status))
+            if d["decryption"] == "decrypted":
+                ok("dlms.plaintext-length", len(bytes.fromhex(d["plaintext"])) in _as_list(
+                    F.get("dlms.sec.plaintext_len")), where)
+        if d.get("decryption") not in (None, "decrypted", "auth-ok", "unauthenticated"):
+            continue
+        if not d.get("gbt"):
+            ok("dlms.plain_apdu", d["plain_apdu"] in apdus, (where, d["plain_apdu"], apdus))
+        values = _as_list(F.get("dlms.data.value"))
+        for op in d["ops"]:
+            if op.get("hls"):
+                st = F.get(f"dlms.sec.hls_{op['hls']}")
+                ok("dlms.hls-verified", st == "verified", (where, op["hls"], st))
+            if "obis" in op:
+                ok("dlms.obis", op["obis"] in _as_list(F.get("dlms.obis")), where)
+                ok("dlms.class_id", op["class_id"] in _as_list(F.get("dlms.class_id")), where)
+            if "value" in op and op["service"] in ("get", "set", "notify", "read"):
+                ok("dlms.value", all(x in values for x in _flat(op["value"])), (where, op["value"], values[:6]))
+        if d.get("reassembled"):
+            want = _flat(d["reassembled"]["ops"][0]["value"])
+            ok("dlms.gbt-reassembled",
+               F.get("dlms.reassembled_length") == len(bytes.fromhex(d["reassembled"]["wire"])), where)
+            if d["reassembled"]["protection"]:
+                ok("dlms.gbt-deciphered", "decrypted" in _as_list(F.get("dlms.sec.status")), where)
+            ok("dlms.gbt-value", all(x in values for x in want), where)
+
+
+class _Checks:
+    """Counts every check per category and keeps the failures (all of them are reported
+    together, by category, instead of stopping at the first)."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self.failed: dict[str, list] = {}
+        self.gaps: dict[str, int] = {}       # known gaps, counted and printed (see their use)
+
+    def __call__(self, cat, cond, info=""):
+        self.counts[cat] = self.counts.get(cat, 0) + 1
+        if not cond:
+            self.failed.setdefault(cat, []).append(info)
+
+    def assert_clean(self):
+        assert not self.failed, {c: (len(v), v[:3]) for c, v in self.failed.items()}
+
+
 def test_decode_jsonl_matches_truth(lonscope_cmd, generated):
     """`lonscope decode -T jsonl` (the real console script) against the ground truth of every
-    scenario: LonTalk addresses, TIDs and CRC status; APDU types before and after
-    decryption, decryption status, OBIS codes and class ids, decoded values (including
-    block-transfer and GBT reassembly), OSGP tables.
-
-    Tolerated, and counted: a frame whose CRC fails reads as "absent" (the USER0 convention
-    makes the CRC optional), and a dedicated-key response relayed between two repeaters may
-    read "no-key" (the relay hop carries repeater addresses, not the association's)."""
-    counts: dict[str, int] = {}
-    gaps: dict[str, int] = {}        # known decoder gaps, reported in the skip/print below
-    tolerated = 0
-
-    def ok(cat, cond, info=""):
-        counts[cat] = counts.get(cat, 0) + 1
-        assert cond, (cat, info)
-
+    scenario: LonTalk addresses, TIDs, CRC status and retransmissions; association ids
+    across repeater hops and CN/IP copies; APDU types before and after decryption,
+    decryption status (relay hops included), HLS pass checks, OBIS codes and class ids,
+    decoded values (including block-transfer and GBT reassembly, ciphered GBT content),
+    OSGP tables.  No tolerance: every check must hold."""
+    ok = _Checks()
     for name, (cap, doc, keys) in generated.items():
-        rows = _decode_jsonl(lonscope_cmd, cap, keys)
-        assert len(rows) == len(doc["frames"]), name
-        # association tracking: the frames of one association on one hop carry one
-        # association id, and no id is shared by two associations
-        ids: dict[tuple, set] = {}
-        repeated: set = set()
-        for r, t in zip(rows, doc["frames"]):
-            d = t.get("dlms") or {}
-            if d.get("association") and t["lon"]["crc_ok"] is not False:
-                hop = "ip" if t["medium"] == "ip" else (t.get("proxy") or {}).get("role") or "direct"
-                ids.setdefault((d["association"], hop), set()).add(str(r["fields"].get("dlms.assoc_id")))
-                if t.get("duplicate") or t.get("retry"):
-                    repeated.add((d["association"], hop))
-        owners: dict[str, set] = {}
-        for (assoc, hop), v in ids.items():
-            if len(v) > 1 and (assoc, hop) in repeated and "None" not in v:
-                # a retransmitted AARQ (same TID) opens a second association in the decoder
-                gaps["retransmitted AARQ opens a second association"] = gaps.get(
-                    "retransmitted AARQ opens a second association", 0) + 1
-            else:
-                ok("dlms.assoc_id", len(v) == 1 and "None" not in v, (name, assoc, hop, v))
-            for i in v:
-                owners.setdefault(i, set()).add(assoc)
-        assert all(len(a) == 1 for a in owners.values()), (name, owners)
-        for r, t in zip(rows, doc["frames"]):
-            F, lt = r["fields"], t["lon"]
-            where = (name, t["number"])
-            if lt["crc_ok"] is False:
-                ok("lon.crc-bad", F.get("lon.crc.status") in ("bad", "absent"), where)
-                continue
-            ok("lon.src", F.get("lon.srcnet") == lt["src_subnet"] and F.get("lon.srcnode") == lt["src_node"], where)
-            if lt["dst_type"] == "unicast":
-                ok("lon.dst", F.get("lon.dstnet") == lt["dst_subnet"] and F.get("lon.dstnode") == lt["dst_node"], where)
-            if lt["crc_ok"]:
-                ok("lon.crc-good", F.get("lon.crc.status") == "good", where)
-            if lt["pdu"] in ("tpdu", "spdu"):
-                ok("lon.tid", F.get("lon.trans_no") == lt["tid"], where)
-            if t.get("duplicate") or t.get("retry"):
-                if any(k in F for k in ("lon.retransmission", "lon.duplicate", "lon.retry")):
-                    ok("lon.retransmission", True, where)
-                else:
-                    gaps["14908 retransmission (same TID) not flagged"] = gaps.get(
-                        "14908 retransmission (same TID) not flagged", 0) + 1
-            px = t.get("proxy")
-            if px and px["role"] == "request":
-                ok("lonproxy.request", F.get("lonproxy.kind") == "request"
-                   and F.get("lonproxy.target") == px["target"]
-                   and _as_list(F.get("lonproxy.hop")) == px["hops"]
-                   and F.get("lonproxy.count") == px["hops_left"], (where, px))
-            if t.get("nv"):
-                ok("lon.nv", F.get("lon.nv.selector") == t["nv"]["selector"]
-                   and F.get("lon.nv.value") == t["nv"]["value"].to_bytes(2, "big").hex(), where)
-            for kind in ("nd", "nm"):
-                if t.get(kind):
-                    codes = _as_list(F.get("lon.code")) + _as_list(F.get(f"lon.{kind}"))
-                    ok(f"lon.{kind}", t[kind]["code"] in codes, (where, codes))
-            if t.get("lon_auth") in ("challenge", "reply"):
-                ok("lon.authpdu", F.get("lon.authpdu_value") == t[t["lon_auth"]], where)
-            o = t.get("osgp")
-            if o:
-                ok("osgp", "osgp" in r["protocols"].split(":"), where)
-                if "table" in o:
-                    ok("osgp.table", F.get("osgp.table") == o["table"], where)
-                    ok("osgp.service", F.get("osgp.service") == o["service"], where)
-                if "code" in o:
-                    ok("osgp.response", F.get("osgp.response.code") == o["code"], where)
-                ok("osgp.digest", F.get("osgp.digest_status") == {"ok": "verified", "bad": "failed"}[o["digest"]],
-                   (where, F.get("osgp.digest_status")))
-            d = t.get("dlms")
-            if not d:
-                continue
-            apdus = _as_list(F.get("dlms.apdu"))
-            ok("dlms.apdu", d["apdu"] in apdus, (where, d["apdu"], apdus))
-            status = _as_list(F.get("dlms.sec.status"))
-            if d.get("decryption"):
-                if d["decryption"] not in status and t.get("proxy", {}).get("role") == "relay" \
-                        and (d["protection"] or {}).get("kind") in ("ded", "general-ded") and "no-key" in status:
-                    tolerated += 1
-                    continue
-                ok("dlms.decryption", d["decryption"] in status, (where, d["decryption"], status))
-                if d["decryption"] == "decrypted":
-                    ok("dlms.plaintext-length", len(bytes.fromhex(d["plaintext"])) in _as_list(
-                        F.get("dlms.sec.plaintext_len")), where)
-            if d.get("decryption") not in (None, "decrypted", "auth-ok", "unauthenticated"):
-                continue
-            if not d.get("gbt"):
-                ok("dlms.plain_apdu", d["plain_apdu"] in apdus, (where, d["plain_apdu"], apdus))
-            values = _as_list(F.get("dlms.data.value"))
-            role = t.get("proxy", {}).get("role")
-            for op in d["ops"]:
-                if op.get("hls"):
-                    st = F.get(f"dlms.sec.hls_{op['hls']}")
-                    if role in ("request", "relay") and st in (None, "no-key"):
-                        gaps["HLS pass on a repeater hop not verified"] = gaps.get(
-                            "HLS pass on a repeater hop not verified", 0) + 1
-                    else:
-                        ok("dlms.hls-verified", st == "verified", (where, op["hls"], st))
-                if "obis" in op:
-                    ok("dlms.obis", op["obis"] in _as_list(F.get("dlms.obis")), where)
-                    ok("dlms.class_id", op["class_id"] in _as_list(F.get("dlms.class_id")), where)
-                if "value" in op and op["service"] in ("get", "set", "notify", "read"):
-                    good = all(x in values for x in _flat(op["value"]))
-                    if not good and role == "relay" and "block" in op:
-                        gaps["block-transfer value on a repeater relay hop"] = gaps.get(
-                            "block-transfer value on a repeater relay hop", 0) + 1
-                        continue
-                    ok("dlms.value", good, (where, op["value"], values[:6]))
-            if d.get("reassembled"):
-                want = _flat(d["reassembled"]["ops"][0]["value"])
-                good = F.get("dlms.reassembled_length") == len(bytes.fromhex(d["reassembled"]["wire"]))
-                if not good and (t["medium"] == "ip" or t.get("routed")):
-                    gaps["GBT reassembly of a routed copy (same blocks on CN/IP and power line)"] = gaps.get(
-                        "GBT reassembly of a routed copy (same blocks on CN/IP and power line)", 0) + 1
-                    continue
-                ok("dlms.gbt-reassembled", good, where)
-                if d["reassembled"]["protection"] and not F.get("dlms.sec.status"):
-                    gaps["reassembled ciphered GBT content not deciphered"] = gaps.get(
-                        "reassembled ciphered GBT content not deciphered", 0) + 1
-                else:
-                    ok("dlms.gbt-value", all(x in values for x in want), where)
+        _truth_mismatches(name, _decode_jsonl(lonscope_cmd, cap, keys), doc, ok)
+    ok.assert_clean()
+    counts = ok.counts
     assert counts["lon.src"] > 800 and counts["dlms.decryption"] > 300 and counts["dlms.obis"] > 200
     assert counts["dlms.value"] > 150 and counts["dlms.gbt-reassembled"] >= 1 and counts["osgp.table"] > 10
-    assert counts["dlms.assoc_id"] > 40
+    assert counts["dlms.assoc_id"] > 25 and counts["lon.retransmission"] >= 5
     assert counts["dlms.hls-verified"] > 20 and counts["lonproxy.request"] > 20
     assert counts["lon.nv"] > 5 and counts["lon.nd"] > 5 and counts["lon.nm"] > 5 and counts["lon.authpdu"] >= 2
-    assert tolerated < 40
-    print(f"truth agreement: {counts}; tolerated relay no-key: {tolerated}; decoder gaps: {gaps}")
+    print(f"truth agreement: {counts}")
+
+
+def _decode_in_process(cap, keys) -> tuple[list[dict], object]:
+    """The rows `decode -T jsonl` prints, from the same pipeline run in this process."""
+    from analyzer.capture import read_capture
+    from analyzer.keyring import load_keys
+    from analyzer.output import dumps, packet_object
+    from analyzer.pipeline import Pipeline
+    pipe = Pipeline(keys=load_keys(keys))
+    rows = [json.loads(dumps(packet_object(pipe.feed(rec, str(cap))))) for rec in read_capture(cap)]
+    pipe.finish()
+    return rows, pipe
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_other_seeds_match_truth(seed, tmp_path):
+    """Other seeds put CRC errors, retries and lost responses elsewhere (in a datablock
+    run, on a repeater hop, on an AARQ): the same checks, decoded in this process, and the
+    audit's findings are exactly the expected ones."""
+    ok = _Checks()
+    for name in ("fleet", "demo", "hls-swap", "replay"):
+        p = tmp_path / f"{name}.pcapng"
+        simulate(name, p, seed=seed)
+        cap, truth, keys = out_paths(p)
+        doc = json.loads(truth.read_text())
+        rows, pipe = _decode_in_process(cap, keys)
+        _truth_mismatches(name, rows, doc, ok)
+        _findings_mismatches(name, pipe.stage("audit").findings(), doc, ok)
+    ok.assert_clean()
+    assert ok.counts["dlms.value"] > 100 and ok.counts["audit.expected"] > 10
+    print(f"seed {seed}: known gaps {ok.gaps}")
 
 
 # --------------------------------------------------------------------------- audit vs the truth
 
-def _explained(finding, frames_by_no):
-    """Why an audit finding that the truth does not expect is a known audit limitation,
-    or None: a frame with a CRC error, a 14908 retransmission, the same APDU seen again on
-    another hop (router or repeater), a data notification sent after the association's
-    release."""
-    fr = [frames_by_no[n] for n in finding.get("frames") or [finding.get("frame")] if n in frames_by_no]
-    if any(f["lon"].get("crc_ok") is False for f in fr):
-        return "crc-error frame"
-    wires = [(f.get("dlms") or {}).get("wire") for f in fr]
-    if len(fr) >= 2 and len(set(wires)) == 1 and any(f.get("duplicate") or f.get("retry") for f in fr):
-        return "14908 retransmission (same TID)"
-    if len(fr) >= 2 and len(set(wires)) == 1 and wires[0] and any(
-            f["medium"] == "ip" or f.get("routed") or f.get("proxy") for f in fr):
-        return "same APDU on another hop (router/repeater)"
-    if finding["rule"] in ("hls-challenge-relay", "dedicated-key-shared") and len(fr) >= 2 and any(
-            f["medium"] == "ip" or f.get("routed") or f.get("proxy") for f in fr) and \
-            len({(f.get("dlms") or {}).get("association") for f in fr}) == 1:
-        return "same association seen on another hop (router/repeater)"
-    if finding["rule"] == "global-key-where-dedicated" and all(
-            (f.get("dlms") or {}).get("direction") == "push" for f in fr):
-        return "data notification after release"
-    return None
+def _findings_mismatches(name: str, got: list[dict], doc: dict, ok) -> None:
+    """The audit reports exactly the findings the truth expects (rule ids), and every frame
+    the truth marks as evidence of a rule is among that rule's evidence frames."""
+    expected = {f["rule"] for f in doc["findings"]}
+    reported = {f["rule"] for f in got}
+    for rule in sorted(expected):
+        ok("audit.expected", rule in reported, (name, rule))
+    damaged = {t["number"] for t in doc["frames"] if t["lon"]["crc_ok"] is False}
+    for f in got:
+        if f["rule"] not in expected and damaged & set(f.get("frames") or ()):
+            # Known gap, outside the decoder stages checked here: the decryption stage's
+            # replay/IC bookkeeping and the audit's tallies still take frames whose LonTalk
+            # CRC failed (damaged bytes: neither tampering, nor a replay, nor IC reuse)
+            k = f"{f['rule']} from a CRC-damaged frame"
+            ok.gaps[k] = ok.gaps.get(k, 0) + 1
+            continue
+        ok("audit.unexpected", f["rule"] in expected, (name, f["rule"], f["message"], (f.get("frames") or [])[:8]))
+    evidence: dict[str, set] = {}
+    for f in got:
+        evidence.setdefault(f["rule"], set()).update(f.get("frames") or [f.get("frame")])
+    # the truth marks every copy of an evidence message (repeater hops, retransmissions):
+    # one of the copies of each message is among the rule's evidence frames
+    copies: dict[tuple, list] = {}
+    for t in doc["frames"]:
+        what = (t.get("dlms") or {}).get("wire") or json.dumps(t.get("nm") or t.get("osgp"), sort_keys=True)
+        for rule in t.get("findings") or ():
+            copies.setdefault((rule, what), []).append(t["number"])
+    for (rule, _), numbers in copies.items():
+        ok("audit.evidence", any(n in evidence.get(rule, ()) for n in numbers), (name, rule, numbers))
 
 
 def test_audit_reports_the_expected_findings(lonscope_cmd, generated):
-    """`lonscope audit -T json`: every finding the truth expects is reported for every
-    scenario; every other finding must be one of the known audit limitations above (they
-    are counted and printed, and must not occur in the single-hop attack scenarios)."""
-    known: dict[str, int] = {}
+    """`lonscope audit -T json`: exactly the findings the truth expects, per scenario, with
+    the truth's evidence frames."""
+    ok = _Checks()
     for name, (cap, doc, keys) in generated.items():
         r = subprocess.run(lonscope_cmd + ["audit", str(cap), "--keys", str(keys), "-T", "json"],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode in (0, 1), r.stderr[-2000:]
-        got = json.loads(r.stdout)["findings"]
-        expected = {f["rule"] for f in doc["findings"]}
-        reported = {f["rule"] for f in got}
-        assert expected <= reported, (name, sorted(expected - reported))
-        by_no = {f["number"]: f for f in doc["frames"]}
-        for f in got:
-            if f["rule"] in expected:
-                continue
-            why = _explained(f, by_no)
-            assert why is not None, (name, f["rule"], f["message"], f.get("frames"))
-            known[f"{f['rule']}: {why}"] = known.get(f"{f['rule']}: {why}", 0) + 1
-        if name in ("lls-sniff", "hls-swap", "mitm-relay", "replay", "tamper", "nm-unauth", "osgp-legacy"):
-            extra = reported - expected
-            assert all(any(k.startswith(e + ":") for k in known) for e in extra), (name, extra)
-    print("audit limitations seen (not expected by the truth):", known)
+        _findings_mismatches(name, json.loads(r.stdout)["findings"], doc, ok)
+    ok.assert_clean()
+    print("audit checks:", ok.counts, "known gaps:", ok.gaps)
 
 
 # --------------------------------------------------------------------------- any seed
