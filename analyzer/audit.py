@@ -6,6 +6,11 @@ association tracking and decryption stages observed, plus per-packet observation
 ``{"id", "rule", "severity", "title", "message", "explanation", "recommendation",
 "frame", "frames", "assoc_id"}``.  Severities: info, low, medium, high, critical.
 Evidence never contains key material (an LLS password is shown: it travels in clear).
+
+The audit streams: its state is bounded (tallies with a count and the first evidence frames,
+windows of recent values, a bounded set of tracked associations), so a capture of any size
+is audited in constant memory.  Copies of an APDU (a 14908 retransmission, the same frame on
+another hop behind a router or repeater) are not replays, relays or key sharing.
 """
 from __future__ import annotations
 
@@ -18,6 +23,79 @@ from .pipeline import Stage, register_stage
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 MAX_EVIDENCE = 50
+
+
+# Bounds of the audit's state (it must not grow with the capture: 10M packets and more)
+MAX_GROUPS = 256          # separate findings (groups) of one rule; further ones are merged
+LIVE_ASSOCS = 2048        # associations tracked at once; the least recently seen are settled
+WINDOW = 8192             # recent values compared across packets (per generation, see Window)
+OVERFLOW = ("further",)   # the group shared by everything beyond MAX_GROUPS
+_MISSING = object()
+
+
+class Window:
+    """A map that remembers recent entries only: two generations of at most `cap` keys; when
+    the newer one is full it becomes the older one and the previous older one is dropped.
+    O(1) per operation, at most 2*cap entries, and the last `cap` insertions always found."""
+    __slots__ = ("cap", "new", "old")
+
+    def __init__(self, cap: int | None = None):
+        self.cap = WINDOW if cap is None else cap
+        self.new: dict = {}
+        self.old: dict = {}
+
+    def get(self, key, default=None):
+        v = self.new.get(key, _MISSING)
+        if v is _MISSING:
+            v = self.old.get(key, default)
+        return v
+
+    def __contains__(self, key) -> bool:
+        return key in self.new or key in self.old
+
+    def __setitem__(self, key, value) -> None:
+        new = self.new
+        if key not in new and len(new) >= self.cap:
+            self.old = new
+            self.new = new = {}
+        new[key] = value
+
+    def __len__(self) -> int:
+        return len(self.new) + len(self.old)
+
+
+class Tally:
+    """Evidence of one observation grouped by a key (an association, a pair of nodes...):
+    per group [count, first MAX_EVIDENCE frames, details of the first occurrence].  At most
+    `max_groups` groups; later groups share the OVERFLOW group."""
+    __slots__ = ("groups", "max_groups")
+
+    def __init__(self, max_groups: int | None = None):
+        self.groups: dict = {}
+        self.max_groups = MAX_GROUPS if max_groups is None else max_groups
+
+    def add(self, key, frames=(), info=None, n: int = 1) -> list:
+        g = self.groups
+        e = g.get(key)
+        if e is None:
+            if len(g) >= self.max_groups:
+                key = OVERFLOW
+                e = g.get(key)
+            if e is None:
+                e = g[key] = [0, [], info]
+        e[0] += n
+        fl = e[1]
+        for x in frames:
+            if x is not None and len(fl) < MAX_EVIDENCE and (not fl or fl[-1] != x):
+                fl.append(x)
+        return e
+
+    def items(self):
+        return self.groups.items()
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
 
 
 @dataclass(frozen=True)
@@ -118,6 +196,8 @@ NM_CHANGING = {0x63: "update domain", 0x64: "leave domain", 0x65: "update key", 
                0x6E: "write memory", 0x6F: "checksum recalculate", 0x7D: "device escape",
                0x7E: "router escape"}
 DATA_TAGS = frozenset(range(0xC0, 0xC8)) | {0xD8, 0xD9, 0xDA, 0x05, 0x06, 0x0C, 0x0D, 0x16, 0x18, 0x0F, 0xE0}
+CLOSED = ("released", "rejected", "aborted", "replaced", "timeout")
+RELAY_WINDOW_NS = 1_000_000_000
 
 
 def _pw_text(pw: bytes) -> str:
@@ -130,265 +210,411 @@ def _pw_text(pw: bytes) -> str:
     return pw.hex()
 
 
+def is_copy(d) -> bool:
+    """The packet carries an APDU already seen: a 14908 retransmission (`lon.retransmission`,
+    from the transaction tracking) or the copy of a routed/relayed frame on another hop
+    (`dlms.hop_copy`, from the association tracking).  Copies are not replays."""
+    ctx = d.ctx
+    return bool(ctx.get("dlms.hop_copy")) or ctx.get("lon.retransmission") is not None
+
+
+def _end(a) -> float:
+    return a.last_ns if a.state in CLOSED else float("inf")
+
+
+def _overlap(a, b) -> bool:
+    return a.first_ns <= _end(b) and b.first_ns <= _end(a)
+
+
+class _Sink:
+    """Findings of one evaluation, at most MAX_GROUPS per rule: further findings of a rule are
+    merged into one summary finding (count and first evidence frames)."""
+    __slots__ = ("kept", "over")
+
+    def __init__(self):
+        self.kept: dict[str, list] = {}
+        self.over: dict[str, list] = {}
+
+    def add(self, rule_id, frames, assoc=None, message="", severity=None, count=None) -> None:
+        frames = [x for x in frames if x is not None]
+        if count is None:
+            count = len(set(frames))
+        lst = self.kept.setdefault(rule_id, [])
+        if len(lst) <= MAX_GROUPS:       # (one more: a tally's own merged group)
+            lst.append((rule_id, frames[:MAX_EVIDENCE], assoc, message, severity, count))
+            return
+        o = self.over.get(rule_id)
+        if o is None:
+            o = self.over[rule_id] = [0, 0, [], severity]
+        o[0] += 1
+        o[1] += count
+        room = MAX_EVIDENCE - len(o[2])
+        if room > 0:
+            o[2].extend(frames[:room])
+
+    def merge(self, other: "_Sink") -> None:
+        for lst in other.kept.values():
+            for args in lst:
+                self.add(*args)
+        for rule_id, (n, count, frames, sev) in other.over.items():
+            o = self.over.setdefault(rule_id, [0, 0, [], sev])
+            o[0] += n
+            o[1] += count
+            o[2].extend(frames[:MAX_EVIDENCE - len(o[2])])
+
+    def items(self):
+        for lst in self.kept.values():
+            yield from lst
+        for rule_id, (n, count, frames, sev) in self.over.items():
+            yield (rule_id, frames, None, f"{n} further finding(s) of this rule ({count} evidence frame(s))",
+                   sev, count)
+
+
+def _finding(rule_id, frames, assoc, message, severity, count) -> dict:
+    r = RULES[rule_id]
+    frames = sorted(set(frames))
+    return {"id": "", "rule": r.id, "severity": severity or r.severity, "title": r.title,
+            "message": message, "explanation": r.explanation, "recommendation": r.recommendation,
+            "frame": frames[0] if frames else None, "frames": frames[:MAX_EVIDENCE],
+            "evidence_count": count if count is not None else len(frames), "assoc_id": assoc}
+
+
 class Audit(Stage):
+    """Rules are evaluated as packets arrive, on bounded state: evidence tallies with a count
+    and the first frames, windows of recent values for the cross-association rules, and at
+    most LIVE_ASSOCS associations whose per-association rules are settled when they leave the
+    window (least recently seen first) or when findings are asked for."""
     name = "audit"
 
     def __init__(self, pipeline):
         super().__init__(pipeline)
-        # plaintext data APDUs per association: count, first evidence frames, and the last
-        # request digests (bounded) for the relay rule
-        self.plain_count: dict = {}
-        self.plain_frames: dict = {}
-        self.plain_reqs: dict = {}            # assoc_id -> [(digest, ns, frame)], bounded
-        self.nm: list[tuple] = []             # (frame, code, src, dst)
-        self.lon_challenges: dict[tuple, list[int]] = {}
-        self.osgp_digest: list[int] = []
-        self.osgp_authfail: list[int] = []
-        self.signing: list[tuple] = []        # (frame, status)
+        self.plain = Tally(max_groups=2 * LIVE_ASSOCS)   # assoc id -> unprotected data APDUs
+        self.nm = Tally()                     # (src, dst) -> unauthenticated NM, info: codes
+        self.lon_challenges = Window()        # (src, dst, tid) -> [count, frames]
+        self.lon_auth = Tally()               # (src, dst, tid) -> repeated challenges (>= 3)
+        self.osgp_digest = Tally(1)
+        self.osgp_authfail = Tally(1)
+        self.signing = Tally(1)               # failed general-signing signatures
+        self._live: dict[int, list] = {}      # assoc id -> [Association, values seen, opened by a copy]
+        self._settled = _Sink()               # findings of associations that left the window
+        self._hls_values = Window()           # HLS challenge/response value -> (what, assoc id, frame)
+        self._relays: dict[tuple, tuple] = {}  # pair of assoc ids -> finding arguments
+        self._client_titles = Window()        # calling AP title -> (assoc id, AARQ frame)
+        self._server_titles = Window()        # responding AP title -> (assoc id, AARE frame)
+        self._ded_keys = Window()             # digest of a dedicated key -> (assoc id, frame)
+        self._ded_shared: dict[bytes, list] = {}  # digest -> [assoc ids, frames]
+        self._recent_reqs = Window()          # digest of a plaintext request -> (assoc, client, ns, frame)
+        self._mitm_hits = Window()            # (assoc x, assoc y) -> [hits, frames, client x, client y]
+        self._mitm: dict[tuple, list] = {}    # the pairs with >= 3 hits (same lists)
         self._cache = None
+
+    # ------------------------------------------------------------------ per packet
+    def _assoc(self, aid):
+        ast = self.pipeline.stage("associations")
+        if ast is None:
+            return None
+        get = getattr(ast, "get", None)
+        return get(aid) if get is not None else None
 
     def process(self, pkt, d, first_pass: bool) -> None:
         if not first_pass:
             return
         self._cache = None
         f = d.fields
+        copy = is_copy(d)
         aids = f.get("dlms.assoc_id")
         aid = aids[0] if aids else None
-        for rec in d.ctx.get("dlms.apdus", ()):
-            tag = rec.get("tag")
-            if rec.get("ciphered") or rec.get("decrypted") or tag not in DATA_TAGS:
-                continue
-            if d.ctx.get("dlms.hop_copy"):
-                continue
-            b = rec.get("bytes") or b""
-            self.plain_count[aid] = self.plain_count.get(aid, 0) + 1
-            fl = self.plain_frames.setdefault(aid, [])
-            if len(fl) < MAX_EVIDENCE and (not fl or fl[-1] != pkt.number):
-                fl.append(pkt.number)
-            if aid is not None and (tag in REQUEST_TAGS or tag in CLIENT_TAGS):
-                rq = self.plain_reqs.setdefault(aid, [])
-                rq.append((hashlib.blake2b(b, digest_size=12).digest(), pkt.ts_ns, pkt.number))
-                if len(rq) > 4000:
-                    del rq[:2000]
+        live = None
+        if aids:
+            for x in aids:
+                e = self._see(x, pkt, copy)
+                if x == aid:
+                    live = e
+        apdus = d.ctx.get("dlms.apdus")
+        if apdus and not copy:
+            for rec in apdus:
+                tag = rec.get("tag")
+                if rec.get("ciphered") or rec.get("decrypted") or tag not in DATA_TAGS or aid is None:
+                    continue
+                self.plain.add(aid, (pkt.number,))
+                if live is not None and (tag in REQUEST_TAGS or tag in CLIENT_TAGS):
+                    self._plain_request(live[0], rec.get("bytes") or b"", pkt)
         for st in f.get("dlms.sec.signature_status", ()):
-            self.signing.append((pkt.number, st))
+            if st == "failed":
+                self.signing.add(None, (pkt.number,))
         lon = d.ctx.get("lon")
         if lon is not None:
-            src = f"{lon.get('src_subnet')}/{lon.get('src_node')}"
-            dst = f"{lon.get('dst_subnet')}/{lon.get('dst_node')}" if lon.get("dst_subnet") is not None \
-                else str(lon.get("group") or lon.get("nid") or "?")
-            is_resp = lon.get("type") in ("RESPONSE", "ACK")
-            if not is_resp and not lon.get("auth"):
-                for code in f.get("lon.nm", ()):
-                    if code in NM_CHANGING:
-                        self.nm.append((pkt.number, code, src, dst))
-            for t in f.get("lon.authpdu_type", ()):
-                if t in (0, 1):   # challenge: receiver -> original sender
-                    key = (src, dst, lon.get("tid"))
-                    self.lon_challenges.setdefault(key, []).append(pkt.number)
+            nms = f.get("lon.nm")
+            auths = f.get("lon.authpdu_type")
+            if nms or auths:
+                src = f"{lon.get('src_subnet')}/{lon.get('src_node')}"
+                dst = f"{lon.get('dst_subnet')}/{lon.get('dst_node')}" if lon.get("dst_subnet") is not None \
+                    else str(lon.get("group") or lon.get("nid") or "?")
+                is_resp = lon.get("type") in ("RESPONSE", "ACK")
+                if nms and not is_resp and not lon.get("auth"):
+                    for code in nms:
+                        if code in NM_CHANGING:
+                            e = self.nm.add((src, dst), (pkt.number,), set())
+                            e[2].add(code)
+                for t in auths or ():
+                    if t in (0, 1):   # challenge: receiver -> original sender
+                        self._challenge((src, dst, lon.get("tid")), pkt.number)
         if "osgp.digest" in f:
-            self.osgp_digest.append(pkt.number)
+            self.osgp_digest.add(None, (pkt.number,))
         for c in f.get("osgp.response.code", ()):
             if c == 0x0B:
-                self.osgp_authfail.append(pkt.number)
+                self.osgp_authfail.add(None, (pkt.number,))
+
+    def _challenge(self, key, frame) -> None:
+        e = self.lon_auth.groups.get(key)
+        if e is not None:
+            self.lon_auth.add(key, (frame,))
+            return
+        w = self.lon_challenges.get(key)
+        if w is None:
+            w = [0, []]
+            self.lon_challenges[key] = w
+        w[0] += 1
+        w[1].append(frame)
+        if w[0] >= 3:
+            self.lon_auth.add(key, w[1], n=w[0])
+
+    def _see(self, aid, pkt, copy: bool):
+        """Track one association: values newly set on it are compared across associations."""
+        live = self._live
+        e = live.pop(aid, None)
+        if e is None:
+            a = self._assoc(aid)
+            if a is None:
+                return None
+            # an association opened by a copy (an AARQ resent by the transport) repeats the
+            # original's association-level findings: they are not reported twice
+            e = [a, [None] * 7, copy and a.first_frame == pkt.number]
+        live[aid] = e
+        if len(live) > LIVE_ASSOCS:
+            old = live.pop(next(iter(live)))
+            self._settle(old[0], self._settled, by_copy=old[2])
+        a, seen, _ = e
+        vals = (a.ctos, a.stoc, a.f_stoc, a.f_ctos, a.client_title, a.server_title, a.dedicated_key)
+        if vals == tuple(seen):
+            return e
+        for i, v in enumerate(vals):
+            if v is None or v == seen[i]:
+                continue
+            seen[i] = v
+            if copy:
+                continue      # the same APDU again on another hop / resent: nothing new
+            if i < 4:
+                self._hls_value(bytes(v), i, a)
+            elif i == 4:
+                self._title(bytes(v), a, client=True)
+            elif i == 5:
+                self._title(bytes(v), a, client=False)
+            else:
+                self._ded_key(hashlib.sha256(bytes(v)).digest(), a)
+        return e
+
+    def _hls_value(self, v: bytes, i: int, a) -> None:
+        if len(v) < 4:
+            return
+        what = ("CtoS", "StoC", "f(StoC)", "f(CtoS)")[i]
+        fr = (a.aarq_frame, a.aare_frame, a.pass3_frame, a.pass4_frame)[i]
+        prev = self._hls_values.get(v)
+        if prev is None:
+            self._hls_values[v] = (what, a.id, fr)
+            return
+        w1, id1, f1 = prev
+        if id1 == a.id:
+            return
+        key = (min(id1, a.id), max(id1, a.id))
+        if key in self._relays or len(self._relays) >= MAX_GROUPS:
+            return
+        a1 = self._assoc(id1)
+        sev = "critical" if a1 is not None and _overlap(a1, a) else "high"
+        self._relays[key] = ("hls-challenge-relay", [f1, fr], a.id,
+                             f"{w1} of association {id1} reappears as {what} of association {a.id}", sev, None)
+
+    def _title(self, title: bytes, a, client: bool) -> None:
+        """An AARE answering with the calling title of another, concurrent association."""
+        if client:
+            self._client_titles[title] = (a.id, a.aarq_frame)
+            other = self._server_titles.get(title)
+            if other is None or other[0] == a.id:
+                return
+            resp = self._assoc(other[0])
+            call = a
+        else:
+            self._server_titles[title] = (a.id, a.aare_frame)
+            other = self._client_titles.get(title)
+            if other is None or other[0] == a.id:
+                return
+            resp = a
+            call = self._assoc(other[0])
+        if resp is None or call is None or resp.client_title == title or not _overlap(resp, call):
+            return
+        key = ("aare", resp.id, call.id)
+        if key in self._relays or len(self._relays) >= MAX_GROUPS:
+            return
+        self._relays[key] = ("hls-challenge-relay", [resp.aare_frame, call.aarq_frame], resp.id,
+                             f"AARE of association {resp.id} responds with the calling title of association "
+                             f"{call.id} ({title.hex()})", "critical", None)
+
+    def _ded_key(self, digest: bytes, a) -> None:
+        """The same dedicated key in several associations (compared as a digest, never shown)."""
+        g = self._ded_shared.get(digest)
+        if g is not None:
+            if a.id not in g[0] and len(g[0]) < MAX_EVIDENCE:
+                g[0].append(a.id)
+                g[1].append(a.dedicated_key_frame)
+            return
+        prev = self._ded_keys.get(digest)
+        if prev is None:
+            self._ded_keys[digest] = (a.id, a.dedicated_key_frame)
+        elif prev[0] != a.id and len(self._ded_shared) < MAX_GROUPS:
+            self._ded_shared[digest] = [[prev[0], a.id], [prev[1], a.dedicated_key_frame]]
+
+    def _plain_request(self, a, b: bytes, pkt) -> None:
+        """Identical plaintext requests in two associations from different clients, the copy
+        within a second of the original (reported from 3 such requests)."""
+        dg = hashlib.blake2b(b, digest_size=12).digest()
+        ns = pkt.ts_ns
+        prev = self._recent_reqs.get(dg)
+        self._recent_reqs[dg] = (a.id, a.client, ns, pkt.number)
+        if prev is None:
+            return
+        x, cx, nx, fx = prev
+        if x == a.id or cx == a.client or not 0 <= ns - nx <= RELAY_WINDOW_NS:
+            return
+        key = (x, a.id)
+        h = self._mitm.get(key)
+        if h is None:
+            h = self._mitm_hits.get(key)
+            if h is None:
+                h = [0, [], cx, a.client]
+                self._mitm_hits[key] = h
+        h[0] += 1
+        if len(h[1]) < MAX_EVIDENCE:
+            h[1].extend((fx, pkt.number))
+        if h[0] >= 3 and key not in self._mitm and len(self._mitm) < MAX_GROUPS:
+            self._mitm[key] = h
 
     def finish(self):
         return ()
 
     # ------------------------------------------------------------------ evaluation
+    def _settle(self, a, sink: _Sink, keep: bool = False, by_copy: bool = False) -> None:
+        """The per-association rules of one association."""
+        add = sink.add
+        if a.lls_password is not None and not by_copy:
+            add("lls-cleartext", [a.lls_frame], a.id,
+                f"association {a.id} ({a.client} -> {a.server}): password "
+                f"{_pw_text(a.lls_password) if a.lls_password else '(empty)'}")
+        if a.mechanism is not None and 2 <= a.mechanism <= 6 and not by_copy:
+            add("hls-weak-mechanism", [a.aarq_frame], a.id,
+                f"association {a.id} uses mechanism {a.mechanism} ({a.mechanism_name})")
+        for which, st, fr in (("pass 3", a.hls_pass3, a.pass3_frame), ("pass 4", a.hls_pass4, a.pass4_frame)):
+            if st == "failed":
+                add("hls-failed", [fr], a.id, f"association {a.id}: HLS {which} does not verify")
+        g = self.plain.groups.get(a.id) if keep else self.plain.groups.pop(a.id, None)
+        if g is None:
+            return
+        n_plain, frames = g[0], g[1]
+        protected = bool(a.ciphered_count) or a.context in (3, 4)
+        authenticated = a.mechanism is not None and a.mechanism >= 1
+        if protected or authenticated:
+            # in a ciphered context this breaks the policy; after LLS/HLS alone the data
+            # was simply never meant to be protected
+            add("plaintext-after-association", frames, a.id,
+                f"association {a.id}: {n_plain} unprotected data APDU(s) "
+                f"({'ciphered context' if protected else a.mechanism_name + ', no ciphering'})",
+                severity="medium" if protected else "low", count=n_plain)
+        else:
+            add("plaintext-public", frames, a.id,
+                f"association {a.id} ({a.client} -> {a.server}): {n_plain} plaintext data APDU(s), "
+                f"no authentication, no ciphering", count=n_plain)
+
     def findings(self) -> list[dict]:
         if self._cache is not None:
             return list(self._cache)
-        out: list[dict] = []
-
-        def add(rule_id, frames, assoc=None, message="", severity=None, count=None):
-            r = RULES[rule_id]
-            frames = sorted(set(x for x in frames if x is not None))
-            out.append({"id": "", "rule": r.id, "severity": severity or r.severity, "title": r.title,
-                        "message": message, "explanation": r.explanation,
-                        "recommendation": r.recommendation,
-                        "frame": frames[0] if frames else None, "frames": frames[:MAX_EVIDENCE],
-                        "evidence_count": count if count is not None else len(frames), "assoc_id": assoc})
-
-        ast = self.pipeline.stage("associations")
+        sink = _Sink()
+        sink.merge(self._settled)
+        add = sink.add
+        for a, _, by_copy in self._live.values():
+            self._settle(a, sink, keep=True, by_copy=by_copy)
         dst = self.pipeline.stage("decrypt")
-        assocs = list(ast.records) if ast is not None else []
-        stats = dict(dst.stats) if dst is not None else {}
-        incidents = list(dst.incidents) if dst is not None else []
-        ciphered_assocs = set()
-        if dst is not None:
-            for a in assocs:
-                if a.ciphered_count:
-                    ciphered_assocs.add(a.id)
-
-        for a in assocs:
-            if a.lls_password is not None:
-                add("lls-cleartext", [a.lls_frame], a.id,
-                    f"association {a.id} ({a.client} -> {a.server}): password "
-                    f"{_pw_text(a.lls_password) if a.lls_password else '(empty)'}")
-            if a.mechanism is not None and 2 <= a.mechanism <= 6:
-                add("hls-weak-mechanism", [a.aarq_frame], a.id,
-                    f"association {a.id} uses mechanism {a.mechanism} ({a.mechanism_name})")
-            for which, st, fr in (("pass 3", a.hls_pass3, a.pass3_frame), ("pass 4", a.hls_pass4, a.pass4_frame)):
-                if st == "failed":
-                    add("hls-failed", [fr], a.id, f"association {a.id}: HLS {which} does not verify")
-            protected = a.id in ciphered_assocs or a.context in (3, 4)
-            authenticated = a.mechanism is not None and a.mechanism >= 1
-            n_plain = self.plain_count.get(a.id, 0)
-            if n_plain:
-                frames = self.plain_frames.get(a.id, [])
-                if protected or authenticated:
-                    # in a ciphered context this breaks the policy; after LLS/HLS alone the data
-                    # was simply never meant to be protected
-                    add("plaintext-after-association", frames, a.id,
-                        f"association {a.id}: {n_plain} unprotected data APDU(s) "
-                        f"({'ciphered context' if protected else a.mechanism_name + ', no ciphering'})",
-                        severity="medium" if protected else "low", count=n_plain)
-                else:
-                    add("plaintext-public", frames, a.id,
-                        f"association {a.id} ({a.client} -> {a.server}): {n_plain} plaintext data APDU(s), "
-                        f"no authentication, no ciphering", count=n_plain)
         # per-APDU observations, aggregated per association by the decryption stage
         names = {"enc-only": "encryption-without-authentication", "auth-only": "authentication-without-encryption",
                  "auth-failed": "decryption-failed", "peer-title": "iv-title-anomaly", "broadcast": "broadcast-key",
                  "glo-after-ded": "global-key-where-dedicated"}
-        for (obs, aid), (count, frames) in stats.items():
+        for obs, tally in (getattr(dst, "stats", None) or {}).items():
             rule_id = names.get(obs)
             if rule_id is None:
                 continue
-            msg = f"{count} APDU(s)" + (f" in association {aid}" if aid else "")
-            if obs == "glo-after-ded":
-                msg = f"association {aid}: {count} APDU(s) under the global key after a dedicated key was agreed"
-            add(rule_id, frames, aid, msg, count=count)
-        for ev in incidents:
-            if "ic_reuse_of" in ev:
-                add("ic-reuse", [ev["ic_reuse_of"], ev["frame"]], ev.get("assoc"),
-                    f"IC {ev['ic']} reused with different content (key set {ev.get('keyset') or '?'}, "
-                    f"frames {ev['ic_reuse_of']} and {ev['frame']})")
-            if "ic_backwards_from" in ev:
-                prev_ic, prev_fr = ev["ic_backwards_from"]
-                add("ic-backwards", [prev_fr, ev["frame"]], ev.get("assoc"),
-                    f"IC went from {prev_ic} (frame {prev_fr}) back to {ev['ic']} (frame {ev['frame']})")
-            if "replay_of" in ev:
-                first = ev["replay_of"]
-                first_assoc = ev.get("replay_assoc")
-                if first_assoc not in (None, ev.get("assoc")):
-                    add("mitm-client-relay", [first, ev["frame"]], ev.get("assoc"),
-                        f"protected APDU of frame {first} (association {first_assoc}) forwarded in "
-                        f"association {ev.get('assoc')} (frame {ev['frame']})")
-                else:
-                    add("replayed-apdu", [first, ev["frame"]], ev.get("assoc"),
-                        f"frame {ev['frame']} repeats the protected APDU of frame {first}")
-        for fr, st in self.signing:
-            if st == "failed":
-                add("signature-failed", [fr], None, f"frame {fr}")
-
-        # dedicated key shared between associations (compared in memory, never shown)
-        seen: dict[bytes, list] = {}
-        for a in assocs:
-            if a.dedicated_key is not None:
-                seen.setdefault(hashlib.sha256(bytes(a.dedicated_key)).digest(), []).append(a)
-        for lst in seen.values():
-            if len(lst) > 1:
-                add("dedicated-key-shared", [a.dedicated_key_frame for a in lst], lst[1].id,
-                    "associations " + ", ".join(str(a.id) for a in lst) + " use the same dedicated key")
-
-        self._relays(assocs, add)
-        self._mitm_plain(assocs, add)
-
+            for aid, (count, frames, _) in tally.items():
+                where = " in further associations" if aid == OVERFLOW else (f" in association {aid}" if aid else "")
+                msg = f"{count} APDU(s){where}"
+                if obs == "glo-after-ded" and aid != OVERFLOW:
+                    msg = f"association {aid}: {count} APDU(s) under the global key after a dedicated key was agreed"
+                add(rule_id, frames, None if aid == OVERFLOW else aid, msg, count=count)
+        for rule_id, tally in (getattr(dst, "incidents", None) or {}).items():
+            for key, (count, frames, info) in tally.items():
+                # evidence_count: the frames themselves while they all fit, else the incidents
+                add(rule_id, frames, None if key == OVERFLOW else info.get("assoc"),
+                    _incident_message(rule_id, key, count, info),
+                    count=count if len(frames) >= MAX_EVIDENCE else None)
+        for e in self.signing.groups.values():
+            add("signature-failed", e[1], None, f"{e[0]} general-signing APDU(s) with a bad signature", count=e[0])
+        for args in self._relays.values():
+            add(*args)
+        for ids, frames in self._ded_shared.values():
+            add("dedicated-key-shared", frames, ids[1],
+                "associations " + ", ".join(str(i) for i in ids) + " use the same dedicated key")
+        for (x, y), (n, frames, cx, cy) in self._mitm.items():
+            add("mitm-client-relay", frames, y,
+                f"{n} requests of association {x} ({cx}) repeated in association {y} ({cy}) within 1 s", count=n)
         # 14908 / OSGP
-        if self.nm:
-            by = {}
-            for fr, code, src, dst_ in self.nm:
-                by.setdefault((src, dst_), []).append((fr, code))
-            for (src, dst_), lst in by.items():
-                names = sorted({NM_CHANGING[c] for _, c in lst})
-                add("lon-nm-unauthenticated", [fr for fr, _ in lst], None,
-                    f"{src} -> {dst_}: {', '.join(names)} without 14908 authentication ({len(lst)} message(s))")
-        for (src, dst_, tid), frames in self.lon_challenges.items():
-            if len(frames) >= 3:
-                add("lon-auth-failures", frames, None,
-                    f"{src} challenged {dst_} {len(frames)} times for transaction {tid}")
-        if len(self.osgp_authfail) >= 1:
-            add("lon-auth-failures", self.osgp_authfail, None,
-                f"{len(self.osgp_authfail)} OSGP authentication-failure response(s)",
-                severity="medium" if len(self.osgp_authfail) >= 2 else "low")
-        if self.osgp_digest:
-            add("osgp-legacy-security", self.osgp_digest, None,
-                f"{len(self.osgp_digest)} OSGP message(s) with the legacy OMA digest trailer")
-
+        for key, (n, frames, codes) in self.nm.groups.items():
+            where = "further nodes" if key == OVERFLOW else f"{key[0]} -> {key[1]}"
+            add("lon-nm-unauthenticated", frames, None,
+                f"{where}: {', '.join(sorted(NM_CHANGING[c] for c in codes))} without 14908 authentication "
+                f"({n} message(s))", count=n)
+        for key, (n, frames, _) in self.lon_auth.groups.items():
+            msg = "repeated challenges of further transactions" if key == OVERFLOW else \
+                f"{key[0]} challenged {key[1]} {n} times for transaction {key[2]}"
+            add("lon-auth-failures", frames, None, msg, count=n)
+        for n, frames, _ in self.osgp_authfail.groups.values():
+            add("lon-auth-failures", frames, None, f"{n} OSGP authentication-failure response(s)",
+                severity="medium" if n >= 2 else "low", count=n)
+        for n, frames, _ in self.osgp_digest.groups.values():
+            add("osgp-legacy-security", frames, None,
+                f"{n} OSGP message(s) with the legacy OMA digest trailer", count=n)
+        out = [_finding(*args) for args in sink.items()]
         out.sort(key=lambda f: (-SEV_RANK[f["severity"]], f["frame"] or 0, f["rule"]))
         for i, f in enumerate(out, 1):
             f["id"] = f"F{i}"
         self._cache = out
         return list(out)
 
-    def _relays(self, assocs, add) -> None:
-        closed = ("released", "rejected", "aborted", "replaced", "timeout")
 
-        def end(a):
-            return a.last_ns if a.state in closed else float("inf")
-
-        def overlap(a, b):
-            return a.first_ns <= end(b) and b.first_ns <= end(a)
-
-        values = []
-        for a in assocs:
-            for what, v, fr in (("CtoS", a.ctos, a.aarq_frame), ("StoC", a.stoc, a.aare_frame),
-                                ("f(StoC)", a.f_stoc, a.pass3_frame), ("f(CtoS)", a.f_ctos, a.pass4_frame)):
-                if v is not None and len(v) >= 4:
-                    values.append((bytes(v), what, a, fr))
-        by_val: dict[bytes, list] = {}
-        for v, what, a, fr in values:
-            by_val.setdefault(v, []).append((what, a, fr))
-        reported = set()
-        for v, lst in by_val.items():
-            ids = {a.id for _, a, _ in lst}
-            if len(ids) < 2:
-                continue
-            key = tuple(sorted(ids))
-            if key in reported:
-                continue
-            reported.add(key)
-            (w1, a1, f1), (w2, a2, f2) = lst[0], next(x for x in lst if x[1].id != lst[0][1].id)
-            sev = "critical" if overlap(a1, a2) else "high"
-            add("hls-challenge-relay", [f1, f2], a2.id,
-                f"{w1} of association {a1.id} reappears as {w2} of association {a2.id}", severity=sev)
-        # an AARE answering with another client's calling title (reflection)
-        for a in assocs:
-            if a.server_title is None:
-                continue
-            for b in assocs:
-                if b is a or b.client_title is None:
-                    continue
-                if b.client_title == a.server_title and a.client_title != a.server_title \
-                        and overlap(a, b):
-                    add("hls-challenge-relay", [a.aare_frame, b.aarq_frame], a.id,
-                        f"AARE of association {a.id} responds with the calling title of association {b.id} "
-                        f"({a.server_title.hex()})", severity="critical")
-
-    def _mitm_plain(self, assocs, add) -> None:
-        """Identical plaintext requests in two concurrent associations from different clients,
-        each copy following the original within a second (>= 3 times)."""
-        by_assoc = self.plain_reqs
-        ids = sorted(by_assoc)
-        amap = {a.id: a for a in assocs}
-        for i, x in enumerate(ids):
-            for y in ids[i + 1:]:
-                ax, ay = amap.get(x), amap.get(y)
-                if ax is None or ay is None or ax.client == ay.client:
-                    continue
-                first = {}
-                for dg, ns, fr in by_assoc[x]:
-                    first.setdefault(dg, (ns, fr))
-                hits = []
-                for dg, ns, fr in by_assoc[y]:
-                    if dg in first and 0 <= ns - first[dg][0] <= 1_000_000_000:
-                        hits.append((first[dg][1], fr))
-                if len(hits) >= 3:
-                    add("mitm-client-relay", [f for h in hits for f in h], y,
-                        f"{len(hits)} requests of association {x} ({ax.client}) repeated in association {y} "
-                        f"({ay.client}) within 1 s")
+def _incident_message(rule_id: str, key, count: int, info: dict) -> str:
+    """Replays and invocation-counter incidents found by the decryption stage (`info`: the
+    first incident of the group)."""
+    fr = info.get("frame")
+    if rule_id == "ic-reuse":
+        first = f"IC {info.get('ic')} reused with different content (key set {info.get('keyset') or '?'}, " \
+                f"frames {info.get('other')} and {fr})"
+    elif rule_id == "ic-backwards":
+        first = f"IC went from {info.get('prev_ic')} (frame {info.get('other')}) back to {info.get('ic')} (frame {fr})"
+    elif rule_id == "mitm-client-relay":
+        first = (f"protected APDU of frame {info.get('other')} (association {info.get('other_assoc')}) forwarded in "
+                 f"association {info.get('assoc')} (frame {fr})")
+    else:
+        first = f"frame {fr} repeats the protected APDU of frame {info.get('other')}"
+    if key == OVERFLOW:
+        return f"{count} more incident(s) in further associations; first: {first}"
+    if count == 1:
+        return first
+    return f"{count} incident(s); first: {first}"
 
 
 def findings_of(pipeline) -> list[dict]:
@@ -402,4 +628,4 @@ def has_high(findings) -> bool:
 
 register_stage(60, "audit", Audit)
 
-__all__ = ["Audit", "RULES", "Rule", "SEVERITIES", "findings_of", "has_high"]
+__all__ = ["Audit", "RULES", "Rule", "SEVERITIES", "Tally", "Window", "findings_of", "has_high", "is_copy"]

@@ -23,6 +23,7 @@ from dissectors.core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, field, table
 
 from . import dlmscrypto as dc
 from .associations import Association, transport_of
+from .audit import Tally, Window, is_copy
 from .pipeline import Stage, register_stage
 
 STATUSES = ("decrypted", "auth-ok", "auth-failed", "no-key", "unauthenticated", "unsupported")
@@ -143,6 +144,10 @@ def _agreed_key(ks, key_info: dict, gen: dict, suite: int) -> bytes | None:
 
 
 _FAST_KINDS = frozenset(("glo", "general-glo"))
+# Replay / counter windows (per generation; see audit.Window): a replay or counter reuse is
+# found while the first APDU is among the last REPLAY_WINDOW protected APDUs; a counter
+# going backwards is found against the per-(key, system title, direction) high-water mark.
+REPLAY_WINDOW = 32768
 
 
 def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, direction: str,
@@ -450,12 +455,16 @@ class Decrypt(Stage):
 
     def __init__(self, pipeline):
         super().__init__(pipeline)
+        # Bounded state only (nothing kept per packet for the whole capture):
         self.events = collections.deque(maxlen=1000)       # the latest per-APDU events (inspection)
-        self.stats: dict[tuple, list] = {}                  # (observation, assoc) -> [count, first frames]
-        self.incidents: list[dict] = []                     # replays, IC reuse / going back (bounded)
-        self._seen: dict[bytes, tuple] = {}                  # ciphered bytes digest -> (first frame, 14908 txn)
-        self._ic: dict[tuple, tuple[int, int, bytes]] = {}  # (key id, title, dir) -> (ic, frame, digest)
-        self._ic_seen: dict[tuple, tuple[int, bytes]] = {}  # (key id, title, ic) -> (frame, digest)
+        self.stats: dict[str, Tally] = {}                   # observation -> Tally by association
+        self.incidents: dict[str, Tally] = {}               # audit rule -> Tally of replays / IC incidents
+        self._seen = Window(REPLAY_WINDOW)                  # ciphered bytes digest -> (frame, 14908 txn, assoc)
+        self._ic = Window(REPLAY_WINDOW)                    # (key id, title, dir) -> (high-water IC, frame)
+        self._ic_seen = Window(REPLAY_WINDOW)               # (key id, title, ic) -> (frame, digest)
+        self._lon_msgs = Window(4096)                       # 14908 authenticated message per transaction
+        self._lon_challenges = Window(4096)                 # 14908 challenge per transaction
+        self._osgp_req = Window(4096)                       # OSGP request body per node pair
 
     @property
     def keys(self):
@@ -554,41 +563,7 @@ class Decrypt(Stage):
                 assoc.ciphered_count += 1
         # replay / invocation counter bookkeeping (on the protected bytes, no key material)
         if res.ic is not None:
-            off = desc.get("offset", 0)
-            ln = desc.get("length") or 0
-            digest = hashlib.blake2b(bytes(buf[off:off + ln]), digest_size=16).digest()
-            title = bytes(res.iv_title) if res.iv_title else bytes(desc.get("system_title") or b"")
-            kid = (res.keyset or "?", res.key or "?", assoc.id if res.key == "dedicated" and assoc else None)
-            lon = d.ctx.get("lon")
-            # a 14908 retransmission (or the same frame routed onto another medium) carries
-            # the same transaction: same source, destination and TID; that is no replay
-            txn = (lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_subnet"), lon.get("dst_node"),
-                   lon.get("nid"), lon.get("tid")) if lon is not None else None
-            first = self._seen.get(digest)
-            if first is not None:
-                if d.ctx.get("dlms.hop_copy") or (txn is not None and first[1] == txn):
-                    ev["retransmission_of"] = first[0]
-                else:
-                    ev["replay_of"] = first[0]
-                    ev["replay_assoc"] = first[2]
-            else:
-                if len(self._seen) > 2_000_000:      # bounded memory: replay window
-                    self._seen.clear()
-                self._seen[digest] = (pkt.number, txn, assoc.id if assoc else None)
-            k3 = (kid, title, res.ic)
-            prev = self._ic_seen.get(k3)
-            if prev is not None and prev[1] != digest:
-                ev["ic_reuse_of"] = prev[0]
-            elif prev is None:
-                if len(self._ic_seen) > 2_000_000:
-                    self._ic_seen.clear()
-                self._ic_seen[k3] = (pkt.number, digest)
-            kdir = (kid, title, direction)
-            last = self._ic.get(kdir)
-            if last is not None and res.ic < last[0]:
-                ev["ic_backwards_from"] = (last[0], last[1])
-            if last is None or res.ic > last[0]:
-                self._ic[kdir] = (res.ic, pkt.number, digest)
+            self._counters(pkt, d, desc, buf, res, assoc, direction, ev)
         self._record(ev)
         _notes(d, desc, res, res.message)
         if res.status == "unauthenticated" and res.plaintext is not None and not plausible(res.plaintext, desc.get("tag")):
@@ -630,8 +605,6 @@ class Decrypt(Stage):
                 d.add(None, "lon.auth_check", st, 0, 0)
             return
         from . import osgpcrypto as oc
-        if not hasattr(self, "_lon_msgs"):
-            self._lon_msgs, self._lon_challenges = {}, {}
         src = (lon.get("src_subnet"), lon.get("src_node"))
         dst = (lon.get("dst_subnet"), lon.get("dst_node"))
         tid = lon.get("tid")
@@ -709,8 +682,6 @@ class Decrypt(Stage):
         b = (lon.get("dst_subnet"), lon.get("dst_node"))
         pair = tuple(sorted((a, b), key=str)) + (bytes(lon.get("domain") or b""),)
         is_req = (d.fields.get("osgp.direction") or [""])[0] == "request"
-        if not hasattr(self, "_osgp_req"):
-            self._osgp_req = {}
         if is_req:
             self._osgp_req[pair] = body
             msg = body
@@ -779,18 +750,75 @@ class Decrypt(Stage):
         if first_pass and out:
             pkt.aux["adp"] = out
 
+    def _counters(self, pkt, d, desc, buf, res, assoc, direction, ev) -> None:
+        """Replays, invocation counter reuse and counters going backwards, on bounded state: a
+        window of recent ciphertext digests and (key, title, IC) pairs, and per-(key, title,
+        direction) high-water marks.  Copies of an APDU (14908 retransmission, the same frame
+        on another hop) are retransmissions, never incidents, and do not move the marks."""
+        off = desc.get("offset", 0)
+        ln = desc.get("length") or 0
+        digest = hashlib.blake2b(bytes(buf[off:off + ln]), digest_size=16).digest()
+        title = bytes(res.iv_title) if res.iv_title else bytes(desc.get("system_title") or b"")
+        aid = assoc.id if assoc else None
+        kid = (res.keyset or "?", res.key or "?", aid if res.key == "dedicated" else None)
+        lon = d.ctx.get("lon")
+        # a 14908 retransmission (or the same frame routed onto another medium) carries
+        # the same transaction: same source, destination and TID; that is no replay
+        txn = hash((lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_subnet"), lon.get("dst_node"),
+                    lon.get("nid"), lon.get("tid"))) if lon is not None else None
+        copy = is_copy(d)
+        first = self._seen.get(digest)
+        if first is not None:
+            if copy or (txn is not None and first[1] == txn):
+                ev["retransmission_of"] = first[0]
+                return
+            ev["replay_of"] = first[0]
+            ev["replay_assoc"] = first[2]
+            if first[2] not in (None, aid):
+                self._incident("mitm-client-relay", (aid, first[2]), first[0], pkt.number,
+                               {"assoc": aid, "frame": pkt.number, "other": first[0], "other_assoc": first[2]})
+            else:
+                self._incident("replayed-apdu", aid, first[0], pkt.number,
+                               {"assoc": aid, "frame": pkt.number, "other": first[0]})
+        else:
+            self._seen[digest] = (pkt.number, txn, aid)
+            if copy:
+                return
+        k3 = (kid, title, res.ic)
+        prev = self._ic_seen.get(k3)
+        if prev is not None and prev[1] != digest:
+            ev["ic_reuse_of"] = prev[0]
+            self._incident("ic-reuse", (aid, res.keyset), prev[0], pkt.number,
+                           {"assoc": aid, "frame": pkt.number, "other": prev[0], "ic": res.ic,
+                            "keyset": res.keyset})
+        elif prev is None:
+            self._ic_seen[k3] = (pkt.number, digest)
+        kdir = (kid, title, direction)
+        last = self._ic.get(kdir)
+        if last is not None and res.ic < last[0]:
+            ev["ic_backwards_from"] = last
+            self._incident("ic-backwards", aid, last[1], pkt.number,
+                           {"assoc": aid, "frame": pkt.number, "other": last[1], "ic": res.ic, "prev_ic": last[0]})
+        if last is None or res.ic > last[0]:
+            self._ic[kdir] = (res.ic, pkt.number)
+
+    def _incident(self, rule_id: str, key, first_frame: int, frame: int, info: dict) -> None:
+        t = self.incidents.get(rule_id)
+        if t is None:
+            t = self.incidents[rule_id] = Tally()
+        t.add(key, (first_frame, frame), info)
+
     def _record(self, ev: dict) -> None:
-        """Aggregate one APDU's observations for the audit (memory bounded per association)."""
+        """Aggregate one APDU's observations for the audit (bounded: a Tally per observation)."""
         self.events.append(ev)
         aid = ev.get("assoc")
+        stats = self.stats
 
         def note(name):
-            e = self.stats.get((name, aid))
-            if e is None:
-                e = self.stats[(name, aid)] = [0, []]
-            e[0] += 1
-            if len(e[1]) < 50:
-                e[1].append(ev["frame"])
+            t = stats.get(name)
+            if t is None:
+                t = stats[name] = Tally()
+            t.add(aid, (ev["frame"],))
         if ev.get("enc") and not ev.get("auth"):
             note("enc-only")
         if ev.get("auth") and not ev.get("enc"):
@@ -804,8 +832,6 @@ class Decrypt(Stage):
         if ev.get("policy_dedicated") and ev.get("kind") in ("glo", "general-glo") and not ev.get("in_acse") \
                 and ev.get("key") != "dedicated":
             note("glo-after-ded")
-        if ("replay_of" in ev or "ic_reuse_of" in ev or "ic_backwards_from" in ev) and len(self.incidents) < 10000:
-            self.incidents.append(ev)
 
     def _fields(self, d, desc, status, keyset, res) -> None:
         node = desc.get("node")

@@ -203,6 +203,37 @@ def test_signature_failed(tmp_path):
     assert not rule(pipe.stage("audit").findings(), "signature-failed")
 
 
+# ------------------------------------------------------------------ copies are not attacks
+
+def _lon_dlms(apdu, src, dst, tid, typ=0):
+    """An xDLMS APDU in an adaptation PDU in a LonTalk SPDU (request typ=0, response typ=2)."""
+    from dissectors.adaptation import build_pdu
+    return (None, build_frame(pdu="spdu", spdu_type=typ, src_subnet=src[0], src_node=src[1],
+                              dst_subnet=dst[0], dst_node=dst[1], domain=b"\x0a", tid=tid,
+                              apdu=build_pdu(apdu)), 147)
+
+
+LC, LM = (1, 1), (1, 13)
+
+
+def test_retransmissions_are_not_replays_but_a_later_resend_is():
+    """A 14908 retransmission of a ciphered request (same transaction: source, destination,
+    TID, bytes), also one arriving after the next request (the copy of another hop), is
+    neither a replay nor a counter going backwards; the same APDU sent again later in a new
+    transaction is a replay (and its counter goes back)."""
+    req5, req6 = g(0x30, 5, CT, GET), g(0x30, 6, CT, GET2)
+    frames = [_lon_dlms(aarq(CT, context=3), LC, LM, 1), _lon_dlms(aare(SV, context=3), LM, LC, 1, 2),
+              _lon_dlms(req5, LC, LM, 2), _lon_dlms(req5, LC, LM, 2),
+              _lon_dlms(req6, LC, LM, 3), _lon_dlms(req5, LC, LM, 2)]
+    fs = findings(frames)
+    assert not {"replayed-apdu", "ic-reuse", "ic-backwards", "mitm-client-relay"} & {f["rule"] for f in fs}, fs
+    fs = findings(frames + [_lon_dlms(req5, LC, LM, 4)])
+    (f,) = rule(fs, "replayed-apdu")
+    assert f["frames"] == [3, 7] and f["evidence_count"] == 2 and "frame 7 repeats" in f["message"]
+    (f,) = rule(fs, "ic-backwards")
+    assert f["frames"] == [5, 7] and "from 6" in f["message"]
+
+
 # ------------------------------------------------------------------ 14908 / OSGP rules
 
 def _lon(apdu=b"", **kw):
