@@ -65,8 +65,10 @@ def command(captures, keys_path, key_items, profile, what, out, display_filter, 
             n = dask_export(what, captures, out, fmt, keys_path, key_items, profile, display_filter,
                             scheduler, workers, errors, chunk_rows=chunk_rows)
         else:
-            tables = export_tables(what, captures, keys, prof, errors, chunk_rows, display_filter)
-            n = write_tables(tables, out, fmt, tmpdir=outdir, what=what)
+            from .export import gc_tuned
+            with gc_tuned():
+                tables = export_tables(what, captures, keys, prof, errors, chunk_rows, display_filter)
+                n = write_tables(tables, out, fmt, tmpdir=outdir, what=what)
     except ExportError as e:
         raise CliError(str(e)) from None
     except OSError as e:

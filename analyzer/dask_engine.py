@@ -60,7 +60,7 @@ def export_part(what: str, path: str, index: int, part_dir: str, token: str, key
     t0 = time.perf_counter()
     warm_s = warm()
     import pyarrow.parquet as pq
-    from .export import CHUNK_ROWS, export_tables, max_assoc_id, write_tables
+    from .export import CHUNK_ROWS, export_tables, gc_tuned, max_assoc_id, write_tables
     keys = None
     if keys_path or key_items:
         from .keyring import load_keys
@@ -85,8 +85,10 @@ def export_part(what: str, path: str, index: int, part_dir: str, token: str, key
             yield t
 
     try:
-        tables = export_tables(what, [path], keys, profile, errors, chunk_rows or CHUNK_ROWS, display_filter, stats)
-        rows = write_tables(observed(tables), target, "parquet", tmpdir=os.path.dirname(target), what=what)
+        with gc_tuned():
+            tables = export_tables(what, [path], keys, profile, errors, chunk_rows or CHUNK_ROWS, display_filter,
+                                   stats)
+            rows = write_tables(observed(tables), target, "parquet", tmpdir=os.path.dirname(target), what=what)
         schema = pq.read_schema(target).remove_metadata()
         out = {"index": index, "path": target, "data": None, "schema": schema, "rows": rows,
                "records": stats.get("records", 0),
