@@ -73,6 +73,17 @@ def fast_feed(pipe, names, filter_fields=()):
     lean = not apdu.entries and not apdu.heuristics and \
         all(p == "lon" for p, _ in table("cnip.protocol").entries.values())
     D = LeanDissection if lean else Dissection
+    # ... and only the requested fields (and the display filter's) are read: the layers'
+    # recorders record just those (dissectors.lon.keep_fields)
+    kept = None
+    if lean:
+        from dissectors.lon import keep_fields
+
+        from .filters import ALIASES
+        want = set(names) | set(filter_fields)
+        for n in list(want):
+            want.update(ALIASES.get(n, ()))
+        kept = keep_fields(want)
     feed_full = pipe.feed
     ip_udp = struct.Struct("!BxHxxHxBxx4s4sHHH").unpack_from
     ntoa = socket.inet_ntoa
@@ -107,7 +118,9 @@ def fast_feed(pipe, names, filter_fields=()):
         pipe.count += 1
         pkt = Packet(pipe.count, rec, file)
         d = D(data)
-        if not lean:
+        if kept is not None:
+            d.fields = kept()
+        else:
             d.ctx = {"packet": pkt, "pipeline": pipe, "ip.src": ntoa(s), "ip.dst": ntoa(t), "ip.version": 4,
                      "udp.srcport": sport, "udp.dstport": dport}
         call("cnip", e[1], data, 42, uend, d, None)

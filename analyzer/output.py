@@ -327,21 +327,40 @@ def _col_text(vals, agg: str) -> str:
     return agg.join([(FIELD_FORMAT.get(type(v)) or _fmt_other)(v) for v in vals])
 
 
+_SMALL_INT = tuple(str(i) for i in range(1024))     # str() of the common small values
+
+
+def _one_text(v) -> str:
+    """The text of a single value (the generated line's slow branch)."""
+    f = FIELD_FORMAT.get(type(v))
+    return f(v) if f is not None else _fmt_other(v)
+
+
 def _compiled_line(names, sep: str, agg: str) -> Callable:
     """`FieldsFormatter.line` for the default options (all occurrences, no quotes), generated
-    once per field list: one dict look-up per column, ints converted inline."""
-    cols = []
-    for i in range(len(names)):
-        v = f"v{i}"
-        cols.append(f"('' if not {v} else str({v}[0]) if len({v}) == 1 and type({v}[0]) is int "
-                    f"else _col({v}, AGG))")
+    once per field list: one dict look-up per column; single ints (from a table of strings
+    for small ones) and byte strings converted inline, anything else as `field_text`."""
     lines = ["def line(fields, extra=None):",
              "    if extra:",
              "        fields = {**fields, **extra}",
              "    g = fields.get"]
-    lines += [f"    v{i} = g({n!r})" for i, n in enumerate(names)]
-    lines.append(f"    return SEP.join(({', '.join(cols)},))")
-    ns = {"_col": _col_text, "SEP": sep, "AGG": agg}
+    for i, n in enumerate(names):
+        lines += [f"    v = g({n!r})",
+                  "    if not v:",
+                  f"        c{i} = ''",
+                  "    elif len(v) == 1:",
+                  "        x = v[0]",
+                  "        t = type(x)",
+                  "        if t is int:",
+                  f"            c{i} = S[x] if 0 <= x < 1024 else str(x)",
+                  "        elif t is bytes:",
+                  f"            c{i} = x.hex()",
+                  "        else:",
+                  f"            c{i} = _one(x)",
+                  "    else:",
+                  f"        c{i} = _col(v, AGG)"]
+    lines.append(f"    return SEP.join(({', '.join(f'c{i}' for i in range(len(names)))},))")
+    ns = {"_col": _col_text, "_one": _one_text, "SEP": sep, "AGG": agg, "S": _SMALL_INT}
     exec(compile("\n".join(lines) + "\n", "<fields line>", "exec"), ns)
     return ns["line"]
 

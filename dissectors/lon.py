@@ -266,21 +266,79 @@ def _fast(fl, names, vals):
             lst.append(v)
 
 
+_RECORDERS: list[tuple] = []        # the field names of each recorder, by recorder id
+
+
+def _recorder_source(names: tuple, sel: list[int], head: str = "") -> str:
+    args = ", ".join(f"v{i}" for i in range(len(names)))
+    if not sel:
+        return f"def rec(fl, {args}):\n    return None\n"
+    items = ", ".join(f"{names[i]!r}: [v{i}]" for i in sel)
+    vals = ", ".join(f"v{i}" for i in sel)
+    # a frozenset lets isdisjoint walk the smaller side (few fields recorded yet, or few names)
+    return (f"def rec(fl, {args}):\n{head}"
+            f"    if fl.keys().isdisjoint(NAMESET):\n"
+            f"        fl.update({{{items}}})\n"
+            f"    else:\n"
+            f"        _fast(fl, NAMES, ({vals},))\n")
+
+
 def make_recorder(names: tuple):
     """A fast-pass recorder for a fixed list of field names: `rec(fields, v1, v2, ...)`.
     Generated once per layout (like Construct's compiler): when none of the fields is
     present yet (the usual case) all values go in with one dict update, otherwise they are
-    appended one by one."""
+    appended one by one.  A `fields` dict made by `keep_fields` records only the names it
+    keeps (a recorder generated for that subset)."""
+    names = tuple(names)
+    rid = len(_RECORDERS)
+    _RECORDERS.append(names)
     args = ", ".join(f"v{i}" for i in range(len(names)))
-    items = ", ".join(f"{n!r}: [v{i}]" for i, n in enumerate(names))
-    src = (f"def rec(fl, {args}):\n"
-           f"    if fl.keys().isdisjoint(NAMES):\n"
-           f"        fl.update({{{items}}})\n"
-           f"    else:\n"
-           f"        _fast(fl, NAMES, ({args},))\n")
-    ns = {"_fast": _fast, "NAMES": tuple(names)}
+    head = (f"    if fl.__class__ is not dict:\n"
+            f"        R = getattr(fl.__class__, 'RECORDERS', None)\n"
+            f"        if R is not None:\n"
+            f"            return R[{rid}](fl, {args})\n")
+    src = _recorder_source(names, list(range(len(names))), head)
+    ns = {"_fast": _fast, "NAMES": names, "NAMESET": frozenset(names)}
     exec(compile(src, f"<recorder {names[0]}>", "exec"), ns)
     return ns["rec"]
+
+
+class _KeptRecorders(dict):
+    """Recorder id -> the recorder of the kept names only (generated on first use)."""
+
+    def __init__(self, keep: frozenset):
+        super().__init__()
+        self.keep = keep
+
+    def __missing__(self, rid: int):
+        names = _RECORDERS[rid]
+        sel = [i for i, n in enumerate(names) if n in self.keep]
+        kept = tuple(names[i] for i in sel)
+        ns = {"_fast": _fast, "NAMES": kept, "NAMESET": frozenset(kept)}
+        exec(compile(_recorder_source(names, sel), f"<recorder {names[0]} kept>", "exec"), ns)
+        self[rid] = ns["rec"]
+        return ns["rec"]
+
+
+def keep_fields(keep) -> type:
+    """A dict class for `Dissection.fields` whose recorders (`make_recorder`) record only
+    the field names in `keep`: for consumers that read nothing else (`-T fields` with a
+    fixed list of fields).  Fields added with `d.add`/`d.layer` are recorded as always."""
+    kept = frozenset(keep)
+
+    class KeptFields(dict):
+        __slots__ = ()
+        KEEP = kept
+        RECORDERS = _KeptRecorders(kept)
+    return KeptFields
+
+
+def _wants(fl, name: str) -> bool:
+    """Whether a fields dict records `name` (see `keep_fields`)."""
+    if fl.__class__ is dict:
+        return True
+    keep = getattr(fl.__class__, "KEEP", None)
+    return keep is None or name in keep
 
 
 _rec_nv = make_recorder(("lon.nv", "lon.nv.dir", "lon.nv.selector"))
@@ -842,10 +900,12 @@ def _mlist(buf, off, end, d, parent):
     if parent is None:
         fl = d.fields
         if n:
-            _extend(fl, "lon.spdu.mlist", list(ml))
-            members = _mlist_members(ml)
-            if members:
-                _extend(fl, "lon.spdu.member", members)
+            if _wants(fl, "lon.spdu.mlist"):
+                _extend(fl, "lon.spdu.mlist", list(ml))
+            if _wants(fl, "lon.spdu.member"):
+                members = _mlist_members(ml)
+                if members:
+                    _extend(fl, "lon.spdu.member", members)
         return off + 1 + n
     for i, b in enumerate(ml):
         d.add(parent, "lon.spdu.mlist", b, off + 1 + i, 1)

@@ -172,6 +172,43 @@ def test_fast_feed_same_fields_in_process(corpus, odd):
         assert n > 400
 
 
+def test_fast_feed_narrow_field_list_in_process(corpus, odd):
+    """With tables above LonTalk pruned (lean dissections) and a few requested fields (only
+    those recorded), the requested values equal the full pipeline's."""
+    from analyzer.capture import read_capture
+    from analyzer.cmd_decode import _prune_tables
+    from analyzer.fastfields import LeanDissection, fast_feed
+    from analyzer.pipeline import Pipeline
+    from dissectors.core import TABLES
+    saved = {n: (dict(t.entries), list(t.heuristics)) for n, t in TABLES.items()}
+    names = HEADER_FIELDS + ["lon.spdu.member", "cnip.seqno", "lon"]
+    try:
+        for path in (corpus, odd):
+            full = Pipeline()
+            ref = [full.feed(rec).d.fields for rec in read_capture(str(path))]
+            _prune_tables()
+            fast = Pipeline()
+            feed = fast_feed(fast, names)
+            lean = 0
+            for rec, a in zip(read_capture(str(path)), ref):
+                p = feed(rec)
+                lean += isinstance(p.d, LeanDissection)
+                for name in names:
+                    assert a.get(name) == p.d.fields.get(name), (p.number, name)
+                if isinstance(p.d, LeanDissection):
+                    assert "lon.ppdu" not in p.d.fields and "cnip.len" not in p.d.fields
+            assert lean > 300
+            for n, (entries, heur) in saved.items():
+                TABLES[n].entries.clear()
+                TABLES[n].entries.update(entries)
+                TABLES[n].heuristics[:] = heur
+    finally:
+        for n, (entries, heur) in saved.items():
+            TABLES[n].entries.clear()
+            TABLES[n].entries.update(entries)
+            TABLES[n].heuristics[:] = heur
+
+
 def test_cli_header_fields_identical(corpus, odd, lonscope_cmd):
     for path in (corpus, odd):
         ref = _decode(lonscope_cmd, path, ["frame.number"] + HEADER_FIELDS, full=True)

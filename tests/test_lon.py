@@ -350,3 +350,33 @@ def test_multicast_request_several_responders(tmp_path):
         assert p.fields["lon.nm.nid"] == [bytes.fromhex(nid)]
         assert p.fields["lon.grp"] == [7]
     assert pkts[1].source == "1/9" and pkts[1].destination == "1/5"
+
+
+def test_recorders_keep_only_requested_fields():
+    """`keep_fields`: the generated recorders record only the kept names (the -T fields
+    fast feed), a plain dict gets every name, and repeated layers append in both."""
+    from dissectors.core import Dissection
+    from dissectors.lon import dissect_frame, keep_fields, make_recorder
+    rec = make_recorder(("t.a", "t.b", "t.c"))
+    plain = {}
+    rec(plain, 1, 2, 3)
+    rec(plain, 4, 5, 6)
+    assert plain == {"t.a": [1, 4], "t.b": [2, 5], "t.c": [3, 6]}
+    kept = keep_fields({"t.b", "lon.srcnode", "lon.trans_no", "lon.domain"})()
+    rec(kept, 1, 2, 3)
+    rec(kept, 4, 5, 6)
+    assert dict(kept) == {"t.b": [2, 5]}
+    none = keep_fields(set())()
+    rec(none, 1, 2, 3)
+    assert dict(none) == {}
+    frame = build_frame(pdu="spdu", spdu_type=4, addr="2a", src_subnet=3, src_node=9, dst_subnet=4,
+                        dst_node=2, domain=b"\x2a", tid=5, mlist=b"\x05")
+    full = Dissection(frame)
+    dissect_frame(frame, 0, len(frame), full, None)
+    d = Dissection(frame)
+    d.fields = keep_fields({"lon.srcnode", "lon.trans_no", "lon.domain", "lon.spdu.member"})()
+    dissect_frame(frame, 0, len(frame), d, None)
+    assert full.fields["lon.srcnode"] == [9] and full.fields["lon.spdu.member"] == [0, 2]
+    for name in ("lon.srcnode", "lon.trans_no", "lon.domain", "lon.spdu.member"):
+        assert d.fields[name] == full.fields[name], name
+    assert "lon.srcnet" not in d.fields and "lon.spdu.mlist" not in d.fields and "lon.srcnet" in full.fields
