@@ -206,3 +206,23 @@ def test_cli_dask_engine(lonscope_cmd, files, tmp_path):
     assert pq.read_table(parts[1]).column("number").to_pylist() == [53, 54, 55]
     p = subprocess.run([*lonscope_cmd, "export", files[1], "-o", str(ds) + "/"], capture_output=True, text=True)
     assert p.returncode == 2 and "needs --engine dask" in p.stderr
+
+
+def test_cli_remote_scheduler(lonscope_cmd, client, files, tmp_path):
+    """`--scheduler ADDR` uses an existing cluster unchanged (here the fixture's scheduler,
+    reached over TCP like a remote one): same findings as the local engine, numbered on."""
+    addr = client.scheduler.address
+    assert addr.startswith("tcp://")
+    out = tmp_path / "f.jsonl"
+    p = subprocess.run([*lonscope_cmd, "export", *files[1:], "--what", "findings", "--engine", "dask",
+                        "--scheduler", addr, "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    # Output-EPRI.pcap: a public association (plaintext-public, frame 3); Ciphered-Director
+    # (52 frames later): LLS with the password in clear in its first frame
+    plain = [r for r in rows if r["rule"] == "plaintext-public"]
+    lls = [r for r in rows if r["rule"] == "lls-cleartext"]
+    assert len(plain) == 1 and plain[0]["frame"] == 3 and plain[0]["assoc_id"] == 1
+    assert len(lls) == 1 and lls[0]["frame"] == 53 and lls[0]["assoc_id"] == 2
+    assert json.loads(lls[0]["frames"])[0] == 53
+    assert [p.name for p in tmp_path.iterdir()] == ["f.jsonl"]
