@@ -420,3 +420,17 @@ def test_offsets_narrowed_for_small_files_not_for_live(demo_pcap, tmp_path):
     assert s.store.offset.dtype == np.int64          # a growing file may pass 4 GiB
     s.paused = True
     s.stop()
+
+
+def test_decoded_pages_released_and_rows_still_readable(tmp_path):
+    """The mapped capture pages the decoder has passed are given back (madvise), so RSS
+    does not grow with the file; rows there still read (from the page cache)."""
+    frames = [(ts, data + bytes(1400)) for ts, data in demo_frames(4000)]
+    path = write_pcap(tmp_path / "big.pcap", frames)
+    assert path.stat().st_size > 5 << 20
+    s = load_session(path)
+    f = s.files[0]
+    assert s.n_decoded == 4000 and f._released >= 4 << 20
+    assert s.record(0).data == frames[0][1] and s.record(3999).data == frames[3999][1]
+    assert s.summary(8)[3] == "read seq=8 value-008" + "\x00" * 1400
+    s.stop()

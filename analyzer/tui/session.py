@@ -368,6 +368,9 @@ class Session:
                     self.n_decoded = i
                     if not i % 4:
                         self._yield()
+                self._release_behind(i - 1)
+                if i % 250_000 < 2000:
+                    trim_heap()
                 continue
             live = [f for f in self.files if f.live]
             if not live:
@@ -394,7 +397,16 @@ class Session:
             if not got:
                 time.sleep(0.25)
 
+    def _release_behind(self, row: int) -> None:
+        f = self.files[int(self.store.file[row])]
+        release = getattr(f, "release", None)
+        if release is not None:
+            release(int(self.store.offset[row]))
+
     def _reset_decode(self):
+        for f in self.files:
+            if hasattr(f, "_released"):
+                f._released = 0            # decoding starts again from the first page
         self.pipeline = self._new_pipeline()
         self.aux.clear()
         self.store.forget_summaries()
@@ -423,6 +435,7 @@ class Session:
             self.notice("error", f"end of capture: {type(exc).__name__}: {exc}")
         self._collect_findings(extra)
         self.done = True
+        trim_heap()
 
     def _collect_findings(self, extra) -> None:
         """Findings from the audit stage (list of dict-like or objects)."""
@@ -813,6 +826,18 @@ class Session:
     def total_bytes(self) -> int:
         n = self.store.n
         return int(self.store.origlen[:n].sum()) if n else 0
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim`): the decoder
+    frees most of what each packet allocated, but the freed pages would otherwise stay
+    counted in RSS."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _indexed_size(f) -> int:

@@ -136,6 +136,22 @@ class CaptureFile:
                 return
             self._dropped = end
 
+    def release(self, upto: int) -> None:
+        """The decoder has passed file offset `upto`: the mapped pages before it need not
+        stay resident (re-read from the page cache if a row there is shown again).
+        Without this, decoding a capture maps all of it into the process's RSS."""
+        buf = self.buf
+        if not isinstance(buf, mmap.mmap) or not hasattr(buf, "madvise"):
+            return
+        start = getattr(self, "_released", 0)
+        end = (upto // mmap.PAGESIZE) * mmap.PAGESIZE
+        if end - start >= (4 << 20):
+            try:
+                buf.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError, AttributeError):
+                return
+            self._released = end
+
     def read(self, offset: int, caplen: int, origlen: int, linktype: int, ts: int) -> Record:
         if self.records is not None:
             return self.records[offset]
