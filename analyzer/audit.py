@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass
 
 from .associations import CLIENT_TAGS, REQUEST_TAGS
+from .lontrack import crc_bad
 from .pipeline import Stage, register_stage
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -320,6 +321,8 @@ class Audit(Stage):
         if not first_pass:
             return
         self._cache = None
+        if crc_bad(d):
+            return        # damaged bytes on the medium (LonTalk CRC): evidence of nothing
         f = d.fields
         copy = is_copy(d)
         aids = f.get("dlms.assoc_id")

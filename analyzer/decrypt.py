@@ -24,6 +24,7 @@ from dissectors.core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, field, table
 from . import dlmscrypto as dc
 from .associations import Association, transport_of
 from .audit import Tally, Window, is_copy
+from .lontrack import crc_bad
 from .pipeline import Stage, register_stage
 
 STATUSES = ("decrypted", "auth-ok", "auth-failed", "no-key", "unauthenticated", "unsupported")
@@ -489,6 +490,10 @@ class Decrypt(Stage):
             return
         ast = self._assoc_stage()
         assoc = ast.assoc_for(d) if ast is not None else None
+        if assoc is None and ast is not None and crc_bad(d):
+            # the association stage ignores damaged frames; their APDUs are still shown
+            # decrypted (or failing) with the association's titles, read-only
+            assoc = getattr(ast, "current", {}).get(transport_of(d)[0])
         tr = d.ctx.get("dlms.transport")
         if tr is None:
             key, src, dst, _ = transport_of(d)
@@ -513,6 +518,8 @@ class Decrypt(Stage):
 
     def _one(self, pkt, d, desc, rec, assoc, src, ast):
         kind = desc.get("kind") or "glo"
+        damaged = crc_bad(d)
+        live = None if damaged else assoc      # the association learns from intact frames only
         src_idx = desc.get("source", 0)
         try:
             buf = d.sources[src_idx][1]
@@ -526,11 +533,11 @@ class Decrypt(Stage):
             direction = "c2s"
         # general-glo/ded and general-ciphering carry the sender's title: learn it
         title = desc.get("system_title") if kind not in ("general-ciphering",) else (gen or {}).get("originator")
-        if assoc is not None and title and kind.startswith("general") and not desc.get("in_acse"):
-            if direction == "c2s" and assoc.client_title is None:
-                assoc.client_title = bytes(title)
-            elif direction == "s2c" and assoc.server_title is None:
-                assoc.server_title = bytes(title)
+        if live is not None and title and kind.startswith("general") and not desc.get("in_acse"):
+            if direction == "c2s" and live.client_title is None:
+                live.client_title = bytes(title)
+            elif direction == "s2c" and live.server_title is None:
+                live.server_title = bytes(title)
         out: dict[str, Any] = {"index": len(pkt.aux.get("decrypt", ())), "kind": kind}
         if kind == "general-signing":
             # the signed part: the APDU from its tag to the end of the content
@@ -554,17 +561,23 @@ class Decrypt(Stage):
         if res.sc is not None:
             s = dc.parse_sc(res.sc)
             ev.update(auth=s.auth, enc=s.enc, broadcast=s.broadcast, suite=s.suite)
-            if assoc is not None:
+            if live is not None:
                 if s.auth:
-                    assoc.security.add("auth")
+                    live.security.add("auth")
                 if s.enc:
-                    assoc.security.add("enc")
-                assoc.suite = s.suite
-                assoc.ciphered_count += 1
+                    live.security.add("enc")
+                live.suite = s.suite
+                live.ciphered_count += 1
         # replay / invocation counter bookkeeping (on the protected bytes, no key material)
-        if res.ic is not None:
-            self._counters(pkt, d, desc, buf, res, assoc, direction, ev)
-        self._record(ev)
+        if damaged:
+            # damaged on the medium (LonTalk CRC): a failed tag or an odd counter there is
+            # neither tampering, nor a replay, nor counter reuse; shown, not audited
+            ev["damaged"] = True
+            self.events.append(ev)
+        else:
+            if res.ic is not None:
+                self._counters(pkt, d, desc, buf, res, assoc, direction, ev)
+            self._record(ev)
         _notes(d, desc, res, res.message)
         if res.status == "unauthenticated" and res.plaintext is not None and not plausible(res.plaintext, desc.get("tag")):
             d.note("warn", "decryption", "dlms", desc.get("offset", 0),
@@ -579,19 +592,19 @@ class Decrypt(Stage):
             recs = self._dissect_plain(d, desc, res.plaintext, implausible)
             if implausible:
                 return out, None
-            if assoc is not None and res.keyset and res.keyset != _AssocOnly.name and res.status != "unauthenticated":
-                assoc.keyset = res.keyset
-            elif assoc is not None and res.keyset and assoc.keyset is None:
-                assoc.keyset = res.keyset
-            if assoc is not None and ast is not None:
+            if live is not None and res.keyset and res.keyset != _AssocOnly.name and res.status != "unauthenticated":
+                live.keyset = res.keyset
+            elif live is not None and res.keyset and live.keyset is None:
+                live.keyset = res.keyset
+            if live is not None and ast is not None:
                 if desc.get("in_acse") or (res.plaintext[:1] in (b"\x01", b"\x08")):
-                    ast.initiate(pkt, assoc, recs)
+                    ast.initiate(pkt, live, recs)
                 else:
                     key_t = d.ctx.get("dlms.transport")
                     if key_t is not None:
                         ast.observe(pkt, d, recs[0] if recs else {"tag": res.plaintext[0]},
                                     key_t[0], key_t[1], key_t[2],
-                                    assoc.transport, plaintext=res.plaintext, decrypted=True)
+                                    live.transport, plaintext=res.plaintext, decrypted=True)
         return out, pt_tag
 
     def _lon_auth(self, pkt, d, lon: dict, first_pass: bool) -> None:

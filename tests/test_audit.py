@@ -234,6 +234,26 @@ def test_retransmissions_are_not_replays_but_a_later_resend_is():
     assert f["frames"] == [5, 7] and "from 6" in f["message"]
 
 
+def test_frames_damaged_on_the_medium_are_not_evidence():
+    """A ciphered request whose LonTalk CRC fails (bytes damaged on the power line) fails
+    its tag, but is neither a decryption failure (tampering), nor a replay or counter
+    incident; its intact retry decrypts and counts as the first copy."""
+    from dissectors.lon import crc16
+    req5, req6 = g(0x30, 5, CT, GET), g(0x30, 6, CT, GET2)
+    _, good6, lt = _lon_dlms(req6, LC, LM, 3)
+    bad6 = bytearray(good6)
+    bad6[-6] ^= 0x40                                   # a bit of the GCM tag, CRC left as it was
+    assert crc16(bytes(bad6[:-2])) != int.from_bytes(bad6[-2:], "big")
+    frames = [_lon_dlms(aarq(CT, context=3), LC, LM, 1), _lon_dlms(aare(SV, context=3), LM, LC, 1, 2),
+              _lon_dlms(req5, LC, LM, 2), (None, bytes(bad6), lt), (None, good6, lt),
+              _lon_dlms(g(0x30, 7, CT, GET), LC, LM, 4)]
+    pkts, pipe = run(frames, load_keys(None, KEYS))
+    assert pkts[3].fields["dlms.sec.status"] == ["auth-failed"]
+    assert pkts[4].fields["dlms.sec.status"] == ["decrypted"]
+    assert not {"decryption-failed", "replayed-apdu", "ic-backwards", "ic-reuse"} & \
+        {f["rule"] for f in pipe.stage("audit").findings()}
+
+
 # ------------------------------------------------------------------ 14908 / OSGP rules
 
 def _lon(apdu=b"", **kw):
