@@ -460,20 +460,24 @@ def _pcap_scan(job):
 
 def _pcap_decode(job):
     """Worker, phase 2 (classic pcap): decode the records from `first` up to `stop` after
-    a warm-up from `warm` (`nwarm` records); `base` records come before `first`."""
+    a warm-up of `nwarm` records from `warm`; `base` records come before `first`."""
+    from itertools import islice
     first, stop, warm, nwarm, base = job
     p = _PAR
     reader, path = p["reader"], p["path"]
     pipe, feed = _worker_feed()
     pipe.count = p["base"] + base - nwarm
     prev = None
+    records = (rec for _, rec in reader.pcap_records(warm, stop))
+    for rec in islice(records, nwarm):
+        prev = feed(rec, path).ts_ns
     lines = []
-    for off, rec in reader.pcap_records(warm, stop):
-        pkt = feed(rec, path)
-        if off < first:
-            prev = pkt.ts_ns
-            continue
-        prev = _emit(pkt, prev, lines, p)
+    if p["match"] is None and not p["virtual"]:
+        line = p["ff"].line
+        lines = [line(feed(rec, path).d.fields) for rec in records]
+    else:
+        for rec in records:
+            prev = _emit(feed(rec, path), prev, lines, p)
     return ("\n".join(lines) + "\n") if lines else "", len(lines)
 
 
