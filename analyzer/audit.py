@@ -298,6 +298,7 @@ class Audit(Stage):
         self.signing = Tally(1)               # failed general-signing signatures
         self._live: dict[int, list] = {}      # assoc id -> [Association, values seen, opened by a copy]
         self._settled = _Sink()               # findings of associations that left the window
+        self._settled_ids = Window()          # their ids (one seen again is not reported twice)
         self._hls_values = Window()           # HLS challenge/response value -> (what, assoc id, frame)
         self._relays: dict[tuple, tuple] = {}  # pair of assoc ids -> finding arguments
         self._client_titles = Window()        # calling AP title -> (assoc id, AARQ frame)
@@ -392,11 +393,12 @@ class Audit(Stage):
                 return None
             # an association opened by a copy (an AARQ resent by the transport) repeats the
             # original's association-level findings: they are not reported twice
-            e = [a, [None] * 7, copy and a.first_frame == pkt.number]
+            e = [a, [None] * 7, (copy and a.first_frame == pkt.number) or aid in self._settled_ids]
         live[aid] = e
         if len(live) > LIVE_ASSOCS:
             old = live.pop(next(iter(live)))
             self._settle(old[0], self._settled, by_copy=old[2])
+            self._settled_ids[old[0].id] = True
         a, seen, _ = e
         vals = (a.ctos, a.stoc, a.f_stoc, a.f_ctos, a.client_title, a.server_title, a.dedicated_key)
         if vals == tuple(seen):
@@ -506,7 +508,8 @@ class Audit(Stage):
 
     # ------------------------------------------------------------------ evaluation
     def _settle(self, a, sink: _Sink, keep: bool = False, by_copy: bool = False) -> None:
-        """The per-association rules of one association."""
+        """The per-association rules of one association (`by_copy`: its AARQ-time findings
+        were already reported, for the original association or when it was settled before)."""
         add = sink.add
         if a.lls_password is not None and not by_copy:
             add("lls-cleartext", [a.lls_frame], a.id,
@@ -516,7 +519,7 @@ class Audit(Stage):
             add("hls-weak-mechanism", [a.aarq_frame], a.id,
                 f"association {a.id} uses mechanism {a.mechanism} ({a.mechanism_name})")
         for which, st, fr in (("pass 3", a.hls_pass3, a.pass3_frame), ("pass 4", a.hls_pass4, a.pass4_frame)):
-            if st == "failed":
+            if st == "failed" and not by_copy:
                 add("hls-failed", [fr], a.id, f"association {a.id}: HLS {which} does not verify")
         g = self.plain.groups.get(a.id) if keep else self.plain.groups.pop(a.id, None)
         if g is None:

@@ -114,3 +114,22 @@ def test_decrypt_and_audit_state_does_not_grow(small_bounds):
     plain = by_rule["plaintext-after-association"]
     assert sum(f["evidence_count"] for f in plain) == 400
     assert "hls-challenge-relay" not in by_rule and "mitm-client-relay" not in by_rule
+
+
+def test_an_association_seen_again_after_it_was_settled(monkeypatch):
+    """With room for two tracked associations, the first one is settled when the third
+    appears; seen again later, its AARQ-time findings are not reported twice and its later
+    plaintext still counts."""
+    from _dlms_frames import run
+    monkeypatch.setattr(audit_mod, "LIVE_ASSOCS", 2)
+    cl = [(f"10.0.0.{i}", 41000 + i, 16) for i in (1, 2, 3)]
+    frames = [c2s(aarq(b"CLIENT01", mechanism=1, auth_value=b"secret01"), cl[0]), s2c(aare(SV), cl[0]),
+              c2s(GET, cl[0]),
+              c2s(aarq(b"CLIENT02"), cl[1]), s2c(aare(SV), cl[1]), c2s(aarq(b"CLIENT03"), cl[2]),
+              s2c(aare(SV), cl[2]), c2s(GET2, cl[0]), s2c(RSP, cl[0])]
+    _, pipe = run(frames)
+    fs = pipe.stage("audit").findings()
+    (lls,) = [f for f in fs if f["rule"] == "lls-cleartext"]
+    assert lls["frames"] == [1] and "'secret01'" in lls["message"]
+    plain = sorted((f["frames"], f["evidence_count"]) for f in fs if f["rule"] == "plaintext-after-association")
+    assert plain == [([3], 1), ([8, 9], 2)]
