@@ -566,7 +566,12 @@ class LonscopeApp(App):
             self._follow_before_sort = plist.follow
         plist.follow = False
         s.ui_busy(0.5)
-        s.set_sort(column, descending)
+        try:
+            s.set_sort(column, descending)
+        except Exception as exc:       # never a traceback on screen
+            self.notify(f"sort: {type(exc).__name__}: {exc}", severity="error")
+            s.set_sort(None)
+            column = None
         header = self.q(ListHeader)
         header.sort_col = column
         header.sort_desc = s.sort_desc
