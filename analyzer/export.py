@@ -495,6 +495,35 @@ def write_tables(tables: Iterable[pa.Table], path: str, fmt: str | None = None,
 
 # --------------------------------------------------------------------------- packets
 
+class _MappedRelease:
+    """Drops the pages of a memory-mapped capture that the reader has gone past (the map
+    is read-only and file-backed: a page needed again is simply read back from the page
+    cache), so that the resident size of an export does not grow by the size of the file.
+    The position is a lower bound (record data plus the smallest record header)."""
+
+    STEP = 16 << 20
+
+    def __init__(self, buf):
+        import mmap
+        self.mm = buf if isinstance(buf, mmap.mmap) and hasattr(buf, "madvise") and \
+            hasattr(mmap, "MADV_DONTNEED") else None
+        self.flag = getattr(mmap, "MADV_DONTNEED", None)
+        self.page = mmap.PAGESIZE
+        self.pos = 0
+        self.next = self.STEP
+
+    def step(self, n: int) -> None:
+        self.pos += n + 16
+        if self.pos >= self.next:
+            self.next = self.pos + self.STEP
+            upto = (self.pos - self.STEP // 2) // self.page * self.page
+            if upto > 0:
+                try:
+                    self.mm.madvise(self.flag, 0, upto)
+                except (OSError, ValueError):
+                    self.mm = None
+
+
 class PacketSource:
     """Iterable of decoded packets from capture files (one pipeline for all of them)."""
 
@@ -520,10 +549,13 @@ class PacketSource:
         t0 = prev = None
         for p in self.paths:
             reader = open_reader(p)
+            release = _MappedRelease(getattr(reader, "buf", None))
             try:
                 for rec in reader:
                     pkt = self.pipeline.feed(rec, str(p))
                     self.records += 1
+                    if release.mm is not None:
+                        release.step(len(rec.data))
                     if match is not None:
                         if t0 is None:
                             t0 = pkt.ts_ns

@@ -90,11 +90,13 @@ def run_cmd_cpu(argv: list[str], timeout: float = 3600, stdout=subprocess.DEVNUL
 def run_cmd_sampled(argv: list[str], interval: float = 1.0, timeout: float = 4 * 3600, stdout=subprocess.DEVNULL,
                     env: dict | None = None, check: bool = True, log: str | None = None) -> dict:
     """Run a command, sampling its resident memory every `interval` seconds.  Returns
-    {"wall", "cpu", "peak_rss" (MB, from the kernel), "samples": [(seconds, rss MB)]}; with
-    `log`, every sample is also appended to that file as it is taken ("seconds rss_mb")."""
+    {"wall", "cpu", "peak_rss" (MB, from the kernel), "samples": [(seconds, rss MB)],
+    "anon": [(seconds, anonymous rss MB)]}; with `log`, every sample is also appended to that
+    file as it is taken ("seconds rss_mb anon_mb")."""
     t = time.perf_counter()
     p = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, env=env)
     samples: list[tuple[float, float]] = []
+    anon: list[tuple[float, float]] = []     # RssAnon: the process' own memory, no mapped files
     status_path = f"/proc/{p.pid}/status"
     logf = open(log, "a") if log else None
     try:
@@ -107,14 +109,17 @@ def run_cmd_sampled(argv: list[str], interval: float = 1.0, timeout: float = 4 *
                 break
             try:
                 with open(status_path) as f:
+                    vals = {}
                     for line in f:
-                        if line.startswith("VmRSS:"):
-                            s = (round(time.perf_counter() - t, 2), int(line.split()[1]) / 1024.0)
-                            samples.append(s)
-                            if logf:
-                                logf.write(f"{s[0]} {s[1]:.1f}\n")
-                                logf.flush()
-                            break
+                        if line.startswith(("VmRSS:", "RssAnon:")):
+                            vals[line[:line.index(":")]] = int(line.split()[1]) / 1024.0
+                if "VmRSS" in vals:
+                    s = (round(time.perf_counter() - t, 2), vals["VmRSS"])
+                    samples.append(s)
+                    anon.append((s[0], vals.get("RssAnon", s[1])))
+                    if logf:
+                        logf.write(f"{s[0]} {s[1]:.1f} {anon[-1][1]:.1f}\n")
+                        logf.flush()
             except OSError:
                 pass
             if time.perf_counter() - t > timeout:
@@ -130,7 +135,7 @@ def run_cmd_sampled(argv: list[str], interval: float = 1.0, timeout: float = 4 *
         raise RuntimeError(f"{argv[0]} exited with {p.returncode}: {err.strip()[-300:]}")
     return {"wall": dt, "cpu": (ru.ru_utime + ru.ru_stime) if ru else dt,
             "peak_rss": (ru.ru_maxrss / 1024.0 if ru else max((m for _, m in samples), default=0.0)),
-            "samples": samples, "stderr": err}
+            "samples": samples, "anon": anon, "stderr": err}
 
 
 def rss_growth(samples: list[tuple[float, float]], packets: int, wall: float) -> float | None:
