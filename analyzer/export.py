@@ -744,6 +744,8 @@ class ObjectState:
     association has read (never shared between associations)."""
 
     def __init__(self):
+        # association -> {obis: (scaler, unit)}, most recently used last; bounded so that a
+        # capture with millions of associations keeps the latest MAX_ASSOCIATIONS only
         self.scalers: dict[tuple, dict[str, tuple]] = {}
         # value rows of the current chunk read before their register's scaler_unit
         self.pending: dict[tuple, list[dict]] = {}
@@ -787,6 +789,17 @@ class ObjectState:
             else:
                 out.append(op)
         return out
+
+    MAX_ASSOCIATIONS = 8192
+
+    def registers(self, key: tuple) -> dict:
+        regs = self.scalers.pop(key, None)
+        if regs is None:
+            regs = {}
+            if len(self.scalers) >= self.MAX_ASSOCIATIONS:
+                del self.scalers[next(iter(self.scalers))]
+        self.scalers[key] = regs
+        return regs
 
     def key(self, d) -> tuple:
         from .reassembly import flow_key
@@ -834,7 +847,7 @@ def object_row(pkt, op: dict, state: ObjectState | None = None) -> dict:
         row["request_frame"] = rq[0]
     sc = SCALED.get(cid) if type(cid) is int else None
     if sc is not None and state is not None and obis and type(attr) is int and d is not None:
-        regs = state.scalers.setdefault(state.key(d), {})
+        regs = state.registers(state.key(d))
         su_attr, scaled_attrs = sc
         if (attr == su_attr and op.get("dir") in ("response", "request")
                 and op.get("service") in ("get", "set", "read", "write", "access")

@@ -7,7 +7,8 @@
    on a shared machine; wall time in the note.
 2. Memory of those exports: peak RSS (kernel) and the RSS sampled over the run; "growth" is
    the slope of RSS over the second half of the run in MB per million packets (flat memory:
-   close to 0, and the same peak at 1M and 10M).  Quick: 20k/100k packets; full: 100k, 1M
+   close to 0, and the same peak at 1M and 10M), for the whole RSS and for the anonymous
+   part (the process' own memory, without mapped files and libraries).  Quick: 20k/100k packets; full: 100k, 1M
    and 10M packets (the 10M export alone takes about 35 minutes at ~5k packets/s).
 3. The Dask engine on 8 capture files (quick: 8 x 10k packets, full: 8 x 100k), 1 worker
    against 2 (LocalCluster, one single-threaded worker process each): timed from job
@@ -62,10 +63,13 @@ def export_rows(n: int, tmp: str, decode: bool = True, interval: float = 1.0, lo
     out = os.path.join(tmp, f"p{n}.parquet")
     ex = common.run_cmd_sampled([*cmd, "export", path, "-o", out], interval=interval, log=log)
     growth = common.rss_growth(ex["samples"], n, ex["wall"])
+    agrowth = common.rss_growth(ex["anon"], n, ex["wall"])
+    anon_peak = max((m for _, m in ex["anon"]), default=0.0)
     size = os.path.getsize(out) / 2**20
     os.unlink(out)
     rows = []
-    g = f"{growth:+.1f} MB per 1M packets over the 2nd half" if growth is not None else "too short to fit"
+    g = (f"{growth:+.1f} MB per 1M packets over the 2nd half (anonymous memory {agrowth:+.1f} MB/1M, "
+         f"max {anon_peak:.0f} MB)" if growth is not None and agrowth is not None else "too short to fit")
     if decode:
         argv = [*cmd, "decode", path, "-T", "fields", "-j", "1"]
         for f in SUMMARY_FIELDS:

@@ -266,3 +266,16 @@ def pa_rows(tables):
     tables = list(tables)
     schema = unify_schema(t.schema for t in tables)
     return pa.concat_tables([conform(t, schema) for t in tables]).to_pylist()
+
+
+def test_object_scalers_bounded():
+    """The objects export remembers scaler_units for the most recently active associations
+    only (a long capture has millions of associations)."""
+    from analyzer.export import ObjectState
+    st = ObjectState()
+    st.MAX_ASSOCIATIONS = 3
+    st.registers(("a",))["1.0.1.8.0.255"] = (0, 30)
+    for k in ("b", "c", "a", "d"):      # "a" used again: "b" is the oldest when "d" arrives
+        st.registers((k,))
+    assert list(st.scalers) == [("c",), ("a",), ("d",)]
+    assert st.registers(("a",)) == {"1.0.1.8.0.255": (0, 30)}
