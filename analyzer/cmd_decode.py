@@ -200,11 +200,12 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
     if ff is not None and match is None and count is None and not need_virtual:
         # plain -T fields: the shortest loop (no filter, no virtual fields, no count)
         line = ff.line
+        fields_of = getattr(feed, "fields_of", None) or (lambda rec, path: feed(rec, path).d.fields)
         try:
             for path, reader in readers:
                 try:
                     for rec in reader:
-                        add(line(feed(rec, path).d.fields))
+                        add(line(fields_of(rec, path)))
                         if len(buf) >= 2048:
                             out.write("\n".join(buf) + "\n")
                             buf.clear()
@@ -474,7 +475,8 @@ def _pcap_decode(job):
     lines = []
     if p["match"] is None and not p["virtual"]:
         line = p["ff"].line
-        lines = [line(feed(rec, path).d.fields) for rec in records]
+        fields_of = getattr(feed, "fields_of", None) or (lambda rec, path: feed(rec, path).d.fields)
+        lines = [line(fields_of(rec, path)) for rec in records]
     else:
         for rec in records:
             prev = _emit(feed(rec, path), prev, lines, p)

@@ -88,43 +88,56 @@ def fast_feed(pipe, names, filter_fields=()):
     ip_udp = struct.Struct("!BxHxxHxBxx4s4sHHH").unpack_from
     ntoa = socket.inet_ntoa
 
-    def feed(rec, file=""):
+    def dissect(rec):
+        """The Dissection of a plain CN/IP datagram, or None (then: the full path)."""
         data = rec.data
         end = len(data)
         # Ethernet II, IPv4 (no fragment), UDP: the exact checks and byte range of the
         # full dissectors; anything unusual takes the full path
         if rec.linktype != 1 or end < 42 or data[12] != 8 or data[13] != 0:
-            return feed_full(rec, file)
+            return None
         vihl, tlen, frag, proto, s, t, sport, dport, ulen = ip_udp(data, 14)
-        hlen = (vihl & 15) * 4
-        if vihl >> 4 != 4 or hlen != 20 or proto != 17 or frag & 0x3FFF or tlen < hlen:
-            return feed_full(rec, file)
+        if vihl != 0x45 or proto != 17 or frag & 0x3FFF or tlen < 20:
+            return None
         pend = 14 + tlen
         if pend > end:
             pend = end
         if pend - 34 < 8:
-            return feed_full(rec, file)
+            return None
         uend = pend
         if ulen >= 8 and 34 + ulen <= pend:
             uend = 34 + ulen
         if uend <= 42:
-            return feed_full(rec, file)
-        lo, hi = (sport, dport) if sport <= dport else (dport, sport)
-        e = udp.get(lo)
+            return None
+        e = udp.get(sport if sport <= dport else dport)
         if e is None:
-            e = udp.get(hi)
+            e = udp.get(dport if sport <= dport else sport)
         if e is None or e[0] != "cnip":
-            return feed_full(rec, file)
+            return None
         pipe.count += 1
-        pkt = Packet(pipe.count, rec, file)
         d = D(data)
         if kept is not None:
             d.fields = kept()
         else:
-            d.ctx = {"packet": pkt, "pipeline": pipe, "ip.src": ntoa(s), "ip.dst": ntoa(t), "ip.version": 4,
+            d.ctx = {"pipeline": pipe, "ip.src": ntoa(s), "ip.dst": ntoa(t), "ip.version": 4,
                      "udp.srcport": sport, "udp.dstport": dport}
         call("cnip", e[1], data, 42, uend, d, None)
+        return d
+
+    def feed(rec, file=""):
+        d = dissect(rec)
+        if d is None:
+            return feed_full(rec, file)
+        pkt = Packet(pipe.count, rec, file)
         pkt.d = d
+        if kept is None:
+            d.ctx["packet"] = pkt
         return pkt
 
+    def fields_of(rec, file=""):
+        """`feed(rec, file).d.fields` without the Packet when it is not needed."""
+        d = dissect(rec)
+        return feed_full(rec, file).d.fields if d is None else d.fields
+
+    feed.fields_of = fields_of
     return feed

@@ -16,7 +16,6 @@ first APDU byte, with the dissector receiving the APDU *starting at the code byt
 from __future__ import annotations
 
 from binascii import crc_hqx
-from functools import partial
 
 from construct import Bytes, Int8ub, Int16ub, Struct
 
@@ -294,9 +293,14 @@ def make_recorder(names: tuple):
     _RECORDERS.append(names)
     args = ", ".join(f"v{i}" for i in range(len(names)))
     head = (f"    if fl.__class__ is not dict:\n"
-            f"        R = getattr(fl.__class__, 'RECORDERS', None)\n"
-            f"        if R is not None:\n"
-            f"            return R[{rid}](fl, {args})\n")
+            f"        try:\n"
+            f"            r = fl.RECORDERS[{rid}]\n"
+            f"        except AttributeError:\n"
+            f"            r = _fast\n"
+            f"        if r is not _fast:\n"
+            f"            if r is not None:\n"
+            f"                r(fl, {args})\n"
+            f"            return\n")
     src = _recorder_source(names, list(range(len(names))), head)
     ns = {"_fast": _fast, "NAMES": names, "NAMESET": frozenset(names)}
     exec(compile(src, f"<recorder {names[0]}>", "exec"), ns)
@@ -304,7 +308,8 @@ def make_recorder(names: tuple):
 
 
 class _KeptRecorders(dict):
-    """Recorder id -> the recorder of the kept names only (generated on first use)."""
+    """Recorder id -> the recorder of the kept names only (generated on first use), None
+    when it keeps none."""
 
     def __init__(self, keep: frozenset):
         super().__init__()
@@ -313,6 +318,9 @@ class _KeptRecorders(dict):
     def __missing__(self, rid: int):
         names = _RECORDERS[rid]
         sel = [i for i, n in enumerate(names) if n in self.keep]
+        if not sel:
+            self[rid] = None
+            return None
         kept = tuple(names[i] for i in sel)
         ns = {"_fast": _fast, "NAMES": kept, "NAMESET": frozenset(kept)}
         exec(compile(_recorder_source(names, sel), f"<recorder {names[0]} kept>", "exec"), ns)
@@ -958,44 +966,50 @@ _XPDU = {
 _XREC = {k: make_recorder(v[0]) for k, v in _XPDU.items()}
 
 
-def _xpdu(buf, off, end, d, parent, fr, kind):
+def _make_xpdu(kind):
+    """The TPDU or SPDU dissector (same layout: auth bit, type, transaction number)."""
     names, tnames, bodies, title = _XPDU[kind]
-    if end <= off:
-        need(end, off, 1, title)
-    b0 = buf[off]
-    typ = b0 >> 4 & 7
-    if parent is None:
-        _XREC[kind](d.fields, b0, b0 >> 7, typ, b0 & 0xF)
-        node = None
-    else:
-        vals = (b0, b0 >> 7, typ, b0 & 0xF)
-        node = d.label(parent, f"{title}: {tnames.get(typ) or f'{title} type {typ}'}"
-                               f"{' (authenticated)' if b0 & 0x80 else ''}, "
-                               f"transaction {b0 & 0xF}", off, end - off)
-        for n, v in zip(names, vals):
-            d.add(node, n, v, off, 1)
-    o = _tid(buf, off, end, d, node, fr, b0)
-    lon = fr.lon
-    if lon is not None:         # None: lean dissection, no Info / ctx["lon"] to build
-        tag = tnames.get(typ) or f"{title} type {typ}"
-        fr.tag = tag
-        lon["pdu"] = kind
-        lon["type"] = tag
-        lon["tid"] = fr.tid
-        lon["auth"] = bool(b0 & 0x80)
-    fr.resp = typ == 2
-    body = bodies.get(typ)
-    if body is None:
-        d.add(node, f"lon.{kind}_type.unknown", None, off, 1)
-        d.note("warn", "protocol", "lon", off, f"Unexpected {title} type {typ}", node)
-        if end > o:
-            d.add(node, "data.data", buf[o:end], o, end - o)
-        return
-    body(buf, o, end, d, node, fr)
+    record = _XREC[kind]
+    unknown = f"lon.{kind}_type.unknown"
+
+    def xpdu(buf, off, end, d, parent, fr):
+        if end <= off:
+            need(end, off, 1, title)
+        b0 = buf[off]
+        typ = b0 >> 4 & 7
+        if parent is None:
+            record(d.fields, b0, b0 >> 7, typ, b0 & 0xF)
+            node = None
+        else:
+            vals = (b0, b0 >> 7, typ, b0 & 0xF)
+            node = d.label(parent, f"{title}: {tnames.get(typ) or f'{title} type {typ}'}"
+                                   f"{' (authenticated)' if b0 & 0x80 else ''}, "
+                                   f"transaction {b0 & 0xF}", off, end - off)
+            for n, v in zip(names, vals):
+                d.add(node, n, v, off, 1)
+        o = _tid(buf, off, end, d, node, fr, b0)
+        lon = fr.lon
+        if lon is not None:         # None: lean dissection, no Info / ctx["lon"] to build
+            tag = tnames.get(typ) or f"{title} type {typ}"
+            fr.tag = tag
+            lon["pdu"] = kind
+            lon["type"] = tag
+            lon["tid"] = fr.tid
+            lon["auth"] = bool(b0 & 0x80)
+        fr.resp = typ == 2
+        body = bodies.get(typ)
+        if body is None:
+            d.add(node, unknown, None, off, 1)
+            d.note("warn", "protocol", "lon", off, f"Unexpected {title} type {typ}", node)
+            if end > o:
+                d.add(node, "data.data", buf[o:end], o, end - o)
+            return
+        body(buf, o, end, d, node, fr)
+    return xpdu
 
 
-_pdu_tpdu = partial(_xpdu, kind="tpdu")
-_pdu_spdu = partial(_xpdu, kind="spdu")
+_pdu_tpdu = _make_xpdu("tpdu")
+_pdu_spdu = _make_xpdu("spdu")
 
 
 _rec_auth = make_recorder(("lon.authpdu", "lon.authpdu_addrfmt", "lon.authpdu_type", "lon.trans_no"))
