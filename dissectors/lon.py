@@ -375,6 +375,12 @@ class _Frame:
         self.tag = ""
 
 
+# A lean dissection (Dissection.lean) sets only lon (None), vers and resp of its _Frame:
+# the layer functions read the others (tag, tid, what, app, code, parent) only to build
+# the Info text and ctx["lon"], which a lean dissection skips.
+_new_frame = _Frame.__new__
+
+
 def _mlist_members(ml: bytes) -> list[int]:
     out = []
     for i, b in enumerate(ml):
@@ -1248,7 +1254,13 @@ def dissect_npdu(buf, off, end, d, parent):
     else:
         d.add(parent, "lon.domain", dom, o, n)
     o += n
-    fr = _Frame(lon, vers, parent)
+    if lon is None:         # lean: only what the field recording reads (see _new_frame)
+        fr = _new_frame(_Frame)
+        fr.lon = None
+        fr.vers = vers
+        fr.resp = False
+    else:
+        fr = _Frame(lon, vers, parent)
     if vers == 1:
         d.note("note", "protocol", "lon", off, "Protocol version 1 (encapsulated IP)", parent)
     elif vers == 3:

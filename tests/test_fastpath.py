@@ -36,7 +36,8 @@ HEADER_FIELDS = ["lon.srcnet", "lon.srcnode", "lon.dstnode", "lon.domain", "lon.
 def _frame_only_fields() -> list[str]:
     load_all()
     from analyzer.fastfields import frame_only_field
-    return sorted(n for n in REGISTRY if frame_only_field(n))
+    frame_only_field("lon.srcnet")     # loads the stage modules' fields first
+    return sorted(n for n in list(REGISTRY) if frame_only_field(n))
 
 
 def _decode(cmd, path, fields, *extra, full=False, jobs=1):
