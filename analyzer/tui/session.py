@@ -96,8 +96,9 @@ class AuxStore:
 
 
 class ObjectLog:
-    """Decoded operations as (row, op) pairs, the ops pickled back to back (some 70 bytes
-    each instead of a dict per operation): the Objects and Follow views iterate them."""
+    """Decoded operations as (row, op) pairs, the ops pickled back to back (about 200 bytes
+    each on the simulator's captures, instead of a dict and its values per operation): the
+    Objects and Follow views iterate them."""
 
     def __init__(self):
         self.rows = array("q")
@@ -223,7 +224,6 @@ class Session:
         self.sort_gen = 0
         self._sort_state: tuple | None = None
         self._sort_t = 0.0
-        self.sort_seconds = 0.0                  # time of the last full sort (bench, status)
         if display_filter:
             self.set_filter(display_filter, start=False)
 
@@ -706,10 +706,7 @@ class Session:
             hit = np.flatnonzero(order == row)
             if len(hit):
                 return int(hit[0])
-        line = self._base_line(row)
-        if order is not None and line is not None and line < len(order):
-            return None          # cannot happen: keyed rows are all in `order`
-        return line
+        return self._base_line(row)     # not sorted, or not keyed yet (after the sorted rows)
 
     def nearest_line(self, row: int) -> int:
         if self.view is None:
@@ -736,9 +733,7 @@ class Session:
             self.order = None
             self.sort_gen += 1
             return
-        t = time.perf_counter()
         self.update_sort(force=True)
-        self.sort_seconds = time.perf_counter() - t
 
     def _sort_base(self) -> tuple[int, Any]:
         """(number of rows of the current view whose key is known, view array or None)."""
