@@ -62,7 +62,7 @@ CLOSED = ("released", "aborted", "rejected", "replaced", "timeout")
 HOP_WINDOW_NS = 60 * 10**9        # repeater hops and relays of one transaction
 COPY_WINDOW_NS = 2 * 10**9        # a frame routed onto another medium (CN/IP <-> power line)
 MAX_PENDING = 16                  # unanswered requests kept per association (invoke ids are 4 bits)
-MAX_EVENTS = 4096                 # latest lifecycle/HLS observations kept for inspection
+MAX_EVENTS = 1024                 # latest lifecycle/HLS observations kept for inspection
 SWEEP_EVERY = 4096
 
 
@@ -253,7 +253,7 @@ class Association:
                  "errors", "ctos", "stoc", "f_stoc", "f_ctos", "hls_pass3", "hls_pass4",
                  "pass3_frame", "pass4_frame", "lls_password", "lls_frame", "aarq_frame", "aare_frame",
                  "pending", "pending_sn", "rt_count", "rt_sum", "rt_max", "keyset", "plain_after_assoc",
-                 "ciphered_count", "plain_count", "release_frame", "calling_titles")
+                 "ciphered_count", "plain_count", "release_frame")
 
     def __init__(self, aid: int, key: tuple, transport: str, client: str, server: str, frame: int, ns: int):
         self.id = aid
@@ -295,7 +295,6 @@ class Association:
         self.ciphered_count = 0
         self.plain_count = 0
         self.release_frame = None
-        self.calling_titles = []
 
     def __repr__(self) -> str:   # the dedicated key never appears
         return (f"Association(id={self.id}, {self.client} -> {self.server}, state={self.state}, "
@@ -374,6 +373,11 @@ class Associations(Stage):
         self.count = 0
 
     # ---- public API
+    @property
+    def next_id(self) -> int:
+        """The number the next association will get (exports renumber across files with it)."""
+        return len(self.records) + 1
+
     def list(self) -> list[dict]:
         return [a.to_dict() for a in self.records]
 
@@ -640,8 +644,6 @@ class Associations(Stage):
         kind = acse.get("apdu")
         if kind == "aarq":
             a.client_title = acse.get("calling_ap_title") or a.client_title
-            if a.client_title:
-                a.calling_titles.append(a.client_title)
             a.mechanism = acse.get("mechanism")
             a.context = _ctx_name(acse.get("context")) or a.context
             a.ctos = acse.get("ctos")

@@ -1,11 +1,14 @@
-"""DLMS lower-layer stage (pipeline order 12, after TCP reassembly, before association
-tracking and decryption).
+"""DLMS lower-layer stage (pipeline order 22: after TCP reassembly and the 14908 transaction
+stage, which flags retransmissions; before association tracking and decryption).
 
 - Registers the IEC 62056-47 wrapper and HDLC (62056-46) as PDU protocols of the TCP
   stage (`analyzer.tcpstage.register_stream_protocol`), limited to the DLMS ports 4059 and
   4060-4069: one PDU over several segments and several PDUs per segment both work.
 - Reassembles segmented HDLC I-frames per direction (flow + HDLC address pair) and
-  segmented IEC 62056-8-8 adaptation PDUs per (LonTalk source, destination, SAP pair);
+  segmented IEC 62056-8-8 adaptation PDUs per (medium, LonTalk source, destination, SAP
+  pair) -- the CN/IP and the power-line copies of routed segments reassemble separately, a
+  14908 retransmission of a segment is not taken twice and a frame with a bad CRC gives no
+  segment;
   the reassembled APDU is dissected in a new data source ("Reassembled HDLC" /
   "Reassembled ADP") on the packet holding the last segment.  What a packet needs for a
   later re-dissection is kept in `pkt.aux["dlms_streams"]`.
@@ -20,6 +23,7 @@ from dissectors import wrapper as _wrapper
 from dissectors import adaptation as _adp
 
 from .associations import ip_flow
+from .lontrack import crc_bad, medium_of
 from .pipeline import Stage, register_stage
 
 try:
@@ -35,6 +39,7 @@ field("hdlc.reassembled.data", FT_BYTES, "Reassembled information field (no xDLM
 
 _PROFILE_FROM_PIPELINE = False
 MAX_REASSEMBLY = 1 << 20     # bytes kept per direction before giving up
+MAX_OPEN = 1024              # unfinished reassemblies kept (the oldest are dropped)
 LLC_LEN = 3
 
 if register_stream_protocol is not None:
@@ -88,6 +93,8 @@ class DlmsStreamStage(Stage):
                 if st is None or f["llc"]:
                     if st is not None and st.data:
                         out.append(("note", "hdlc", "segmented HDLC message restarted before its last segment"))
+                    if st is None and len(self.hdlc) >= MAX_OPEN:
+                        self.hdlc.pop(next(iter(self.hdlc)))
                     st = self.hdlc[key] = _Pending()
                 st.data += data
                 st.count += 1
@@ -108,11 +115,19 @@ class DlmsStreamStage(Stage):
                 out.append(("hdlc", bytes(data), 1, [pkt.number]))
 
     def _adp_first(self, pkt, d: Dissection, out: list) -> None:
+        if crc_bad(d):
+            return          # damaged bytes: no segment
+        medium = medium_of(pkt, d)
+        repeat = d.ctx.get("lon.retransmission") is not None
         for s in d.ctx.get("adp.segments", ()):
-            key = (s["src"], s["dst"], s["client"], s["server"])
+            key = medium + (s["src"], s["dst"], s["client"], s["server"])
             data = d.sources[s["source"]][1][s["offset"]:s["offset"] + s["length"]]
             st = self.adp.get(key)
+            if repeat and (st is None or st["parts"].get(s["number"]) == bytes(data)):
+                continue    # the 14908 transport repeated a segment already taken
             if st is None or s["number"] == 0:
+                if len(self.adp) >= MAX_OPEN:
+                    self.adp.pop(next(iter(self.adp)))
                 st = self.adp[key] = {"parts": {}, "frames": []}
             st["parts"][s["number"]] = bytes(data)
             st["frames"].append(pkt.number)
@@ -200,5 +215,5 @@ class OsgpContextStage(Stage):
         d.expert[:] = [e for e in d.expert if e.layer != "osgp"]
 
 
-register_stage(12, "dlms_streams", DlmsStreamStage)
+register_stage(22, "dlms_streams", DlmsStreamStage)
 register_stage(21, "osgp_context", OsgpContextStage)

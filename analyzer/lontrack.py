@@ -221,8 +221,10 @@ class LonTrack(Stage):
                 if not (damaged or was_bad) or len(raw) != len(data) or raw[-2:] != data[-2:]:
                     continue
                 if sum(x != y for x, y in zip(raw, data)) <= 2:
-                    found = (prev[0], not prev[1])
-                    chain = (prev[0], prev[1] or not damaged)
+                    first = prev[0]
+                    intact = any(c[0] == first and c[1] for *_, c in q)
+                    found = (first, not intact)
+                    chain = (first, intact or not damaged)
                     break
         q.append((pkt.number, pkt.ts_ns, data, damaged, chain))
         return found

@@ -49,6 +49,8 @@ field("dlms.request_in", FT_UINT, "Request (with class/OBIS/attribute) is in fra
 
 MAX_RUN_BYTES = 16 << 20    # give up a block run beyond this (memory bound per run)
 MAX_RUNS = 4096             # open runs kept per stage (oldest dropped)
+MAX_DONE = 64               # completed runs remembered for a retransmitted last block...
+MAX_DONE_BYTES = 64 << 10   # ... when their reassembled data is at most this long
 
 _ATTACH = ("class_id", "obis", "attribute_id", "method_id")
 _MISSING = object()
@@ -113,6 +115,7 @@ class Reassembly(Stage):
         self.pending: dict[tuple, dict] = {}          # (flow, service, invoke id) -> request info
         self.pending_sn: dict[tuple, list] = {}       # flow -> FIFO of SN read/write request op lists
         self.runs: dict[tuple, _Run] = {}
+        self.done: dict[tuple, tuple] = {}            # run key -> (last block number, data, entry)
         self.sn_maps: dict[tuple, SNMap] = {}
         self.completed = 0
 
@@ -287,6 +290,15 @@ class Reassembly(Stage):
         bn = b.get("block_number")
         data = b.get("data") or b""
         run = self.runs.get(key)
+        if run is None and d.ctx.get("lon.retransmission") is not None:
+            # the 14908 transport repeated a block already taken: a repeat of the last one
+            # shows the same reassembly again, anything else adds nothing
+            done = self.done.get(key)
+            if done is not None and done[0] == bn and done[1] == data:
+                entry = {k: v for k, v in done[2].items() if k != "decrypt"}
+                pkt.aux.setdefault("reasm", {}).setdefault("sources", []).append(entry)
+                self._dissect_reassembled(pkt, d, entry, first_pass=True)
+            return
         if run is None:
             if svc == "gbt" and not data and b.get("last") is False:
                 return      # an empty GBT acknowledgement
@@ -335,6 +347,11 @@ class Reassembly(Stage):
                  "frames": list(run.frames), "info": info}
         pkt.aux.setdefault("reasm", {}).setdefault("sources", []).append(entry)
         self.completed += 1
+        self.done.pop(key, None)
+        if len(payload) <= MAX_DONE_BYTES:
+            self.done[key] = (bn, data, entry)
+            if len(self.done) > MAX_DONE:
+                self.done.pop(next(iter(self.done)))
         self._dissect_reassembled(pkt, d, entry, first_pass=True)
         for rp in run.pkts:
             if rp is pkt:
