@@ -226,3 +226,21 @@ def test_cli_remote_scheduler(lonscope_cmd, client, files, tmp_path):
     assert len(lls) == 1 and lls[0]["frame"] == 53 and lls[0]["assoc_id"] == 2
     assert json.loads(lls[0]["frames"])[0] == 53
     assert [p.name for p in tmp_path.iterdir()] == ["f.jsonl"]
+
+
+def test_display_filter_on_workers(client, files, tshark, tmp_path):
+    """-Y runs on the workers; frame numbers stay those of the whole files (tshark's)."""
+    from analyzer.dask_engine import dask_export
+    out = tmp_path / "y.parquet"
+    flt = "tcp.len > 100"
+    dask_export("packets", files[1:], str(out), display_filter=flt, client=client)
+    df = pd.read_parquet(out)
+    want, off = [], 0
+    for f in files[1:]:
+        nums = subprocess.run([tshark, "-r", f, "-Y", flt, "-T", "fields", "-e", "frame.number"],
+                              capture_output=True, text=True, check=True).stdout.split()
+        want += [int(x) + off for x in nums]
+        off += int(subprocess.run([tshark, "-r", f, "-T", "fields", "-e", "frame.number"], capture_output=True,
+                                  text=True, check=True).stdout.split()[-1])
+    assert list(df["number"]) == want == [4, 10, 55]
+    assert (df["tcp.len"] > 100).all()
