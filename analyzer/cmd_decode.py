@@ -513,6 +513,24 @@ def _pcap_jobs(pool, reader, jobs: int) -> tuple:
     return out, total, None
 
 
+def _ordered(pool, fn, jobs, window: int):
+    """fn(job) for every job, in order, with at most `window` jobs submitted and not yet
+    consumed (the text of a huge capture is never all held in memory)."""
+    from collections import deque
+    it = iter(jobs)
+    pending: deque = deque()
+    for job in it:
+        pending.append(pool.apply_async(fn, (job,)))
+        if len(pending) >= window:
+            break
+    while pending:
+        res = pending.popleft().get()
+        job = next(it, None)
+        if job is not None:
+            pending.append(pool.apply_async(fn, (job,)))
+        yield res
+
+
 def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, lower_only: bool = False) -> None:
     import multiprocessing as mp
     from . import output as O
@@ -543,7 +561,7 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
             _PAR.update(reader=reader, path=path, t0=t0, base=base, idx=None)
             with ctx.Pool(jobs) as pool:
                 todo, n, damage = _pcap_jobs(pool, reader, jobs)
-                for text, k in pool.imap(_pcap_decode, todo):
+                for text, k in _ordered(pool, _pcap_decode, todo, 2 * jobs):
                     if count is not None and shown + k >= count:
                         keep = count - shown
                         text = "".join(text.splitlines(True)[:keep])
@@ -570,7 +588,7 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
             ranges = [(a, min(a + size, n)) for a in range(0, n, size)]
             if ranges:
                 with ctx.Pool(min(jobs, len(ranges))) as pool:
-                    for text, k in pool.imap(_par_chunk, ranges):
+                    for text, k in _ordered(pool, _par_chunk, ranges, 2 * jobs):
                         if count is not None and shown + k >= count:
                             keep = count - shown
                             text = "".join(text.splitlines(True)[:keep])
