@@ -1,7 +1,8 @@
 """`lonscope decode` throughput against tshark on CN/IP LonTalk captures, and the display
 filter's evaluation rate.
 
-Rows: decode -T fields (1 process and -j 2), -T jsonl, text lines — packets per second of
+Rows: decode -T fields (-j 1: one process, and -j 2; without -j a big capture is decoded
+in parallel by default), -T jsonl, text lines — packets per second of
 CPU time (the host may be shared; wall-clock rates are in the notes) — compared with
 `tshark -T fields` / text on the same file and fields."""
 from __future__ import annotations
@@ -59,8 +60,9 @@ def run(quick: bool = False) -> list[dict]:
     ts = common.tshark()
     rows = []
     t_fields = common.run_cmd_cpu([ts, "-r", path, "-T", "fields", *_e(FIELDS)]) if ts else None
-    ours = common.run_cmd_cpu([*cmd, "decode", path, "-T", "fields", *_e(FIELDS)])
-    rows.append(_rate_row("decode -T fields (lon/cnip fields)", n, ours, t_fields, f"{n} CN/IP LonTalk packets"))
+    ours = common.run_cmd_cpu([*cmd, "decode", path, "-T", "fields", "-j", "1", *_e(FIELDS)])
+    rows.append(_rate_row("decode -T fields -j 1 (lon/cnip fields)", n, ours, t_fields,
+                          f"{n} CN/IP LonTalk packets, one process"))
     ours2 = common.run_cmd_cpu([*cmd, "decode", path, "-T", "fields", "-j", "2", *_e(FIELDS)])
     wall = ours2[0]
     r = _rate_row("decode -T fields -j 2", n, ours2, t_fields, "2 worker processes")
