@@ -743,7 +743,10 @@ def _handoff(code, buf, off, end, d, parent, fr):
     the code byte on).  A summary the payload layer writes becomes the Info text after the
     LonTalk prefix ("ACKD [tid 3] <payload summary>")."""
     if d.lean:          # no summary is read: the hand-off alone
-        if not _APDU_TABLE.dispatch(code, buf, off, end, d, parent, try_heuristics=True) and end > off + 1:
+        t = _APDU_TABLE
+        if (t.entries or t.heuristics) and t.dispatch(code, buf, off, end, d, parent, try_heuristics=True):
+            return
+        if end > off + 1 and (parent is not None or _wants(d.fields, "data.data")):
             d.add(parent, "data.data", buf[off + 1:end], off + 1, end - off - 1)
         return
     before = d.info
