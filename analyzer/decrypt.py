@@ -460,7 +460,7 @@ class Decrypt(Stage):
         self.events = collections.deque(maxlen=1000)       # the latest per-APDU events (inspection)
         self.stats: dict[str, Tally] = {}                   # observation -> Tally by association
         self.incidents: dict[str, Tally] = {}               # audit rule -> Tally of replays / IC incidents
-        self._seen = Window(REPLAY_WINDOW)                  # ciphered bytes digest -> (frame, 14908 txn, assoc)
+        self._seen = Window(REPLAY_WINDOW)                  # ciphered bytes digest -> (first frame, assoc)
         self._ic = Window(REPLAY_WINDOW)                    # (key id, title, dir) -> (high-water IC, frame)
         self._ic_seen = Window(REPLAY_WINDOW)               # (key id, title, ic) -> (frame, digest)
         self._lon_msgs = Window(4096)                       # 14908 authenticated message per transaction
@@ -774,27 +774,25 @@ class Decrypt(Stage):
         title = bytes(res.iv_title) if res.iv_title else bytes(desc.get("system_title") or b"")
         aid = assoc.id if assoc else None
         kid = (res.keyset or "?", res.key or "?", aid if res.key == "dedicated" else None)
-        lon = d.ctx.get("lon")
-        # a 14908 retransmission (or the same frame routed onto another medium) carries
-        # the same transaction: same source, destination and TID; that is no replay
-        txn = hash((lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_subnet"), lon.get("dst_node"),
-                    lon.get("nid"), lon.get("tid"))) if lon is not None else None
+        # a 14908 retransmission or the copy of a frame on another hop (both named by the
+        # earlier stages, within their time windows) is the same APDU again, not a replay;
+        # the same bytes in a later transaction (even with the same TID) are a replay
         copy = is_copy(d)
         first = self._seen.get(digest)
         if first is not None:
-            if copy or (txn is not None and first[1] == txn):
+            if copy:
                 ev["retransmission_of"] = first[0]
                 return
             ev["replay_of"] = first[0]
-            ev["replay_assoc"] = first[2]
-            if first[2] not in (None, aid):
-                self._incident("mitm-client-relay", (aid, first[2]), first[0], pkt.number,
-                               {"assoc": aid, "frame": pkt.number, "other": first[0], "other_assoc": first[2]})
+            ev["replay_assoc"] = first[1]
+            if first[1] not in (None, aid):
+                self._incident("mitm-client-relay", (aid, first[1]), first[0], pkt.number,
+                               {"assoc": aid, "frame": pkt.number, "other": first[0], "other_assoc": first[1]})
             else:
                 self._incident("replayed-apdu", aid, first[0], pkt.number,
                                {"assoc": aid, "frame": pkt.number, "other": first[0]})
         else:
-            self._seen[digest] = (pkt.number, txn, aid)
+            self._seen[digest] = (pkt.number, aid)
             if copy:
                 return
         k3 = (kid, title, res.ic)

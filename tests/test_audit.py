@@ -216,22 +216,38 @@ def _lon_dlms(apdu, src, dst, tid, typ=0):
 LC, LM = (1, 1), (1, 13)
 
 
+def _cnip_copy(apdu, src, dst, tid, typ=0):
+    """The same LonTalk frame forwarded by a router onto the CN/IP backhaul (UDP 1628)."""
+    from dissectors.adaptation import build_pdu
+    from analyzer.simulate.wire import cnip, ether_udp
+    npdu = build_frame(pdu="spdu", spdu_type=typ, src_subnet=src[0], src_node=src[1], dst_subnet=dst[0],
+                       dst_node=dst[1], domain=b"\x0a", tid=tid, apdu=build_pdu(apdu), crc=False)
+    return ether_udp(b"\x02" * 6, b"\x04" * 6, bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1]), 1628, 1628,
+                     cnip(npdu, 1, 1, 0), 1)
+
+
 def test_retransmissions_are_not_replays_but_a_later_resend_is():
-    """A 14908 retransmission of a ciphered request (same transaction: source, destination,
-    TID, bytes), also one arriving after the next request (the copy of another hop), is
-    neither a replay nor a counter going backwards; the same APDU sent again later in a new
-    transaction is a replay (and its counter goes back)."""
+    """A 14908 retransmission of a ciphered request (the source's last transaction again:
+    same destination, TID and bytes), and the copy a router forwards onto CN/IP (arriving
+    after the next request), are neither a replay nor a counter going backwards; the same
+    APDU sent again in a new transaction, or the captured frame replayed byte for byte after
+    its transaction is over, is a replay (and its counter goes back)."""
     req5, req6 = g(0x30, 5, CT, GET), g(0x30, 6, CT, GET2)
     frames = [_lon_dlms(aarq(CT, context=3), LC, LM, 1), _lon_dlms(aare(SV, context=3), LM, LC, 1, 2),
               _lon_dlms(req5, LC, LM, 2), _lon_dlms(req5, LC, LM, 2),
-              _lon_dlms(req6, LC, LM, 3), _lon_dlms(req5, LC, LM, 2)]
-    fs = findings(frames)
+              _lon_dlms(req6, LC, LM, 3), _cnip_copy(req5, LC, LM, 2)]
+    pkts, pipe = run(frames, load_keys(None, KEYS))
+    assert pkts[5].fields["cnip.type"] == [1] and pkts[5].fields["dlms.sec.status"] == ["decrypted"]
+    fs = pipe.stage("audit").findings()
     assert not {"replayed-apdu", "ic-reuse", "ic-backwards", "mitm-client-relay"} & {f["rule"] for f in fs}, fs
     fs = findings(frames + [_lon_dlms(req5, LC, LM, 4)])
     (f,) = rule(fs, "replayed-apdu")
     assert f["frames"] == [3, 7] and f["evidence_count"] == 2 and "frame 7 repeats" in f["message"]
     (f,) = rule(fs, "ic-backwards")
     assert f["frames"] == [5, 7] and "from 6" in f["message"]
+    late = (1_700_000_100.0, _lon_dlms(req5, LC, LM, 2)[1], 147)
+    (f,) = rule(findings(frames + [late]), "replayed-apdu")
+    assert f["frames"] == [3, 7]
 
 
 def test_frames_damaged_on_the_medium_are_not_evidence():
