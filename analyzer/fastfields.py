@@ -88,8 +88,10 @@ def fast_feed(pipe, names, filter_fields=()):
     ip_udp = struct.Struct("!BxHxxHxBxx4s4sHHH").unpack_from
     ntoa = socket.inet_ntoa
 
-    def dissect(rec):
-        """The Dissection of a plain CN/IP datagram, or None (then: the full path)."""
+    def dissect(rec, d=None):
+        """The Dissection of a plain CN/IP datagram, or None (then: the full path); `d`: a
+        lean Dissection to use again (its fields dict, protocols, expert items and ctx are
+        new ones)."""
         data = rec.data
         end = len(data)
         # Ethernet II, IPv4 (no fragment), UDP: the exact checks and byte range of the
@@ -115,10 +117,19 @@ def fast_feed(pipe, names, filter_fields=()):
         if e is None or e[0] != "cnip":
             return None
         pipe.count += 1
-        d = D(data)
-        if kept is not None:
+        if d is not None:
+            d.fields = kept()
+            d.protocols = []
+            if d.expert:
+                d.expert = []
+            if d.ctx:
+                d.ctx = {}
+            d.sources[0] = ("Frame", data)
+        elif kept is not None:
+            d = D(data)
             d.fields = kept()
         else:
+            d = D(data)
             d.ctx = {"pipeline": pipe, "ip.src": ntoa(s), "ip.dst": ntoa(t), "ip.version": 4,
                      "udp.srcport": sport, "udp.dstport": dport}
         call("cnip", e[1], data, 42, uend, d, None)
@@ -134,9 +145,12 @@ def fast_feed(pipe, names, filter_fields=()):
             d.ctx["packet"] = pkt
         return pkt
 
+    scratch = D(b"") if kept is not None else None
+
     def fields_of(rec, file=""):
-        """`feed(rec, file).d.fields` without the Packet when it is not needed."""
-        d = dissect(rec)
+        """`feed(rec, file).d.fields` without the Packet when it is not needed (a lean
+        Dissection is used again for the next packet: only its fields dict is returned)."""
+        d = dissect(rec, scratch)
         return feed_full(rec, file).d.fields if d is None else d.fields
 
     feed.fields_of = fields_of
