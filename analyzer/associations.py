@@ -504,9 +504,11 @@ class Associations(Stage):
                 d.ctx["dlms.hop_copy"] = True
                 return real_key, s2, tgt, kind
             return real_key, tgt, s2, kind
-        ra = self.relay_alias.get(key)
+        ra = self.relay_alias.get(key) if rt is None and lon.get("type") == "RESPONSE" else None
         if ra is not None and ns <= ra[1]:
-            # a relayed response without a 14908 pairing (e.g. another TID): server APDUs only
+            # a relayed response whose request was not seen (no 14908 pairing): server APDUs
+            # only.  A response paired with a request that was no proxy request is the
+            # repeater's own answer (a repeater is often a meter polled directly as well).
             tags = [r.get("tag") for r in apdus]
             if tags and all(t in SERVER_TAGS or t in (0xDB, 0xDC, 0xDD, 0x00) for t in tags):
                 d.ctx["dlms.hop_copy"] = True

@@ -49,6 +49,10 @@ field("dlms.request_in", FT_UINT, "Request (with class/OBIS/attribute) is in fra
 
 MAX_RUN_BYTES = 16 << 20    # give up a block run beyond this (memory bound per run)
 MAX_RUNS = 4096             # open runs kept per stage (oldest dropped)
+MAX_FLOWS = 1024            # pending requests / SN request queues kept (least recent dropped)
+MAX_SN_MAPS = 256           # SN object lists kept (one per association and hop)
+RUN_IDLE_NS = 600 * 10**9   # an open run without a block for this long is dropped
+SWEEP_EVERY = 4096          # packets between sweeps of idle runs
 MAX_DONE = 64               # completed runs remembered for a retransmitted last block...
 MAX_DONE_BYTES = 64 << 10   # ... when their reassembled data is at most this long
 
@@ -57,7 +61,7 @@ _MISSING = object()
 
 
 class _Run:
-    __slots__ = ("blocks", "frames", "pkts", "first", "last_bn", "size", "service", "dir", "iid")
+    __slots__ = ("blocks", "frames", "pkts", "first", "last_bn", "size", "service", "dir", "iid", "ns")
 
     def __init__(self, service, direction, iid):
         self.blocks: dict[int, bytes] = {}
@@ -69,6 +73,7 @@ class _Run:
         self.service = service
         self.dir = direction
         self.iid = iid
+        self.ns = 0
 
 
 def _endpoints(d) -> tuple[str, str]:
@@ -118,6 +123,7 @@ class Reassembly(Stage):
         self.done: dict[tuple, tuple] = {}            # run key -> (last block number, data, entry)
         self.sn_maps: dict[tuple, SNMap] = {}
         self.completed = 0
+        self.count = 0
 
     # ------------------------------------------------------------------ helpers
     def _set(self, pkt, d, name: str, value: Any) -> None:
@@ -186,6 +192,10 @@ class Reassembly(Stage):
         ctx = d.ctx
         ops = ctx.get("dlms.ops")
         blocks = ctx.get("dlms.blocks")
+        self.count += 1
+        if not self.count % SWEEP_EVERY:
+            for k in [k for k, r in self.runs.items() if pkt.ts_ns - r.ns > RUN_IDLE_NS]:
+                del self.runs[k]       # abandoned: its packets are released
         if not ops and not blocks or crc_bad(d):
             return
         flow = flow_key(d)
@@ -219,10 +229,15 @@ class Reassembly(Stage):
                         cur = self.pending.get(key)
                         if cur is not None and cur.get("frame") == pkt.number and "list" in cur:
                             cur["list"].append(info)
-                        elif op.get("choice", "").startswith("with-list"):
-                            self.pending[key] = {"frame": pkt.number, "list": [info]}
                         else:
-                            self.pending[key] = info
+                            # the newest at the end; the least recent request dropped beyond the bound
+                            self.pending.pop(key, None)
+                            if len(self.pending) >= MAX_FLOWS:
+                                self.pending.pop(next(iter(self.pending)))
+                            if op.get("choice", "").startswith("with-list"):
+                                self.pending[key] = {"frame": pkt.number, "list": [info]}
+                            else:
+                                self.pending[key] = info
                     continue
                 if direction == "response":
                     req = self.pending.get(key)
@@ -252,16 +267,26 @@ class Reassembly(Stage):
                         rq = reqs[idx]
                         self._attach(pkt, d, op, rq)
                         if rq.get("short_name") == 0xFA08 and isinstance(op.get("value"), list):
-                            m = self.sn_maps.setdefault(flow, SNMap())
+                            m = self.sn_maps.get(flow)
+                            if m is None:
+                                if len(self.sn_maps) >= MAX_SN_MAPS:
+                                    self.sn_maps.pop(next(iter(self.sn_maps)))
+                                m = self.sn_maps[flow] = SNMap()
                             n = m.add_object_list(op["value"])
                             if n:
                                 self._note(pkt, d, "chat", "protocol", f"SN object list: {n} objects learned")
                     if idx + 1 >= len(reqs):
                         fifo.pop(0)
         if sn_req:
-            self.pending_sn.setdefault(flow, []).append(sn_req)
-            if len(self.pending_sn[flow]) > 64:
-                self.pending_sn[flow].pop(0)
+            fifo = self.pending_sn.pop(flow, None)
+            if fifo is None:
+                fifo = []
+                if len(self.pending_sn) >= MAX_FLOWS:
+                    self.pending_sn.pop(next(iter(self.pending_sn)))
+            self.pending_sn[flow] = fifo
+            fifo.append(sn_req)
+            if len(fifo) > 64:
+                fifo.pop(0)
 
     def _sn_lookup(self, pkt, d, flow, op: dict) -> None:
         sn = op.get("short_name")
@@ -326,6 +351,7 @@ class Reassembly(Stage):
             run.pkts.append(pkt)
         run.last_bn = bn if run.last_bn is None else max(run.last_bn, bn)
         run.size += len(data)
+        run.ns = pkt.ts_ns
         if run.size > MAX_RUN_BYTES:
             self._note(pkt, d, "warn", "malformed", f"{svc} block transfer exceeds {MAX_RUN_BYTES} bytes; dropped")
             self.runs.pop(key, None)

@@ -247,3 +247,19 @@ def test_adaptation_segments_per_medium_and_retransmitted():
         texts = [n.text for n in _walk(pipe.redissect(p).root)]
         assert f"[3 adaptation segments ({len(apdu)} bytes): {parts}]" in texts
     assert not any("missing" in e.message or "restarted" in e.message for p in pkts for e in p.d.expert)
+
+
+def test_a_repeater_polled_directly_has_its_own_association():
+    """The repeater is a meter too: right after relaying for the target, the client's own
+    exchange with it (requests and responses of another association) is not a relay."""
+    q, r = build_pdu(aarq(b"CLIENT01")), build_pdu(aare(b"SERVER01"))
+    q2, r2 = build_pdu(aarq(b"CLIENT01")), build_pdu(aare(b"REPEATER"))
+    get, got = build_pdu(GET), build_pdu(RSP)
+    frames = [pl(lon(build_proxy([], M, q), C, R, 1)), pl(lon(q, R, M, 2)), pl(lon(r, M, R, 2, 2)),
+              pl(lon(r, R, C, 1, 2)),
+              pl(lon(q2, C, R, 2)), pl(lon(r2, R, C, 2, 2)), pl(lon(get, C, R, 3)), pl(lon(got, R, C, 3, 2))]
+    pkts, pipe = run(frames)
+    assert [p.fields["dlms.assoc_id"] for p in pkts] == [[1]] * 4 + [[2]] * 4
+    a, b = pipe.stage("associations").records
+    assert (a.client, a.server, a.server_title) == ("1/1", "1/13", b"SERVER01")
+    assert (b.client, b.server, b.server_title, b.requests, b.responses) == ("1/1", "1/10", b"REPEATER", 1, 1)
