@@ -148,7 +148,7 @@ _FAST_KINDS = frozenset(("glo", "general-glo"))
 # Replay / counter windows (per generation; see audit.Window): a replay or counter reuse is
 # found while the first APDU is among the last REPLAY_WINDOW protected APDUs; a counter
 # going backwards is found against the per-(key, system title, direction) high-water mark.
-REPLAY_WINDOW = 32768
+REPLAY_WINDOW = 16384      # per generation: at most 2x this many entries per map (~6 MB)
 
 
 def decrypt_one(keys, desc: dict, buf: bytes, assoc: Association | None, direction: str,
