@@ -420,13 +420,15 @@ class Associations(Stage):
         ap = d.ctx.get("lon.apdu")
         if lon is None or ap is None or lon.get("tid") is None:
             return False
-        try:
-            body = bytes(d.sources[ap[0]][1][ap[1]:ap[2]])
-        except (IndexError, TypeError):
-            return False
+        digest = d.ctx.get("lon.digest")     # the transaction stage's digest of the APDU
+        if digest is None:
+            try:
+                digest = hash(bytes(d.sources[ap[0]][1][ap[1]:ap[2]]))
+            except (IndexError, TypeError):
+                return False
         txn = (bytes(lon.get("domain") or b""), lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_type"),
                lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"), bytes(lon.get("nid") or b""),
-               lon.get("pdu"), lon.get("type"), lon.get("tid"), hash(body))
+               lon.get("tid"), digest)
         medium = medium_of(pkt, d)
         seen = self.routed.pop(txn, None)
         if seen is not None and seen[1] != medium and pkt.ts_ns - seen[2] <= COPY_WINDOW_NS:

@@ -121,7 +121,8 @@ class LonTrack(Stage):
         super().__init__(pipeline)
         self.pending: dict = {}
         self.txns: dict[tuple, _Txn] = {}          # (medium, domain, source) -> last request
-        self.recent: dict[tuple, deque] = {}       # raw medium -> recent (frame, ns, bytes, original)
+        self.recent: dict[tuple, deque] = {}       # raw medium -> recent (frame, ns, bytes, damaged, chain)
+        self.recent_bad: dict[tuple, int] = {}     # raw medium -> damaged frames in `recent`
         self.count = 0
 
     def _secrets(self):
@@ -208,13 +209,15 @@ class LonTrack(Stage):
         """A retry of a frame whose CRC failed (or a damaged copy of a recent frame): same
         length, same CRC bytes, at most two other bytes different.  Returns (first frame,
         whether no intact copy was seen before)."""
-        data = bytes(pkt.data)
+        data = pkt.data
         q = self.recent.get(medium)
         if q is None:
             q = self.recent[medium] = deque(maxlen=DAMAGED_KEPT)
+            self.recent_bad[medium] = 0
+        nbad = self.recent_bad[medium]
         found = None
         chain = (pkt.number, not damaged)          # (first frame, an intact copy seen)
-        if len(data) >= 4:
+        if (damaged or nbad) and len(data) >= 4:
             for _frame, ns, raw, was_bad, prev in reversed(q):
                 if pkt.ts_ns - ns > TXN_WINDOW_NS:
                     break
@@ -226,7 +229,10 @@ class LonTrack(Stage):
                     found = (first, not intact)
                     chain = (first, intact or not damaged)
                     break
+        if len(q) == DAMAGED_KEPT and q[0][3]:
+            nbad -= 1                               # a damaged frame leaves the window
         q.append((pkt.number, pkt.ts_ns, data, damaged, chain))
+        self.recent_bad[medium] = nbad + damaged
         return found
 
     def _same_transaction(self, pkt, d, lon, medium, first: int | None = None) -> int | None:
@@ -238,6 +244,7 @@ class LonTrack(Stage):
             return None
         dom = bytes(lon.get("domain") or b"")
         digest = self._digest(d, lon)
+        d.ctx["lon.digest"] = digest
         ns = pkt.ts_ns
         if kind in _REQ:
             src = (medium, dom, lon.get("src_subnet"), lon.get("src_node"))
