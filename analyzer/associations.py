@@ -565,8 +565,10 @@ class Associations(Stage):
         tag = apdu[0] if apdu else rec.get("tag")
         a = self.current.get(key)
         ns = pkt.ts_ns
-        if d.ctx.get("dlms.hop_copy") and a is not None and not (tag == 0x60 and a.state in CLOSED):
-            # a copy (retransmission, repeater hop, routed medium) of an APDU already seen
+        if d.ctx.get("dlms.hop_copy") and a is not None and (
+                d.ctx.get("lon.retransmission") is not None or not (tag == 0x60 and a.state in CLOSED)):
+            # a copy (retransmission, repeater hop, routed medium) of an APDU already seen;
+            # an AARQ seen on another hop after its association closed opens a new one
             self._copy(pkt, d, a, rec, apdu, tag, decrypted)
             return a
         if tag == 0x60 and not decrypted:

@@ -263,3 +263,14 @@ def test_a_repeater_polled_directly_has_its_own_association():
     a, b = pipe.stage("associations").records
     assert (a.client, a.server, a.server_title) == ("1/1", "1/13", b"SERVER01")
     assert (b.client, b.server, b.server_title, b.requests, b.responses) == ("1/1", "1/10", b"REPEATER", 1, 1)
+
+
+def test_retransmitted_aarq_after_a_rejection_opens_nothing():
+    """The client missed the AARE that rejected its AARQ and repeats the AARQ (same TID):
+    the rejected association answers it again; no second association."""
+    q = build_pdu(aarq(b"CLIENT01", mechanism=1, auth_value=b"wrong-pw"))
+    r = build_pdu(aare(b"SERVER01", result=1, diag=13))
+    pkts, pipe = run([pl(lon(q, C, M, 1)), pl(lon(r, M, C, 1, 2)), pl(lon(q, C, M, 1)), pl(lon(r, M, C, 1, 2))])
+    (a,) = pipe.stage("associations").records
+    assert a.state == "rejected" and a.result == 1
+    assert [p.fields["dlms.assoc_id"] for p in pkts] == [[1]] * 4
