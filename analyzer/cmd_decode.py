@@ -391,20 +391,21 @@ def _fields_feed(pipe, names, match):
 
 
 def _worker_feed():
-    """The worker's pipeline and feed, made once per process; the stages start afresh for
-    every range (as in a new pipeline)."""
+    """The worker's pipeline and feed: made once, in the parent before the workers are
+    forked (each worker has its own copy); the stages start afresh for every range (as in a
+    new pipeline)."""
     from .pipeline import _STAGES, Pipeline
     p = _PAR
     w = p.get("worker")
-    if w is None or w[0] != os.getpid():
+    if w is None:
         pipe = Pipeline(profile=p["profile"])
-        w = p["worker"] = (os.getpid(), pipe, _fields_feed(pipe, p["ff"].names, p["match"]))
-    pipe = w[1]
+        w = p["worker"] = (pipe, _fields_feed(pipe, p["ff"].names, p["match"]))
+    pipe = w[0]
     stages = [f(pipe) for _, f in sorted(_STAGES.values(), key=lambda x: x[0])]
     if p.get("lower_only"):
         stages = [s for s in stages if s.name in KEEP_STAGES]
     pipe.stages = stages
-    return pipe, w[2]
+    return pipe, w[1]
 
 
 def _emit(pkt, prev, lines, p):
@@ -552,6 +553,8 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
     if os.environ.get("LONSCOPE_DEBUG_PARALLEL"):
         click.echo(f"lonscope: decoding with {jobs} worker processes", err=True)
     _PAR.update(ff=ff, match=match, virtual=need_virtual, light=light, profile=profile, lower_only=lower_only)
+    _PAR.pop("worker", None)
+    _worker_feed()               # inherited by the workers
     for path, reader in readers:
         done = False
         if reader.format == "pcap":

@@ -338,6 +338,8 @@ def keep_fields(keep) -> type:
         __slots__ = ()
         KEEP = kept
         RECORDERS = _KeptRecorders(kept)
+    for rid in range(len(_RECORDERS)):      # generated now (before worker processes fork)
+        KeptFields.RECORDERS[rid]
     return KeptFields
 
 
