@@ -29,8 +29,10 @@ def _text(findings, out, summary) -> None:
         out.write("No findings.\n")
     for f in findings:
         frames = ", ".join(str(x) for x in f["frames"][:12])
-        if f.get("evidence_count", 0) > 12:
-            frames += f", … ({f['evidence_count']} frames)"
+        if f.get("evidence_count", 0) > 12 or len(f["frames"]) > 12:
+            # evidence_count: every observation behind the finding (APDUs, messages or
+            # incidents), of which `frames` lists the first ones
+            frames += f", … ({max(f.get('evidence_count', 0), len(f['frames']))} in all)"
         out.write(f"[{f['severity'].upper()}] {f['id']} {f['rule']}: {f['title']}\n")
         if f.get("message"):
             out.write(f"    {f['message']}\n")
