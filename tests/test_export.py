@@ -279,3 +279,23 @@ def test_object_scalers_bounded():
         st.registers((k,))
     assert list(st.scalers) == [("c",), ("a",), ("d",)]
     assert st.registers(("a",)) == {"1.0.1.8.0.255": (0, 30)}
+
+
+def test_parquet_row_groups_gather_chunks(pcaps, tmp_path, monkeypatch):
+    """Chunks are written in row groups of at least ROW_GROUP_ROWS rows (a Parquet writer
+    keeps each row group's metadata until the end: few big groups keep memory flat)."""
+    import pyarrow.parquet as pq
+    from analyzer import export as E
+    path = str(pcaps / HT / "Output-Ciphered.pcap")
+    monkeypatch.setattr(E.TableWriter, "ROW_GROUP_ROWS", 250)
+    out = tmp_path / "g.parquet"
+    n = E.write_tables(E.export_tables("packets", [path], chunk_rows=100), str(out))
+    md = pq.read_metadata(out)
+    assert n == md.num_rows == 299
+    assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [299]
+    out2 = tmp_path / "h.parquet"
+    monkeypatch.setattr(E.TableWriter, "ROW_GROUP_ROWS", 150)
+    E.write_tables(E.export_tables("packets", [path], chunk_rows=100), str(out2))
+    md2 = pq.read_metadata(out2)
+    assert [md2.row_group(i).num_rows for i in range(md2.num_row_groups)] == [200, 99]
+    assert pq.read_table(out2).equals(pq.read_table(out))
