@@ -509,7 +509,8 @@ class Decrypt(Stage):
             depth_guard += 1
             rec = _record_of(d, desc)
             res, pt_tag = self._one(pkt, d, desc, rec, assoc, src, ast)
-            stored.append(res)
+            # what a redissection needs, without empty entries (kept per packet: small)
+            stored.append({k: v for k, v in res.items() if v is not None and v is not False})
             statuses.append(res["status"])
         if statuses:
             pkt.aux["decrypt"] = stored
@@ -538,7 +539,7 @@ class Decrypt(Stage):
                 live.client_title = bytes(title)
             elif direction == "s2c" and live.server_title is None:
                 live.server_title = bytes(title)
-        out: dict[str, Any] = {"index": len(pkt.aux.get("decrypt", ())), "kind": kind}
+        out: dict[str, Any] = {"kind": kind}
         if kind == "general-signing":
             # the signed part: the APDU from its tag to the end of the content
             if gen is not None and desc.get("signed_offset") is not None:
