@@ -6,7 +6,7 @@
    building and writing the table.  CPU seconds (user+sys of the process), the fairer figure
    on a shared machine; wall time in the note.
 2. Memory of those exports: peak RSS (kernel) and the RSS sampled over the run; "growth" is
-   the slope of RSS over the second half of the run in MB per million packets (flat memory:
+   the slope of RSS between 30% and 85% of the run in MB per million packets (flat memory:
    close to 0, and the same peak at 1M and 10M), for the whole RSS and for the anonymous
    part (the process' own memory, without mapped files and libraries).  Quick: 20k/100k packets; full: 100k, 1M
    and 10M packets (the 10M export alone takes about 35 minutes at ~5k packets/s).
@@ -68,7 +68,7 @@ def export_rows(n: int, tmp: str, decode: bool = True, interval: float = 1.0, lo
     size = os.path.getsize(out) / 2**20
     os.unlink(out)
     rows = []
-    g = (f"{growth:+.1f} MB per 1M packets over the 2nd half (anonymous memory {agrowth:+.1f} MB/1M, "
+    g = (f"{growth:+.1f} MB per 1M packets from 30% to 85% of the run (anonymous memory {agrowth:+.1f} MB/1M, "
          f"max {anon_peak:.0f} MB)" if growth is not None and agrowth is not None else "too short to fit")
     if decode:
         argv = [*cmd, "decode", path, "-T", "fields", "-j", "1"]

@@ -139,9 +139,10 @@ def run_cmd_sampled(argv: list[str], interval: float = 1.0, timeout: float = 4 *
 
 
 def rss_growth(samples: list[tuple[float, float]], packets: int, wall: float) -> float | None:
-    """Resident-memory growth in MB per million packets over the second half of a run (the
-    first half holds start-up and warm-up), assuming packets are read at an even rate."""
-    half = [(t, m) for t, m in samples if t >= wall / 2]
+    """Resident-memory growth in MB per million packets between 30% and 85% of a run (the
+    start holds start-up and warm-up, the end the final write of the spooled chunks),
+    assuming packets are read at an even rate."""
+    half = [(t, m) for t, m in samples if 0.3 * wall <= t <= 0.85 * wall]
     if len(half) < 4 or packets <= 0:
         return None
     n = len(half)

@@ -299,3 +299,10 @@ def test_parquet_row_groups_gather_chunks(pcaps, tmp_path, monkeypatch):
     md2 = pq.read_metadata(out2)
     assert [md2.row_group(i).num_rows for i in range(md2.num_row_groups)] == [200, 99]
     assert pq.read_table(out2).equals(pq.read_table(out))
+    # min/max statistics (kept in memory per row group until the footer) only where readers
+    # filter: frame number, time, length
+    rg = md2.row_group(0)
+    stats = {rg.column(i).path_in_schema: rg.column(i).statistics for i in range(rg.num_columns)
+             if rg.column(i).is_stats_set}
+    assert set(stats) == {"number", "time", "length"}
+    assert (stats["number"].min, stats["number"].max) == (1, 200)
