@@ -58,6 +58,7 @@ def export_part(what: str, path: str, index: int, part_dir: str, token: str, key
     """Runs on a worker: export one capture file to a Parquet part.  Returns the part's
     path (or its bytes), schema, row count, frame count, association count and errors."""
     t0 = time.perf_counter()
+    c0 = time.process_time()
     warm_s = warm()
     import pyarrow.parquet as pq
     from .export import CHUNK_ROWS, export_tables, gc_tuned, max_assoc_id, write_tables
@@ -93,7 +94,8 @@ def export_part(what: str, path: str, index: int, part_dir: str, token: str, key
         out = {"index": index, "path": target, "data": None, "schema": schema, "rows": rows,
                "records": stats.get("records", 0),
                "associations": max(stats.get("associations", 0), seen["assoc"]),
-               "errors": errors, "seconds": time.perf_counter() - t0, "warm": warm_s, "pid": os.getpid()}
+               "errors": errors, "seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+               "warm": warm_s, "pid": os.getpid()}
         if local_dir is not None:
             with open(target, "rb") as f:
                 out["data"] = f.read()
@@ -168,7 +170,7 @@ def run_parts(what: str, paths: Iterable[str], part_dir: str, keys_path=None, ke
         results[res["index"]] = res
         fut.release()
     if timings is not None:
-        timings["tasks"] = [{"file": paths[r["index"]], "seconds": r["seconds"], "warm": r["warm"],
+        timings["tasks"] = [{"file": paths[r["index"]], "seconds": r["seconds"], "cpu": r["cpu"], "warm": r["warm"],
                              "pid": r["pid"]} for r in results]
     return results
 
@@ -277,8 +279,8 @@ def dask_export(what: str, paths: Iterable[str], out: str, fmt: str | None = Non
                 chunk_rows: int | None = None, timings: dict | None = None) -> int:
     """Export `what` from capture files to OUT (.parquet/.csv/.jsonl) on a Dask cluster;
     returns the row count.  `timings` (optional dict) receives "start" (cluster start),
-    "tasks" (per file: seconds on the worker, of which import warm-up), "compute" and
-    "merge" seconds."""
+    "tasks" (per file: wall and CPU seconds on the worker, import warm-up, worker pid),
+    "compute" and "merge" seconds."""
     from .export import CHUNK_ROWS, TableWriter, output_format
     dataset = str(out).endswith(("/", os.sep)) or os.path.isdir(out)
     if dataset:

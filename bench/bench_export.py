@@ -51,7 +51,8 @@ def _dask_run(paths, workers: int, out: str) -> dict:
         n = dask_export("packets", paths, out, client=client, timings=tm)
         t3 = time.perf_counter()
         return {"start": t1 - t0, "warm": t2 - t1, "job": t3 - t2, "rows": n, "compute": tm["compute"],
-                "merge": tm["merge"], "task_sum": sum(t["seconds"] for t in tm["tasks"])}
+                "merge": tm["merge"], "task_sum": sum(t["seconds"] for t in tm["tasks"]),
+                "task_cpu": sum(t["cpu"] for t in tm["tasks"])}
     finally:
         client.close()
         cluster.close()
@@ -106,11 +107,17 @@ def dask_rows(per: int, tmp: str) -> list[dict]:
         rows.append(common.row(f"dask export, {w} worker{'s' if w > 1 else ''}, 8 files", round(n / r["job"], 1),
                                "packets/s (wall)", None,
                                f"8 x {per:,} packets; job {r['job']:.1f} s (tasks {r['compute']:.1f} s, "
-                               f"merge {r['merge']:.1f} s; sum of task times {r['task_sum']:.1f} s), cluster "
+                               f"merge {r['merge']:.1f} s; tasks' wall sum {r['task_sum']:.1f} s, CPU "
+                               f"{r['task_cpu']:.1f} s: the workers got {r['task_cpu'] / r['task_sum']:.0%} of a "
+                               f"CPU each), cluster "
                                f"start {r['start']:.1f} s + warm-up {r['warm']:.1f} s not in the rate"))
+    # what the same work would take if every worker had a whole CPU (the host is shared):
+    # the tasks' CPU seconds spread over the workers, plus the client's merge
+    ideal = (r1["task_cpu"] + r1["merge"]) / (r2["task_cpu"] / 2 + r2["merge"])
     rows.append(common.row("dask speed-up, 2 workers vs 1", round(speed, 2), "x", None,
                            f"job time (cluster started, imports warmed); with cluster start and warm-up "
-                           f"{total:.2f}x; {os.cpu_count()} CPUs; {load} before the runs"))
+                           f"{total:.2f}x; with a whole CPU per worker (tasks' CPU time / workers + merge) "
+                           f"{ideal:.2f}x; {os.cpu_count()} CPUs; {load} before the runs"))
     return rows
 
 
