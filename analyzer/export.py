@@ -523,11 +523,13 @@ class _MappedRelease:
     """Drops the pages of a memory-mapped capture that the reader has gone past (the map
     is read-only and file-backed: a page needed again is simply read back from the page
     cache), so that the resident size of an export does not grow by the size of the file.
-    The position is a lower bound (record data plus the smallest record header)."""
+    The position is a lower bound: the record's block (pcapng: enhanced packet block with its
+    comment options; pcap: record header and data), without other blocks."""
 
     STEP = 16 << 20
 
-    def __init__(self, buf):
+    def __init__(self, buf, fmt: str | None = None):
+        self.pcapng = fmt == "pcapng"
         import mmap
         self.mm = buf if isinstance(buf, mmap.mmap) and hasattr(buf, "madvise") and \
             hasattr(mmap, "MADV_DONTNEED") else None
@@ -536,8 +538,18 @@ class _MappedRelease:
         self.pos = 0
         self.next = self.STEP
 
+    def size(self, rec) -> int:
+        n = len(rec.data)
+        if not self.pcapng:
+            return 16 + n
+        size = 32 + ((n + 3) & ~3)
+        if rec.comments:
+            size += 4 + sum(4 + ((len(c.encode("utf-8", "replace") if isinstance(c, str) else c) + 3) & ~3)
+                            for c in rec.comments)
+        return size
+
     def step(self, n: int) -> None:
-        self.pos += n + 16
+        self.pos += n
         if self.pos >= self.next:
             self.next = self.pos + self.STEP
             upto = (self.pos - self.STEP // 2) // self.page * self.page
@@ -573,13 +585,13 @@ class PacketSource:
         t0 = prev = None
         for p in self.paths:
             reader = open_reader(p)
-            release = _MappedRelease(getattr(reader, "buf", None))
+            release = _MappedRelease(getattr(reader, "buf", None), getattr(reader, "format", None))
             try:
                 for rec in reader:
                     pkt = self.pipeline.feed(rec, str(p))
                     self.records += 1
                     if release.mm is not None:
-                        release.step(len(rec.data))
+                        release.step(release.size(rec))
                     if match is not None:
                         if t0 is None:
                             t0 = pkt.ts_ns
