@@ -87,7 +87,7 @@ class Tally:
         e[0] += n
         fl = e[1]
         for x in frames:
-            if x is not None and len(fl) < MAX_EVIDENCE and (not fl or fl[-1] != x):
+            if x is not None and len(fl) < MAX_EVIDENCE and x not in fl:
                 fl.append(x)
         return e
 
@@ -308,6 +308,7 @@ class Audit(Stage):
         self._recent_reqs = Window()          # digest of a plaintext request -> (assoc, client, ns, frame)
         self._mitm_hits = Window()            # (assoc x, assoc y) -> [hits, frames, client x, client y]
         self._mitm: dict[tuple, list] = {}    # the pairs with >= 3 hits (same lists)
+        self._cross_over = _Sink()             # cross-association findings past MAX_GROUPS pairs
         self._cache = None
 
     # ------------------------------------------------------------------ per packet
@@ -379,9 +380,12 @@ class Audit(Stage):
             w = [0, []]
             self.lon_challenges[key] = w
         w[0] += 1
-        w[1].append(frame)
-        if w[0] >= 3:
-            self.lon_auth.add(key, w[1], n=w[0])
+        if len(w[1]) < 3:
+            w[1].append(frame)
+        if w[0] == 3:
+            self.lon_auth.add(key, w[1], n=3)
+        elif w[0] > 3:          # a transaction whose group went to OVERFLOW: one more each time
+            self.lon_auth.add(key, (frame,))
 
     def _see(self, aid, pkt, copy: bool):
         """Track one association: values newly set on it are compared across associations."""
@@ -432,12 +436,19 @@ class Audit(Stage):
         if id1 == a.id:
             return
         key = (min(id1, a.id), max(id1, a.id))
-        if key in self._relays or len(self._relays) >= MAX_GROUPS:
+        if key in self._relays:
             return
         a1 = self._assoc(id1)
         sev = "critical" if a1 is not None and _overlap(a1, a) else "high"
-        self._relays[key] = ("hls-challenge-relay", [f1, fr], a.id,
-                             f"{w1} of association {id1} reappears as {what} of association {a.id}", sev, None)
+        self._relay(key, ("hls-challenge-relay", [f1, fr], a.id,
+                          f"{w1} of association {id1} reappears as {what} of association {a.id}", sev, None))
+
+    def _relay(self, key, args) -> None:
+        """Keep a relay finding; past MAX_GROUPS pairs it is counted in the summary finding."""
+        if len(self._relays) < MAX_GROUPS:
+            self._relays[key] = args
+        else:
+            self._cross_over.add(*args)
 
     def _title(self, title: bytes, a, client: bool) -> None:
         """An AARE answering with the calling title of another, concurrent association."""
@@ -458,11 +469,11 @@ class Audit(Stage):
         if resp is None or call is None or resp.client_title == title or not _overlap(resp, call):
             return
         key = ("aare", resp.id, call.id)
-        if key in self._relays or len(self._relays) >= MAX_GROUPS:
+        if key in self._relays:
             return
-        self._relays[key] = ("hls-challenge-relay", [resp.aare_frame, call.aarq_frame], resp.id,
-                             f"AARE of association {resp.id} responds with the calling title of association "
-                             f"{call.id} ({title.hex()})", "critical", None)
+        self._relay(key, ("hls-challenge-relay", [resp.aare_frame, call.aarq_frame], resp.id,
+                          f"AARE of association {resp.id} responds with the calling title of association "
+                          f"{call.id} ({title.hex()})", "critical", None))
 
     def _ded_key(self, digest: bytes, a) -> None:
         """The same dedicated key in several associations (compared as a digest, never shown)."""
@@ -475,8 +486,12 @@ class Audit(Stage):
         prev = self._ded_keys.get(digest)
         if prev is None:
             self._ded_keys[digest] = (a.id, a.dedicated_key_frame)
-        elif prev[0] != a.id and len(self._ded_shared) < MAX_GROUPS:
-            self._ded_shared[digest] = [[prev[0], a.id], [prev[1], a.dedicated_key_frame]]
+        elif prev[0] != a.id:
+            if len(self._ded_shared) < MAX_GROUPS:
+                self._ded_shared[digest] = [[prev[0], a.id], [prev[1], a.dedicated_key_frame]]
+            else:
+                self._cross_over.add("dedicated-key-shared", [prev[1], a.dedicated_key_frame], a.id,
+                                     f"associations {prev[0]}, {a.id} use the same dedicated key")
 
     def _plain_request(self, a, b: bytes, pkt) -> None:
         """Identical plaintext requests in two associations from different clients, the copy
@@ -500,8 +515,13 @@ class Audit(Stage):
         h[0] += 1
         if len(h[1]) < MAX_EVIDENCE:
             h[1].extend((fx, pkt.number))
-        if h[0] >= 3 and key not in self._mitm and len(self._mitm) < MAX_GROUPS:
-            self._mitm[key] = h
+        if h[0] >= 3 and key not in self._mitm:
+            if len(self._mitm) < MAX_GROUPS:
+                self._mitm[key] = h
+            elif h[0] == 3:
+                self._cross_over.add("mitm-client-relay", h[1], a.id,
+                                     f"requests of association {x} ({cx}) repeated in association {a.id} "
+                                     f"({a.client}) within 1 s", count=3)
 
     def finish(self):
         return ()
@@ -567,7 +587,7 @@ class Audit(Stage):
                 # evidence_count: the frames themselves while they all fit, else the incidents
                 add(rule_id, frames, None if key == OVERFLOW else info.get("assoc"),
                     _incident_message(rule_id, key, count, info),
-                    count=count if len(frames) >= MAX_EVIDENCE else None)
+                    count=max(count, len(set(frames))))
         for e in self.signing.groups.values():
             add("signature-failed", e[1], None, f"{e[0]} general-signing APDU(s) with a bad signature", count=e[0])
         for args in self._relays.values():
@@ -578,6 +598,7 @@ class Audit(Stage):
         for (x, y), (n, frames, cx, cy) in self._mitm.items():
             add("mitm-client-relay", frames, y,
                 f"{n} requests of association {x} ({cx}) repeated in association {y} ({cy}) within 1 s", count=n)
+        sink.merge(self._cross_over)
         # 14908 / OSGP
         for key, (n, frames, codes) in self.nm.groups.items():
             where = "further nodes" if key == OVERFLOW else f"{key[0]} -> {key[1]}"
