@@ -252,9 +252,8 @@ class LonTrack(Stage):
                    bytes(lon.get("nid") or b""))
             t = self.txns.get(src)
             if t is not None and t.dst == dst and t.tid == tid and t.digest == digest \
-                    and ns - t.ns <= TXN_WINDOW_NS:
-                t.ns = ns
-                return t.frame
+                    and ns - t.ns <= TXN_WINDOW_NS:     # counted from the first frame: a
+                return t.frame                        # replay repeated forever is no retry
             self.txns[src] = _Txn(first or pkt.number, ns, dst, tid, digest)
             return None
         if kind in _RESP:

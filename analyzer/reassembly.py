@@ -94,7 +94,12 @@ def hop_of(d) -> tuple:
     a = (lon.get("src_subnet"), lon.get("src_node"))
     b = (lon.get("dst_type"), lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"),
          bytes(lon.get("nid") or b""))
-    if lon.get("dst_type") in ("unicast", "groupack"):
+    dt = lon.get("dst_type")
+    if dt == "group":                 # a request to a group: the hop is sender <-> group
+        b = ("grp", lon.get("group"))
+    elif dt == "groupack":            # a member's answer: the same hop as the request
+        a, b = (b[1], b[2]), ("grp", lon.get("group"))
+    elif dt == "unicast":
         b = (b[1], b[2])
     pkt = d.ctx.get("packet")
     medium = medium_of(pkt, d) if pkt is not None else ()

@@ -274,3 +274,27 @@ def test_retransmitted_aarq_after_a_rejection_opens_nothing():
     (a,) = pipe.stage("associations").records
     assert a.state == "rejected" and a.result == 1
     assert [p.fields["dlms.assoc_id"] for p in pkts] == [[1]] * 4
+
+
+def test_a_frame_resent_for_longer_than_the_transaction_window_is_no_retransmission():
+    """The transaction window counts from the first frame: the same request resent every
+    40 s is a retransmission only within 60 s of the first copy, so a replay repeated for
+    minutes is not hidden as a transport retry."""
+    req = build_pdu(GET)
+    t0 = 1_700_000_000.0
+    frames = [pl(lon(req, C, M, 1), t0 + 40 * i) for i in range(4)]
+    pkts, _ = run(frames)
+    assert retx(pkts) == [None, 1, None, 3]
+
+
+def test_group_request_and_group_ack_share_one_hop():
+    """A request to a group and a member's group-ack answer (address format 2b) travel on one
+    hop, so reassembly and request/response matching pair them."""
+    from analyzer.reassembly import hop_of
+    grp_req = build_frame(pdu="spdu", spdu_type=0, addr="1", src_subnet=1, src_node=1, group=7,
+                          domain=D, tid=1, apdu=build_pdu(GET))
+    ack = build_frame(pdu="spdu", spdu_type=2, addr="2b", src_subnet=1, src_node=13, dst_subnet=1,
+                      dst_node=1, group=7, member=2, domain=D, tid=1, apdu=build_pdu(RSP))
+    pkts, _ = run([pl(grp_req), pl(ack)])
+    assert pkts[0].fields["lon.addrfmt"] == [1] and pkts[1].fields.get("lon.grp") == [7]
+    assert hop_of(pkts[0].d) == hop_of(pkts[1].d)
