@@ -328,7 +328,7 @@ SAFE_PROTOCOLS = frozenset(["eth", "vlan", "sll", "null", "ip", "ipv6", "udp", "
 SAFE_VIRTUAL = frozenset(["frame.number", "frame.time_epoch", "frame.time_relative", "frame.time_delta",
                           "frame.len", "frame.cap_len"])
 WARMUP = 256                 # records (indexed formats)
-WARMUP_BYTES = 1 << 16       # bytes before a range (classic pcap)
+WARMUP_BYTES = 1 << 17       # bytes before a range (classic pcap): more than one 64 KiB IP datagram
 CHUNK = 50000                # records per range at most (indexed formats)
 RANGES_PER_JOB = 8
 MIN_RANGE = 1 << 20

@@ -124,7 +124,8 @@ def fast_feed(pipe, names, filter_fields=()):
                 d.expert = []
             if d.ctx:
                 d.ctx = {}
-            d.sources[0] = ("Frame", data)
+            d.sources[:] = [("Frame", data)]
+            d.source = 0
         elif kept is not None:
             d = D(data)
             d.fields = kept()

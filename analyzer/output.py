@@ -330,12 +330,6 @@ def _col_text(vals, agg: str) -> str:
 _SMALL_INT = tuple(str(i) for i in range(1024))     # str() of the common small values
 
 
-def _one_text(v) -> str:
-    """The text of a single value (the generated line's slow branch)."""
-    f = FIELD_FORMAT.get(type(v))
-    return f(v) if f is not None else _fmt_other(v)
-
-
 def _compiled_line(names, sep: str, agg: str) -> Callable:
     """`FieldsFormatter.line` for the default options (all occurrences, no quotes), generated
     once per field list: one dict look-up per column; single ints (from a table of strings
@@ -360,7 +354,7 @@ def _compiled_line(names, sep: str, agg: str) -> Callable:
                   "    else:",
                   f"        c{i} = _col(v, AGG)"]
     lines.append(f"    return SEP.join(({', '.join(f'c{i}' for i in range(len(names)))},))")
-    ns = {"_col": _col_text, "_one": _one_text, "SEP": sep, "AGG": agg, "S": _SMALL_INT}
+    ns = {"_col": _col_text, "_one": field_text, "SEP": sep, "AGG": agg, "S": _SMALL_INT}
     exec(compile("\n".join(lines) + "\n", "<fields line>", "exec"), ns)
     return ns["line"]
 
