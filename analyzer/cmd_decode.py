@@ -532,6 +532,20 @@ def _ordered(pool, fn, jobs, window: int):
         yield res
 
 
+def _write_ordered(pool, fn, jobs_list, jobs: int, count, shown: int, out) -> tuple[int, bool]:
+    """Write the workers' text in order, stopping (and terminating the pool) once `count`
+    packets have been shown.  Returns (packets shown, count reached)."""
+    for text, k in _ordered(pool, fn, jobs_list, 2 * jobs):
+        if count is not None and shown + k >= count:
+            keep = count - shown
+            out.write("".join(text.splitlines(True)[:keep]))
+            pool.terminate()
+            return shown + keep, True
+        out.write(text)
+        shown += k
+    return shown, False
+
+
 def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, lower_only: bool = False) -> None:
     import multiprocessing as mp
     from . import output as O
@@ -564,17 +578,7 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
             _PAR.update(reader=reader, path=path, t0=t0, base=base, idx=None)
             with ctx.Pool(jobs) as pool:
                 todo, n, damage = _pcap_jobs(pool, reader, jobs)
-                for text, k in _ordered(pool, _pcap_decode, todo, 2 * jobs):
-                    if count is not None and shown + k >= count:
-                        keep = count - shown
-                        text = "".join(text.splitlines(True)[:keep])
-                        k = keep
-                        done = True
-                    out.write(text)
-                    shown += k
-                    if done:
-                        pool.terminate()
-                        break
+                shown, done = _write_ordered(pool, _pcap_decode, todo, jobs, count, shown, out)
             err = reader.pcap_error(damage, n) if damage is not None else None
             gz = getattr(reader, "_gzerr", None)
             if gz:
@@ -591,17 +595,7 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
             ranges = [(a, min(a + size, n)) for a in range(0, n, size)]
             if ranges:
                 with ctx.Pool(min(jobs, len(ranges))) as pool:
-                    for text, k in _ordered(pool, _par_chunk, ranges, 2 * jobs):
-                        if count is not None and shown + k >= count:
-                            keep = count - shown
-                            text = "".join(text.splitlines(True)[:keep])
-                            k = keep
-                            done = True
-                        out.write(text)
-                        shown += k
-                        if done:
-                            pool.terminate()
-                            break
+                    shown, done = _write_ordered(pool, _par_chunk, ranges, jobs, count, shown, out)
             err = idx.error
             idx.close()
         read += n
