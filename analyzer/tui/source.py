@@ -124,33 +124,28 @@ class CaptureFile:
     def _drop_pages(self) -> None:
         """Indexed pages of the mapped file need not stay resident (a 10M-packet file would
         otherwise count fully in RSS); they are read again from the page cache on demand."""
-        buf = self.buf
-        if not isinstance(buf, mmap.mmap) or not hasattr(buf, "madvise"):
-            return
-        end = (self.indexer.pos // mmap.PAGESIZE) * mmap.PAGESIZE
-        start = getattr(self, "_dropped", 0)
-        if end - start >= (8 << 20):
-            try:
-                buf.madvise(mmap.MADV_DONTNEED, start, end - start)
-            except (OSError, ValueError, AttributeError):
-                return
-            self._dropped = end
+        self._free_pages("_dropped", self.indexer.pos, 8 << 20)
 
     def release(self, upto: int) -> None:
         """The decoder has passed file offset `upto`: the mapped pages before it need not
         stay resident (re-read from the page cache if a row there is shown again).
         Without this, decoding a capture maps all of it into the process's RSS."""
+        self._free_pages("_released", upto, 4 << 20)
+
+    def _free_pages(self, mark: str, upto: int, step: int) -> None:
+        """madvise(DONTNEED) the mapped pages from the offset kept in attribute `mark` up to
+        `upto`, once at least `step` bytes have gathered; `mark` then moves to `upto`."""
         buf = self.buf
         if not isinstance(buf, mmap.mmap) or not hasattr(buf, "madvise"):
             return
-        start = getattr(self, "_released", 0)
+        start = getattr(self, mark, 0)
         end = (upto // mmap.PAGESIZE) * mmap.PAGESIZE
-        if end - start >= (4 << 20):
+        if end - start >= step:
             try:
                 buf.madvise(mmap.MADV_DONTNEED, start, end - start)
             except (OSError, ValueError, AttributeError):
                 return
-            self._released = end
+            setattr(self, mark, end)
 
     def read(self, offset: int, caplen: int, origlen: int, linktype: int, ts: int) -> Record:
         if self.records is not None:
