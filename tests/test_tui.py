@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import tui_app
-from tui_app import demo_frames, make_app, wait_loaded, write_pcap
+from tui_app import demo_frames, load_session, make_app, wait_loaded, write_pcap
 
 from analyzer.tui.session import Session
 from analyzer.tui.source import CaptureFile
@@ -27,17 +27,6 @@ SIZE = (160, 45)
 @pytest.fixture(scope="module")
 def demo_pcap(tmp_path_factory) -> Path:
     return write_pcap(tmp_path_factory.mktemp("tui") / "tuidemo.pcap", demo_frames())
-
-
-def load_session(paths, **kw) -> Session:
-    s = Session([str(p) for p in (paths if isinstance(paths, list) else [paths])], **kw)
-    s.start()
-    t = time.time()
-    while not s.done and time.time() - t < 30:
-        time.sleep(0.02)
-    while s.filter_fn is not None and s.view_upto < s.n_decoded and time.time() - t < 30:
-        time.sleep(0.02)
-    return s
 
 
 # --------------------------------------------------------------------------- index

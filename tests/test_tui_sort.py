@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tui_app import demo_frames, make_app, wait_loaded, write_pcap
+from tui_app import demo_frames, load_session, make_app, wait_loaded, write_pcap
 
 from analyzer.tui import store as store_mod
 from analyzer.tui.session import SORT_COLUMNS, ObjectLog, Session, natural_key
@@ -21,17 +21,6 @@ N = 60
 @pytest.fixture(scope="module")
 def demo_pcap(tmp_path_factory) -> Path:
     return write_pcap(tmp_path_factory.mktemp("tuisort") / "tuidemo.pcap", demo_frames(N))
-
-
-def load_session(paths, **kw) -> Session:
-    s = Session([str(p) for p in (paths if isinstance(paths, list) else [paths])], **kw)
-    s.start()
-    t = time.time()
-    while not s.done and time.time() - t < 30:
-        time.sleep(0.02)
-    while s.filter_fn is not None and s.view_upto < s.n_decoded and time.time() - t < 30:
-        time.sleep(0.02)
-    return s
 
 
 # The expected columns of the demo capture, written from the frame layout of

@@ -107,3 +107,19 @@ async def wait_loaded(pilot, timeout: float = 20.0) -> None:
             break
         await asyncio.sleep(0.02)
     await pilot.pause(0.05)
+
+
+def load_session(paths, **kw):
+    """A TUI Session on `paths`, started and waited for (decoded, and filtered if a filter
+    is set), at most 30 s."""
+    import time
+
+    from analyzer.tui.session import Session
+    s = Session([str(p) for p in (paths if isinstance(paths, list) else [paths])], **kw)
+    s.start()
+    t = time.time()
+    while not s.done and time.time() - t < 30:
+        time.sleep(0.02)
+    while s.filter_fn is not None and s.view_upto < s.n_decoded and time.time() - t < 30:
+        time.sleep(0.02)
+    return s
