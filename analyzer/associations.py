@@ -30,6 +30,10 @@ PDUs, decrypted plaintext) is seen once, in order.
 from __future__ import annotations
 
 import collections
+import pickle
+from collections.abc import Iterator
+import tempfile
+from array import array
 
 from dissectors.core import FT_BYTES, FT_FLOAT, FT_STR, FT_UINT, field, table
 
@@ -64,6 +68,7 @@ COPY_WINDOW_NS = 2 * 10**9        # a frame routed onto another medium (CN/IP <-
 MAX_PENDING = 16                  # unanswered requests kept per association (invoke ids are 4 bits)
 MAX_EVENTS = 1024                 # latest lifecycle/HLS observations kept for inspection
 SWEEP_EVERY = 4096
+SPOOL_AT = 4096                   # closed associations kept in memory; older ones go to the spool
 
 
 # --------------------------------------------------------------------------- APDU recorder
@@ -328,6 +333,20 @@ class Association:
     def context_name(self) -> str | None:
         return {1: "LN", 2: "SN", 3: "LN-ciphered", 4: "SN-ciphered"}.get(self.context, self.context)
 
+    def __getstate__(self):
+        # what is spooled: every slot but the per-packet state (empty once closed), and the
+        # dedicated key only as "there was one" -- key material is never written out
+        return tuple(None if n in _NOT_SPOOLED else
+                     (self.dedicated_key is not None) if n == "dedicated_key" else _plain(getattr(self, n))
+                     for n in Association.__slots__)
+
+    def __setstate__(self, state) -> None:
+        for n, v in zip(Association.__slots__, state):
+            setattr(self, n, v)
+        self.pending = {}
+        self.pending_sn = []
+        self.dedicated_key = KEY_NOT_KEPT if self.dedicated_key else None
+
     def to_dict(self) -> dict:
         return {
             "assoc_id": self.id, "transport": self.transport, "client": self.client, "server": self.server,
@@ -348,6 +367,61 @@ class Association:
         }
 
 
+_NOT_SPOOLED = frozenset(("pending", "pending_sn"))
+
+
+def _plain(v):
+    """A value as it is spooled (views into packet buffers become bytes)."""
+    return bytes(v) if isinstance(v, (memoryview, bytearray)) else v
+
+
+class _NotKept(bytes):
+    """The dedicated key of an association read back from the spool: it had one, the key
+    itself was not written to disk (empty, so that no cipher can be made from it)."""
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<dedicated key not kept>"
+
+    __str__ = __repr__
+
+
+KEY_NOT_KEPT = _NotKept()
+
+
+class _Spool:
+    """Closed associations on disk: an unnamed temporary file (gone with the process) that
+    holds each one's pickled summary, and its offset by association number (8 bytes per
+    association in memory, -1 while the association is in memory)."""
+
+    def __init__(self):
+        self.f = None
+        self.end = 0
+        self.offsets = array("q")
+
+    def number(self) -> None:
+        self.offsets.append(-1)
+
+    def put(self, a: Association) -> None:
+        if self.f is None:
+            self.f = tempfile.TemporaryFile(prefix="lonscope-assoc-")
+        self.f.seek(self.end)
+        pickle.dump(a, self.f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.offsets[a.id - 1] = self.end
+        self.end = self.f.tell()
+
+    def get(self, aid: int) -> Association | None:
+        if not 0 < aid <= len(self.offsets) or self.offsets[aid - 1] < 0:
+            return None
+        self.f.seek(self.offsets[aid - 1])
+        return pickle.load(self.f)
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
 def _ctx_name(context) -> int | None:
     if isinstance(context, int):
         return context
@@ -355,15 +429,21 @@ def _ctx_name(context) -> int | None:
 
 
 class Associations(Stage):
-    """Stage "associations": `records` is the list of Association objects in order."""
+    """Stage "associations".  `current` holds the association of each transport; one that
+    leaves it (replaced by a new AARQ on its transport, or idle past the timeout) is closed.
+    The latest SPOOL_AT closed ones stay in memory, older ones are written to a spool file,
+    so that memory does not grow with the number of associations; `iter_records()`,
+    `rows()`, `list()` and `get()` read them back."""
     name = "associations"
 
     def __init__(self, pipeline):
         super().__init__(pipeline)
         _install_recorder()
-        self.records: list[Association] = []
         self.current: dict[tuple, Association] = {}
-        self.by_id: dict[int, Association] = {}
+        self.by_id: dict[int, Association] = {}    # the associations in memory
+        self.closed: dict[int, None] = {}          # ids that left `current`, in that order
+        self.spool = _Spool()
+        self.numbered = 0
         # the latest observations (AARQ/AARE titles and challenges, HLS values) for inspection
         self.events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
         self.alias: dict[tuple, tuple] = {}        # agent<->target key -> (association key, agent, target, ns)
@@ -376,13 +456,40 @@ class Associations(Stage):
     @property
     def next_id(self) -> int:
         """The number the next association will get (exports renumber across files with it)."""
-        return len(self.records) + 1
+        return self.numbered + 1
+
+    def iter_records(self) -> Iterator[Association]:
+        """Every association in number order (spooled ones read back, without their key)."""
+        for aid in range(1, self.numbered + 1):
+            a = self.get(aid)
+            if a is not None:
+                yield a
+
+    @property
+    def records(self) -> list[Association]:
+        """All associations in a list (for small captures; `iter_records()` streams)."""
+        return list(self.iter_records())
+
+    def rows(self) -> Iterator[dict]:
+        """The summary of each association, in number order."""
+        for a in self.iter_records():
+            yield a.to_dict()
 
     def list(self) -> list[dict]:
-        return [a.to_dict() for a in self.records]
+        return list(self.rows())
 
     def get(self, aid: int) -> Association | None:
-        return self.by_id.get(aid)
+        a = self.by_id.get(aid)
+        return a if a is not None else self.spool.get(aid)
+
+    def _left(self, a: Association) -> None:
+        """`a` is no longer any transport's current association: it can only be read now."""
+        self.closed[a.id] = None
+        if len(self.closed) > SPOOL_AT:
+            for _ in range(SPOOL_AT // 2):
+                aid = next(iter(self.closed))
+                del self.closed[aid]
+                self.spool.put(self.by_id.pop(aid))
 
     # ---- per packet
     def process(self, pkt, d, first_pass: bool) -> None:
@@ -441,7 +548,7 @@ class Associations(Stage):
 
     def _sweep(self, now: int) -> None:
         """Forget hop/copy bookkeeping that can no longer match, and associations idle for
-        longer than the idle timeout (they keep their summary in `records`)."""
+        longer than the idle timeout (their summaries stay readable: `get`, `iter_records`)."""
         for k in [k for k, v in self.proxy_txn.items() if now - v[3] > HOP_WINDOW_NS]:
             del self.proxy_txn[k]
         for k in [k for k, v in self.routed.items() if now - v[2] > COPY_WINDOW_NS]:
@@ -451,11 +558,14 @@ class Associations(Stage):
         for k in [k for k, v in self.alias.items() if now - v[3] > IDLE_TIMEOUT_NS]:
             del self.alias[k]
         for k, a in list(self.current.items()):
-            if now - a.last_ns > IDLE_TIMEOUT_NS:
+            # an association stays current while it may still see copies of its last
+            # APDUs (a closed one) or further data (an open one)
+            if now - a.last_ns > (HOP_WINDOW_NS if a.state in CLOSED else IDLE_TIMEOUT_NS):
                 if a.state not in CLOSED:
                     a.state = "timeout"
                 a.close()
                 del self.current[k]
+                self._left(a)
 
     def resolve(self, d, pkt, apdus=()) -> tuple:
         """The association transport of a packet, following 14908 repeaters: a proxy request
@@ -537,12 +647,17 @@ class Associations(Stage):
         return "c2s"
 
     def _new(self, key, src, dst, kind, pkt, client_is_src=True) -> Association:
-        aid = len(self.records) + 1
+        self.numbered += 1
+        aid = self.numbered
         a = Association(aid, key, kind, src if client_is_src else dst, dst if client_is_src else src,
                         pkt.number, pkt.ts_ns)
-        self.records.append(a)
         self.by_id[aid] = a
+        self.spool.number()
+        old = self.current.get(key)
         self.current[key] = a
+        if old is not None:
+            old.close()
+            self._left(old)
         return a
 
     def _set(self, pkt, d, name, value) -> None:

@@ -740,15 +740,31 @@ def _require_stage(pipeline, name: str, module: str):
     return st
 
 
-def session_rows(pipeline, file: str = "") -> list[dict]:
+def iter_session_rows(pipeline, file: str = "") -> Iterator[dict]:
+    """One row per association, in number order, streamed (closed associations are read
+    back from the association stage's spool)."""
     st = _require_stage(pipeline, "associations", "analyzer.associations")
-    rows = []
-    for r in st.list():
-        r = dict(r)
-        r.setdefault("file", os.path.basename(file) if file else "")
-        r.pop("dedicated_key_bytes", None)
+    name = os.path.basename(file) if file else ""
+    for r in st.rows():
+        r.setdefault("file", name)
+        yield r
+
+
+def session_rows(pipeline, file: str = "") -> list[dict]:
+    return list(iter_session_rows(pipeline, file))
+
+
+def session_tables(pipeline, file: str = "", chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """The sessions table in chunks of `chunk_rows` (at least one chunk, maybe empty)."""
+    rows: list[dict] = []
+    sent = False
+    for r in iter_session_rows(pipeline, file):
         rows.append(r)
-    return rows
+        if len(rows) >= chunk_rows:
+            yield rows_table(rows, SESSION_SCHEMA)
+            rows, sent = [], True
+    if rows or not sent:
+        yield rows_table(rows, SESSION_SCHEMA)
 
 
 # DLMS/COSEM unit enumeration (Blue Book, scaler_unit of classes 3/4/5): code -> symbol
@@ -1049,7 +1065,7 @@ def export_tables(what: str, paths, keys=None, profile=None, errors: list | None
             for _ in src:
                 pass
             file = src.paths[0] if len(src.paths) == 1 else ""
-            yield rows_table(session_rows(src.pipeline, file), SESSION_SCHEMA)
+            yield from session_tables(src.pipeline, file, chunk_rows)
         elif what == "findings":
             for _ in src:
                 pass
@@ -1136,14 +1152,7 @@ def association_count(pipeline) -> int:
     st = pipeline.stage("associations") if pipeline is not None else None
     if st is None:
         return 0
-    for attr in ("next_id", "_next_id"):
-        v = getattr(st, attr, None)
-        if type(v) is int:
-            return v - 1
-    try:
-        return max((r.get("assoc_id") or 0 for r in st.list()), default=0)
-    except Exception:        # a stage without list(): the tables' numbers are used
-        return 0
+    return st.next_id - 1
 
 
 __all__ = ["packets_dataframe", "sessions_dataframe", "objects_dataframe", "findings_dataframe",

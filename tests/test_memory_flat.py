@@ -133,3 +133,64 @@ def test_an_association_seen_again_after_it_was_settled(monkeypatch):
     assert lls["frames"] == [1] and "'secret01'" in lls["message"]
     plain = sorted((f["frames"], f["evidence_count"]) for f in fs if f["rule"] == "plaintext-after-association")
     assert plain == [([3], 1), ([8, 9], 2)]
+
+
+def _many_associations(n: int, spool_at: int, monkeypatch):
+    """n associations over 3 client transports (each AARQ replaces the transport's previous
+    association), fed with the association stage spooling past `spool_at` closed ones; the
+    first association gets a dedicated key."""
+    from analyzer import associations as assoc_mod
+    from analyzer.keyring import Secret
+    monkeypatch.setattr(assoc_mod, "SPOOL_AT", spool_at)
+    pipe = Pipeline()
+    ast = pipe.stage("associations")
+    t = 1_700_000_000 * 10**9
+    key = Secret(bytes.fromhex("00112233445566778899AABBCCDDEEFF"))
+    most = 0
+    for k in range(n):
+        client = (f"10.0.0.{k % 3 + 1}", 41000 + k % 3, 16)
+        frames = [c2s(aarq(b"CL" + k.to_bytes(6, "big"), mechanism=1, auth_value=b"pw%06d" % k), client),
+                  s2c(aare(SV), client), c2s(GET, client), s2c(RSP, client)]
+        if k % 5 == 0:
+            frames.append(c2s(GET2, client))          # unanswered: a pending request
+        for fr in frames:
+            t += 10_000_000
+            pipe.feed(Record(t, fr, 1, len(fr)))
+        if k == 0:
+            ast.current[next(iter(ast.current))].dedicated_key = key
+        most = max(most, len(ast.by_id))
+    pipe.finish()
+    return pipe, ast, key, most
+
+
+def test_closed_associations_are_spooled_and_read_back(monkeypatch):
+    """Past SPOOL_AT closed associations, the oldest go to the spool file: memory holds a
+    bounded number of association objects, and every reader (rows, get, the sessions
+    export, the audit) sees the same summaries as without spooling; the dedicated key is
+    not written to the spool, only that there was one."""
+    from analyzer.export import session_tables
+    n = 120
+    pipe, ast, key, most = _many_associations(n, 8, monkeypatch)
+    ref_pipe, ref, _, ref_most = _many_associations(n, 10**6, monkeypatch)
+    assert ref_most == n and most <= 8 + 3 + 1       # SPOOL_AT closed + the 3 current (+ the new one)
+    assert len(ast.spool.offsets) == n and sum(o >= 0 for o in ast.spool.offsets) >= n - 12
+    rows, ref_rows = ast.list(), ref.list()
+    assert len(rows) == n and rows == ref_rows
+    assert [r["assoc_id"] for r in rows] == list(range(1, n + 1))
+    assert rows[0]["dedicated_key"] is True and not any(r["dedicated_key"] for r in rows[1:])
+    assert [(r["state"], r["requests"], r["responses"]) for r in rows[:4]] == \
+        [("replaced", 2, 1), ("replaced", 1, 1), ("replaced", 1, 1), ("replaced", 1, 1)]
+    assert rows[-1]["state"] == "associated"
+    first = ast.get(1)                                 # read back from the spool
+    assert first is not ast.by_id.get(1) and first.lls_password == b"pw000000" and first.pending == {}
+    assert repr(first.dedicated_key) == "<dedicated key not kept>" and bytes(first.dedicated_key) == b""
+    ast.spool.f.seek(0)
+    blob = ast.spool.f.read()
+    assert blob and key not in blob and key.hex().encode() not in blob
+    assert ast.next_id == n + 1
+    (table,) = session_tables(pipe, "x.pcap", chunk_rows=1000)
+    assert table.num_rows == n and table.column("client_title").to_pylist()[119] == (b"CL" + (119).to_bytes(6, "big")).hex()
+    assert len(list(session_tables(pipe, "", chunk_rows=50))) == 3
+    strip = lambda fs: sorted((f["rule"], tuple(f["frames"]), f["message"]) for f in fs)  # noqa: E731
+    assert strip(pipe.stage("audit").findings()) == strip(ref_pipe.stage("audit").findings())
+    assert sum(f["rule"] == "lls-cleartext" for f in pipe.stage("audit").findings()) > 0
