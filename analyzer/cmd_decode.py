@@ -111,6 +111,14 @@ def _quiet_exit_on_broken_pipe() -> None:
     sys.exit(0)
 
 
+def _report_errors(errors: list, read: int) -> None:
+    """The readers' damage messages on stderr; exit status 2 when nothing could be read."""
+    for msg in errors:
+        click.echo(f"lonscope: {msg}", err=True)
+    if errors and read == 0:
+        sys.exit(2)
+
+
 @click.command("decode")
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--keys", "keys_path", metavar="FILE", help="TOML key ring.")
@@ -200,7 +208,7 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
     if ff is not None and match is None and count is None and not need_virtual:
         # plain -T fields: the shortest loop (no filter, no virtual fields, no count)
         line = ff.line
-        fields_of = getattr(feed, "fields_of", None) or (lambda rec, path: feed(rec, path).d.fields)
+        fields_of = _fields_of(feed)
         try:
             for path, reader in readers:
                 try:
@@ -224,10 +232,7 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
             _quiet_exit_on_broken_pipe()
         finally:
             progress.done()
-        for msg in errors:
-            click.echo(f"lonscope: {msg}", err=True)
-        if errors and read == 0:
-            sys.exit(2)
+        _report_errors(errors, read)
         return
     try:
         if fmt == "json":
@@ -294,10 +299,7 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
         _quiet_exit_on_broken_pipe()
     finally:
         progress.done()
-    for msg in errors:
-        click.echo(f"lonscope: {msg}", err=True)
-    if errors and read == 0:
-        sys.exit(2)
+    _report_errors(errors, read)
 
 
 # --------------------------------------------------------------------------- parallel -T fields
@@ -390,6 +392,12 @@ def _fields_feed(pipe, names, match):
     return fast_feed(pipe, names, getattr(match, "fields", ()) if match is not None else ()) or pipe.feed
 
 
+def _fields_of(feed):
+    """`fields_of(rec, path)` -> the record's flat fields: the fast feed's own (no Packet
+    kept) or those of `feed`'s packet."""
+    return getattr(feed, "fields_of", None) or (lambda rec, path: feed(rec, path).d.fields)
+
+
 def _worker_feed():
     """The worker's pipeline and feed: made once, in the parent before the workers are
     forked (each worker has its own copy); the stages start afresh for every range (as in a
@@ -476,7 +484,7 @@ def _pcap_decode(job):
     lines = []
     if p["match"] is None and not p["virtual"]:
         line = p["ff"].line
-        fields_of = getattr(feed, "fields_of", None) or (lambda rec, path: feed(rec, path).d.fields)
+        fields_of = _fields_of(feed)
         lines = [line(fields_of(rec, path)) for rec in records]
     else:
         for rec in records:
@@ -605,10 +613,7 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
         if done:
             break
     out.flush()
-    for msg in errors:
-        click.echo(f"lonscope: {msg}", err=True)
-    if errors and read == 0:
-        sys.exit(2)
+    _report_errors(errors, read)
 
 
 # --------------------------------------------------------------------------- lower layers only

@@ -25,10 +25,9 @@ from dissectors.cnip import build_cnip
 from dissectors.core import REGISTRY
 from dissectors.lon import build_frame
 
+from _corpus import N, write_corpus
 from longen import coverage_corpus, wrap_cnip_eth, wrap_udp_eth, write_pcap
 
-N = 2000
-SEED = 14908
 HEADER_FIELDS = ["lon.srcnet", "lon.srcnode", "lon.dstnode", "lon.domain", "lon.pdufmt", "lon.code",
                  "lon.addrfmt", "lon.trans_no"]
 
@@ -55,11 +54,7 @@ def _decode(cmd, path, fields, *extra, full=False, jobs=1):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(SEED)
-    frames = coverage_corpus(rng, N)
-    path = tmp_path_factory.mktemp("fast") / "lon_corpus.pcap"
-    write_pcap(path, [wrap_cnip_eth(f, seqno=i + 1) for i, (f, _) in enumerate(frames)])
-    return path
+    return write_corpus(tmp_path_factory.mktemp("fast"))[0]
 
 
 def _fragments(payload: bytes, ident: int) -> list[bytes]:

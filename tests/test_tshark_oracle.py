@@ -11,7 +11,6 @@ ground truth.
 """
 from __future__ import annotations
 
-import random
 import subprocess
 
 import pytest
@@ -19,10 +18,7 @@ import pytest
 from dissectors import load_all, table
 from dissectors.core import REGISTRY
 
-from longen import coverage_corpus, wrap_cnip_eth, write_pcap
-
-N = 2000
-SEED = 14908
+from _corpus import write_corpus
 
 LON_FIELDS = [
     "lon.ppdu", "lon.prio", "lon.alt_path", "lon.delta_bl", "lon.npdu", "lon.vers", "lon.pdufmt",
@@ -75,11 +71,7 @@ def _norm_ts(name: str, text: str) -> list:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(SEED)
-    frames = coverage_corpus(rng, N)
-    path = tmp_path_factory.mktemp("oracle") / "lon_corpus.pcap"
-    write_pcap(path, [wrap_cnip_eth(f, seqno=i + 1) for i, (f, _) in enumerate(frames)])
-    return path, frames
+    return write_corpus(tmp_path_factory.mktemp("oracle"))
 
 
 @pytest.fixture(scope="module")
