@@ -17,86 +17,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from . import bounded
 from .associations import CLIENT_TAGS, REQUEST_TAGS
+from .bounded import MAX_EVIDENCE, OVERFLOW, Tally, Window
 from .lontrack import crc_bad
 from .pipeline import Stage, register_stage
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-MAX_EVIDENCE = 50
 
-
-# Bounds of the audit's state (it must not grow with the capture: 10M packets and more)
-MAX_GROUPS = 256          # separate findings (groups) of one rule; further ones are merged
+# Bounds of the audit's state (it must not grow with the capture: 10M packets and more);
+# MAX_GROUPS (separate findings of one rule, further ones merged) and WINDOW (recent values
+# compared across packets) are shared with the decryption stage: see analyzer/bounded.py
 LIVE_ASSOCS = 2048        # associations tracked at once; the least recently seen are settled
-WINDOW = 8192             # recent values compared across packets (per generation, see Window)
-OVERFLOW = ("further",)   # the group shared by everything beyond MAX_GROUPS
-_MISSING = object()
-
-
-class Window:
-    """A map that remembers recent entries only: two generations of at most `cap` keys; when
-    the newer one is full it becomes the older one and the previous older one is dropped.
-    O(1) per operation, at most 2*cap entries, and the last `cap` insertions always found."""
-    __slots__ = ("cap", "new", "old")
-
-    def __init__(self, cap: int | None = None):
-        self.cap = WINDOW if cap is None else cap
-        self.new: dict = {}
-        self.old: dict = {}
-
-    def get(self, key, default=None):
-        v = self.new.get(key, _MISSING)
-        if v is _MISSING:
-            v = self.old.get(key, default)
-        return v
-
-    def __contains__(self, key) -> bool:
-        return key in self.new or key in self.old
-
-    def __setitem__(self, key, value) -> None:
-        new = self.new
-        if key not in new and len(new) >= self.cap:
-            self.old = new
-            self.new = new = {}
-        new[key] = value
-
-    def __len__(self) -> int:
-        return len(self.new) + len(self.old)
-
-
-class Tally:
-    """Evidence of one observation grouped by a key (an association, a pair of nodes...):
-    per group [count, first MAX_EVIDENCE frames, details of the first occurrence].  At most
-    `max_groups` groups; later groups share the OVERFLOW group."""
-    __slots__ = ("groups", "max_groups")
-
-    def __init__(self, max_groups: int | None = None):
-        self.groups: dict = {}
-        self.max_groups = MAX_GROUPS if max_groups is None else max_groups
-
-    def add(self, key, frames=(), info=None, n: int = 1) -> list:
-        g = self.groups
-        e = g.get(key)
-        if e is None:
-            if len(g) >= self.max_groups:
-                key = OVERFLOW
-                e = g.get(key)
-            if e is None:
-                e = g[key] = [0, [], info]
-        e[0] += n
-        fl = e[1]
-        for x in frames:
-            if x is not None and len(fl) < MAX_EVIDENCE and x not in fl:
-                fl.append(x)
-        return e
-
-    def items(self):
-        return self.groups.items()
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
 
 
 @dataclass(frozen=True)
@@ -241,7 +174,7 @@ class _Sink:
         if count is None:
             count = len(set(frames))
         lst = self.kept.setdefault(rule_id, [])
-        if len(lst) <= MAX_GROUPS:       # (one more: a tally's own merged group)
+        if len(lst) <= bounded.MAX_GROUPS:       # (one more: a tally's own merged group)
             lst.append((rule_id, frames[:MAX_EVIDENCE], assoc, message, severity, count))
             return
         o = self.over.get(rule_id)
@@ -445,7 +378,7 @@ class Audit(Stage):
 
     def _relay(self, key, args) -> None:
         """Keep a relay finding; past MAX_GROUPS pairs it is counted in the summary finding."""
-        if len(self._relays) < MAX_GROUPS:
+        if len(self._relays) < bounded.MAX_GROUPS:
             self._relays[key] = args
         else:
             self._cross_over.add(*args)
@@ -487,7 +420,7 @@ class Audit(Stage):
         if prev is None:
             self._ded_keys[digest] = (a.id, a.dedicated_key_frame)
         elif prev[0] != a.id:
-            if len(self._ded_shared) < MAX_GROUPS:
+            if len(self._ded_shared) < bounded.MAX_GROUPS:
                 self._ded_shared[digest] = [[prev[0], a.id], [prev[1], a.dedicated_key_frame]]
             else:
                 self._cross_over.add("dedicated-key-shared", [prev[1], a.dedicated_key_frame], a.id,
@@ -516,7 +449,7 @@ class Audit(Stage):
         if len(h[1]) < MAX_EVIDENCE:
             h[1].extend((fx, pkt.number))
         if h[0] >= 3 and key not in self._mitm:
-            if len(self._mitm) < MAX_GROUPS:
+            if len(self._mitm) < bounded.MAX_GROUPS:
                 self._mitm[key] = h
             elif h[0] == 3:
                 self._cross_over.add("mitm-client-relay", h[1], a.id,
@@ -655,4 +588,4 @@ def has_high(findings) -> bool:
 
 register_stage(60, "audit", Audit)
 
-__all__ = ["Audit", "RULES", "Rule", "SEVERITIES", "Tally", "Window", "findings_of", "has_high", "is_copy"]
+__all__ = ["Audit", "RULES", "Rule", "SEVERITIES", "findings_of", "has_high"]

@@ -23,7 +23,8 @@ from dissectors.core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, field, table
 
 from . import dlmscrypto as dc
 from .associations import Association, transport_of
-from .audit import Tally, Window, is_copy
+from .audit import is_copy
+from .bounded import Tally, Window
 from .lontrack import crc_bad
 from .pipeline import Stage, register_stage
 
@@ -145,7 +146,7 @@ def _agreed_key(ks, key_info: dict, gen: dict, suite: int) -> bytes | None:
 
 
 _FAST_KINDS = frozenset(("glo", "general-glo"))
-# Replay / counter windows (per generation; see audit.Window): a replay or counter reuse is
+# Replay / counter windows (per generation; see bounded.Window): a replay or counter reuse is
 # found while the first APDU is among the last REPLAY_WINDOW protected APDUs; a counter
 # going backwards is found against the per-(key, system title, direction) high-water mark.
 REPLAY_WINDOW = 16384      # per generation: at most 2x this many entries per map (~6 MB)

@@ -9,6 +9,7 @@ from collections import deque
 import pytest
 
 from analyzer import audit as audit_mod
+from analyzer import bounded as bounded_mod
 from analyzer import decrypt as decrypt_mod
 from analyzer import dlmscrypto as dc
 from analyzer.associations import Association
@@ -66,9 +67,10 @@ def stage_state(stage) -> int:
 
 @pytest.fixture
 def small_bounds(monkeypatch):
-    monkeypatch.setattr(audit_mod, "WINDOW", 96)
+    # the windows and group caps shared by both stages live in analyzer/bounded.py
+    monkeypatch.setattr(bounded_mod, "WINDOW", 96)
+    monkeypatch.setattr(bounded_mod, "MAX_GROUPS", 12)
     monkeypatch.setattr(audit_mod, "LIVE_ASSOCS", 24)
-    monkeypatch.setattr(audit_mod, "MAX_GROUPS", 12)
     monkeypatch.setattr(decrypt_mod, "REPLAY_WINDOW", 96)
 
 
@@ -107,7 +109,7 @@ def test_decrypt_and_audit_state_does_not_grow(small_bounds):
     assert first["frames"] == [3, 11] and first["assoc_id"] == 1   # request of frame 3 resent as 11
     merged = [f for f in replays if f["assoc_id"] is None]
     assert len(merged) == 1 and "388 " in merged[0]["message"]
-    assert len(merged[0]["frames"]) <= audit_mod.MAX_EVIDENCE
+    assert len(merged[0]["frames"]) <= bounded_mod.MAX_EVIDENCE
     # per-association rules of associations that left the window are kept (merged beyond the cap)
     weak = by_rule["hls-weak-mechanism"]
     assert len(weak) == 12 + 2 and sum(f["evidence_count"] for f in weak) == 400
