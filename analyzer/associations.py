@@ -187,6 +187,19 @@ def transport_of(d) -> tuple[tuple, str, str, str]:
     return ("unknown",) + tuple(sorted((a, b))), a, b, "unknown"
 
 
+# --------------------------------------------------------------------------- copies
+
+def is_copy(d) -> bool:
+    """The packet carries an APDU already seen: a 14908 retransmission (lontrack's
+    `ctx["lon.retransmission"]`) or a copy this stage marked `ctx["dlms.hop_copy"]` (the
+    next hop of a repeater chain, a relayed response, a frame routed onto another medium).
+    The one test the later stages use (decryption, audit): a copy is not a replay, a relay
+    or key sharing.  Frames without a DLMS APDU are not marked here; their retransmission
+    flag alone counts."""
+    ctx = d.ctx
+    return bool(ctx.get("dlms.hop_copy")) or ctx.get("lon.retransmission") is not None
+
+
 # --------------------------------------------------------------------------- what the xDLMS dissector decoded
 
 def hls_from_ops(ops) -> tuple[str, bytes] | None:

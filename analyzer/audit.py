@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass
 
 from . import bounded
-from .associations import CLIENT_TAGS, REQUEST_TAGS
+from .associations import CLIENT_TAGS, REQUEST_TAGS, is_copy
 from .bounded import MAX_EVIDENCE, OVERFLOW, Tally, Window
 from .lontrack import crc_bad
 from .pipeline import Stage, register_stage
@@ -142,14 +142,6 @@ def _pw_text(pw: bytes) -> str:
     except UnicodeDecodeError:
         pass
     return pw.hex()
-
-
-def is_copy(d) -> bool:
-    """The packet carries an APDU already seen: a 14908 retransmission (`lon.retransmission`,
-    from the transaction tracking) or the copy of a routed/relayed frame on another hop
-    (`dlms.hop_copy`, from the association tracking).  Copies are not replays."""
-    ctx = d.ctx
-    return bool(ctx.get("dlms.hop_copy")) or ctx.get("lon.retransmission") is not None
 
 
 def _end(a) -> float:

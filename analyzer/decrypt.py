@@ -22,8 +22,7 @@ from typing import Any
 from dissectors.core import FT_BOOL, FT_BYTES, FT_STR, FT_UINT, field, table
 
 from . import dlmscrypto as dc
-from .associations import Association, transport_of
-from .audit import is_copy
+from .associations import Association, is_copy, transport_of
 from .bounded import Tally, Window
 from .lontrack import crc_bad
 from .pipeline import Stage, register_stage
