@@ -18,8 +18,8 @@ from .output import CliError
 @click.option("--what", type=click.Choice(["packets", "sessions", "objects", "findings"]), default="packets",
               show_default=True, help="What to export.")
 @click.option("-o", "--output", "out", required=True, metavar="OUT",
-              help="OUT.csv, OUT.parquet or OUT.jsonl; with --engine dask also DIR/ (a Parquet dataset, "
-                   "one part per capture file, written by the workers).")
+              help="OUT.csv, OUT.parquet or OUT.jsonl; with --engine dask also DIR/ or an existing "
+                   "directory (a Parquet dataset, one part per capture file, written by the workers).")
 @click.option("-Y", "--display-filter", "display_filter", metavar="FILTER",
               help="Only packets matching the filter (packets/objects).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True)
@@ -31,9 +31,9 @@ def command(captures, keys_path, key_items, profile, what, out, display_filter, 
             workers, chunk_rows):
     """Export CAPTURE files (packets, sessions, objects, findings) to a file."""
     from .cmd_decode import compile_display_filter, load_keyring, load_profile, open_readers
-    from .export import ExportError, export_tables, output_format, write_tables
+    from .export import ExportError, export_tables, is_dataset, output_format, write_tables
 
-    dataset = out.endswith(("/", os.sep))
+    dataset = is_dataset(out)
     if dataset and engine != "dask":
         raise CliError(f"{out}: a directory output (Parquet dataset, one file per capture) needs --engine dask")
     try:

@@ -6,8 +6,10 @@ decodes its file with the local engine and writes its own Parquet part, so the c
 receives DataFrames: it only learns each part's schema, row/frame counts and errors.  The
 client then merges the parts in file order into the output with one unified schema (every
 column has the same type in every partition; no categoricals), adding the frame numbers
-and association numbers of the files before, so the result equals the local engine's except
-that stateful stages (TCP streams, associations, decryption state) see each file on its own.
+and association numbers of the files before (findings: also to the numbers their messages
+name, and their ids "F1"... count on over the files), so the result equals the local
+engine's except that stateful stages (TCP streams, associations, decryption state, audit)
+see each file on its own.
 
 Parts go to a temporary directory next to the output when the workers can see it (always
 for a LocalCluster, or a shared file system); a worker that cannot see it (a remote cluster
@@ -61,7 +63,7 @@ def export_part(what: str, path: str, index: int, part_dir: str, token: str, key
     c0 = time.process_time()
     warm_s = warm()
     import pyarrow.parquet as pq
-    from .export import CHUNK_ROWS, export_tables, gc_tuned, max_assoc_id, write_tables
+    from .export import CHUNK_ROWS, export_tables, gc_tuned, write_tables
     keys = None
     if keys_path or key_items:
         from .keyring import load_keys
@@ -77,23 +79,17 @@ def export_part(what: str, path: str, index: int, part_dir: str, token: str, key
         target = os.path.join(local_dir, "part.parquet")
     errors: list[str] = []
     stats: dict = {}
-    seen = {"assoc": 0, "rows": 0}
-
-    def observed(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        for t in tables:
-            seen["assoc"] = max(seen["assoc"], max_assoc_id(t))
-            seen["rows"] += t.num_rows
-            yield t
-
     try:
         with gc_tuned():
             tables = export_tables(what, [path], keys, profile, errors, chunk_rows or CHUNK_ROWS, display_filter,
                                    stats)
-            rows = write_tables(observed(tables), target, "parquet", tmpdir=os.path.dirname(target), what=what)
+            rows = write_tables(tables, target, "parquet", tmpdir=os.path.dirname(target), what=what)
         schema = pq.read_schema(target).remove_metadata()
         out = {"index": index, "path": target, "data": None, "schema": schema, "rows": rows,
                "records": stats.get("records", 0),
-               "associations": max(stats.get("associations", 0), seen["assoc"]),
+               # the association stage's own count (every association numbered, also
+               # those no exported row names): the next file's numbers start after it
+               "associations": stats.get("associations", 0),
                "errors": errors, "seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                "warm": warm_s, "pid": os.getpid()}
         if local_dir is not None:
@@ -124,17 +120,19 @@ def make_client(scheduler: str | None = None, workers: int | None = None):
 
 
 def _merge_parts(results: list[dict], what: str):
-    """(unified schema, [(part path, frame offset, association offset)])."""
+    """(unified schema, [(part path, frame offset, association offset, finding offset)]);
+    the finding offset (findings of the files before) is None unless `what` is findings."""
     from .export import empty_table, unify_schema
     schemas = [r["schema"] for r in results if r["rows"]]
     schema = unify_schema(schemas) if schemas else empty_table(what).schema
     plan = []
-    frames = assoc = 0
+    frames = assoc = found = 0
     for r in results:
         if r["rows"]:
-            plan.append((r["path"], frames, assoc))
+            plan.append((r["path"], frames, assoc, found if what == "findings" else None))
         frames += r["records"]
         assoc += r["associations"]
+        found += r["rows"]
     return schema, plan
 
 
@@ -177,7 +175,6 @@ def run_parts(what: str, paths: Iterable[str], part_dir: str, keys_path=None, ke
 
 def _completed(it, futures, paths):
     from .export import ExportError
-    index = {f.key: i for i, f in enumerate(futures)}
     while True:
         try:
             fut, res = next(it)
@@ -202,22 +199,23 @@ def _size(path: str) -> int:
 def _part_tables(schema: pa.Schema, plan, batch_rows: int) -> Iterator[pa.Table]:
     import pyarrow.parquet as pq
     from .export import conform, shift_frames
-    for path, frames, assoc in plan:
+    for path, frames, assoc, found in plan:
         pf = pq.ParquetFile(path)
         try:
             for batch in pf.iter_batches(batch_size=batch_rows):
-                yield conform(shift_frames(pa.Table.from_batches([batch]), frames, assoc), schema)
+                yield conform(shift_frames(pa.Table.from_batches([batch]), frames, assoc, found), schema)
         finally:
             pf.close()
 
 
-def conform_part(src: str, dest: str, schema: pa.Schema, frames: int, assoc: int, batch_rows: int) -> int:
+def conform_part(src: str, dest: str, schema: pa.Schema, frames: int, assoc: int, found: int | None,
+                 batch_rows: int) -> int:
     """Runs on a worker (or the client): one part rewritten with the unified schema and
-    the global frame/association numbers; returns its row count."""
+    the global frame/association (and finding) numbers; returns its row count."""
     from .export import TableWriter
     w = TableWriter(dest, "parquet", schema)
     try:
-        for t in _part_tables(schema, [(src, frames, assoc)], batch_rows):
+        for t in _part_tables(schema, [(src, frames, assoc, found)], batch_rows):
             w.write(t)
     finally:
         w.close()
@@ -234,12 +232,13 @@ def _dataset(results, what, out_dir, part_dir, client, batch_rows) -> int:
         os.unlink(old)
     jobs = []
     shared = {r["path"] for r in results if r.get("shared")}
-    for k, (path, frames, assoc) in enumerate(plan):
+    for k, (path, frames, assoc, found) in enumerate(plan):
         dest = os.path.join(out_dir, f"part-{k:05d}.parquet")
         if path in shared:
-            jobs.append(client.submit(conform_part, path, dest, schema, frames, assoc, batch_rows, pure=False))
+            jobs.append(client.submit(conform_part, path, dest, schema, frames, assoc, found, batch_rows,
+                                      pure=False))
         else:
-            jobs.append(conform_part(path, dest, schema, frames, assoc, batch_rows))
+            jobs.append(conform_part(path, dest, schema, frames, assoc, found, batch_rows))
     if not plan:        # nothing exported: one empty part keeps the columns
         from .export import TableWriter
         TableWriter(os.path.join(out_dir, "part-00000.parquet"), "parquet", schema).close()
@@ -277,12 +276,12 @@ def dask_export(what: str, paths: Iterable[str], out: str, fmt: str | None = Non
                 profile_path=None, display_filter: str | None = None, scheduler: str | None = None,
                 workers: int | None = None, errors: list | None = None, client=None,
                 chunk_rows: int | None = None, timings: dict | None = None) -> int:
-    """Export `what` from capture files to OUT (.parquet/.csv/.jsonl) on a Dask cluster;
-    returns the row count.  `timings` (optional dict) receives "start" (cluster start),
+    """Export `what` from capture files to OUT (.parquet/.csv/.jsonl, or a Parquet dataset
+    directory: see `export.is_dataset`) on a Dask cluster; returns the row count.  `timings` (optional dict) receives "start" (cluster start),
     "tasks" (per file: wall and CPU seconds on the worker, import warm-up, worker pid),
     "compute" and "merge" seconds."""
-    from .export import CHUNK_ROWS, TableWriter, output_format
-    dataset = str(out).endswith(("/", os.sep)) or os.path.isdir(out)
+    from .export import CHUNK_ROWS, TableWriter, is_dataset, output_format
+    dataset = is_dataset(out)
     if dataset:
         fmt = "parquet"
     fmt = fmt or output_format(out)

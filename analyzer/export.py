@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from typing import Any, Iterable, Iterator
 
@@ -38,6 +39,14 @@ FRAME_COLUMNS = ("number", "frame", "first_frame", "last_frame", "aarq_frame", "
                  "lon.response_to", "lon.retransmission")
 # JSON-text columns holding a list of frame numbers (findings' evidence)
 FRAME_LIST_TEXT = ("frames",)
+# findings: "id" ("F1", "F2" ...) numbers the findings of an export; "message" names
+# associations and frames in the audit's words ("association 3", "associations 2, 5",
+# "frame 12", "frames 4 and 9"); text in single quotes (an LLS password) is data
+FINDING_ID = "id"
+FINDING_TEXT = ("message",)
+_NAMED_NUMBERS = re.compile(r"\b(frames?|associations?) (\d+(?:(?:, | and )\d+)*)")
+_DIGITS = re.compile(r"\d+")
+_FINDING_ID = re.compile(r"F(\d+)")
 # columns that hold association numbers (made unique across partitions)
 ASSOC_COLUMNS = ("assoc_id", "dlms.assoc_id")
 
@@ -295,12 +304,24 @@ def _merge_types(types: set) -> pa.DataType:
     return pa.list_(b) if is_list else b
 
 
+def _note_types(types: dict[str, set], schema: pa.Schema) -> None:
+    """Add `schema`'s columns and their types to `types` (column -> set of types, in
+    first-seen column order)."""
+    for f in schema:
+        types.setdefault(f.name, set()).add(f.type)
+
+
+def _unified(types: dict[str, set]) -> pa.Schema:
+    return pa.schema([(n, _merge_types(ts)) for n, ts in types.items()])
+
+
 def unify_schema(schemas: Iterable[pa.Schema]) -> pa.Schema:
-    order: dict[str, set] = {}
+    """One schema for tables of differing schemas: every column seen, in first-seen order,
+    with one type (see `_merge_types`)."""
+    types: dict[str, set] = {}
     for sc in schemas:
-        for f in sc:
-            order.setdefault(f.name, set()).add(f.type)
-    return pa.schema([(n, _merge_types(ts)) for n, ts in order.items()])
+        _note_types(types, sc)
+    return _unified(types)
 
 
 def _convert_value(v, t: pa.DataType):
@@ -363,12 +384,11 @@ class Spool:
         self.files.append(path)
         # the union of the columns and their types so far, not every chunk's schema (a
         # 10M-packet export has 2000 chunks of a few hundred columns)
-        for f in table.schema:
-            self.types.setdefault(f.name, set()).add(f.type)
+        _note_types(self.types, table.schema)
         self.rows += table.num_rows
 
     def schema(self) -> pa.Schema:
-        return pa.schema([(n, _merge_types(ts)) for n, ts in self.types.items()])
+        return _unified(self.types)
 
     def tables(self, schema: pa.Schema | None = None) -> Iterator[pa.Table]:
         schema = schema or self.schema()
@@ -396,6 +416,14 @@ def csv_ready(table: pa.Table) -> pa.Table:
         cols.append(col)
         names.append(name)
     return pa.Table.from_arrays(cols, names=names)
+
+
+def is_dataset(path) -> bool:
+    """The one rule for an export's output: a directory of Parquet parts (a dataset, one
+    part per capture file; Dask engine) when `path` ends with a path separator or names an
+    existing directory, else a single file whose format comes from its extension."""
+    text = os.fspath(path)
+    return text.endswith(("/", os.sep)) or os.path.isdir(text)
 
 
 def output_format(path: str) -> str:
@@ -1109,9 +1137,41 @@ def _shift_frame_text(text, offset: int):
     return text
 
 
-def shift_frames(table: pa.Table, offset: int, assoc_offset: int = 0) -> pa.Table:
+def shift_message(text, offset: int, assoc_offset: int):
+    """A finding's message with the frame numbers it names moved by `offset` and the
+    association numbers by `assoc_offset` (text in single quotes kept as it is)."""
+    if text is None or not (offset or assoc_offset):
+        return text
+    head, quote, rest = text.partition("'")
+
+    def shift(m):
+        off = offset if m.group(1)[0] == "f" else assoc_offset
+        if not off:
+            return m.group(0)
+        return m.group(1) + " " + _DIGITS.sub(lambda n: str(int(n.group(0)) + off), m.group(2))
+
+    return _NAMED_NUMBERS.sub(shift, head) + quote + rest
+
+
+def _shift_finding_id(text, offset: int):
+    m = _FINDING_ID.fullmatch(text) if text is not None else None
+    return f"F{int(m.group(1)) + offset}" if m else text
+
+
+def _map_text(table: pa.Table, name: str, fn) -> pa.Table:
+    """`fn` applied to the values of string column `name` (if the table has it)."""
+    if name not in table.column_names or not pa.types.is_string(table.schema.field(name).type):
+        return table
+    i = table.column_names.index(name)
+    return table.set_column(i, table.schema.field(i),
+                            pa.array([fn(v) for v in table.column(i).to_pylist()], type=pa.string()))
+
+
+def shift_frames(table: pa.Table, offset: int, assoc_offset: int = 0, findings: int | None = None) -> pa.Table:
     """Add `offset` to the frame-number columns and `assoc_offset` to the association
-    numbers (per-file partitions -> the numbers of one export over all files)."""
+    numbers (per-file partitions -> the numbers of one export over all files).  A findings
+    table (`findings`: how many findings the files before have) also gets its ids
+    numbered on and the frame and association numbers in its messages moved."""
     for names, off in ((FRAME_COLUMNS, offset), (ASSOC_COLUMNS, assoc_offset)):
         if not off:
             continue
@@ -1123,28 +1183,13 @@ def shift_frames(table: pa.Table, offset: int, assoc_offset: int = 0) -> pa.Tabl
                     table = table.set_column(i, table.schema.field(i), col)
     if offset:
         for name in FRAME_LIST_TEXT:
-            if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
-                i = table.column_names.index(name)
-                vals = [_shift_frame_text(v, offset) for v in table.column(i).to_pylist()]
-                table = table.set_column(i, table.schema.field(i), pa.array(vals, type=pa.string()))
+            table = _map_text(table, name, lambda v: _shift_frame_text(v, offset))
+    if findings:
+        table = _map_text(table, FINDING_ID, lambda v: _shift_finding_id(v, findings))
+    if findings is not None and (offset or assoc_offset):
+        for name in FINDING_TEXT:
+            table = _map_text(table, name, lambda v: shift_message(v, offset, assoc_offset))
     return table
-
-
-def max_assoc_id(table: pa.Table) -> int:
-    """The highest association number in a table (0 without any)."""
-    import pyarrow.compute as pc
-    best = 0
-    for name in ASSOC_COLUMNS:
-        if name not in table.column_names:
-            continue
-        col = table.column(name)
-        if pa.types.is_list(col.type):
-            col = pc.list_flatten(col)
-        if pa.types.is_integer(col.type) and len(col):
-            m = pc.max(col).as_py()
-            if m is not None and m > best:
-                best = m
-    return best
 
 
 def association_count(pipeline) -> int:
@@ -1156,5 +1201,5 @@ def association_count(pipeline) -> int:
 
 
 __all__ = ["packets_dataframe", "sessions_dataframe", "objects_dataframe", "findings_dataframe",
-           "export_tables", "write_tables", "PacketSource", "ExportError", "output_format", "shift_frames",
-           "empty_table", "TableWriter"]
+           "export_tables", "write_tables", "PacketSource", "ExportError", "output_format", "is_dataset",
+           "shift_frames", "empty_table", "TableWriter"]

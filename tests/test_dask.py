@@ -4,6 +4,7 @@ with global frame and association numbers and one dtype per column in every part
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -97,6 +98,16 @@ def test_dask_equals_local_engine_per_file(client, files, tmp_path, what):
         if "frames" in ref:
             assert [[x - frames for x in json.loads(v)] for v in g["frames"]] == [json.loads(v) for v in ref["frames"]]
             ref["frames"] = g["frames"]
+        if what == "findings":
+            # ids count on over the files; the numbers the messages name move with the columns
+            assert g["id"] == [f"F{int(v[1:]) + row}" for v in ref["id"]]
+            ref["id"] = g["id"]
+            for mine, theirs in zip(g["message"], ref["message"]):
+                assert re.sub(r"\d+", "#", mine) == re.sub(r"\d+", "#", theirs)
+                for word, off in (("association ", assoc), ("frame ", frames)):
+                    assert [int(x) - off for x in re.findall(word + r"(\d+)", mine)] == \
+                        [int(x) for x in re.findall(word + r"(\d+)", theirs)]
+            ref["message"] = g["message"]
         assert g == ref
         row += table.num_rows
         frames += records
@@ -206,6 +217,24 @@ def test_cli_dask_engine(lonscope_cmd, files, tmp_path):
     assert pq.read_table(parts[1]).column("number").to_pylist() == [53, 54, 55]
     p = subprocess.run([*lonscope_cmd, "export", files[1], "-o", str(ds) + "/"], capture_output=True, text=True)
     assert p.returncode == 2 and "needs --engine dask" in p.stderr
+    # an existing directory is a dataset without the trailing slash too (the API's rule)
+    p = subprocess.run([*lonscope_cmd, "export", files[1], "-o", str(ds)], capture_output=True, text=True)
+    assert p.returncode == 2 and "needs --engine dask" in p.stderr
+
+
+def test_dataset_rule_shared_by_cli_and_api(client, files, tmp_path):
+    """One rule decides a dataset output for the CLI and `dask_export`: a trailing
+    separator or an existing directory; anything else is a file named by its extension."""
+    from analyzer.dask_engine import dask_export
+    from analyzer.export import is_dataset
+    d = tmp_path / "existing"
+    d.mkdir()
+    assert is_dataset(str(tmp_path / "new") + "/") and is_dataset(d) and is_dataset(str(d))
+    assert not is_dataset(tmp_path / "x.parquet") and not is_dataset(str(tmp_path / "new"))
+    n = dask_export("packets", files[1:], str(d), "csv", client=client)
+    parts = sorted(d.glob("part-*.parquet"))
+    assert n == 55 and [pq.read_metadata(x).num_rows for x in parts] == [52, 3]
+    assert pq.read_table(parts[1]).column("number").to_pylist() == [53, 54, 55]
 
 
 def test_cli_remote_scheduler(lonscope_cmd, client, files, tmp_path):
@@ -225,6 +254,11 @@ def test_cli_remote_scheduler(lonscope_cmd, client, files, tmp_path):
     assert len(plain) == 1 and plain[0]["frame"] == 3 and plain[0]["assoc_id"] == 1
     assert len(lls) == 1 and lls[0]["frame"] == 53 and lls[0]["assoc_id"] == 2
     assert json.loads(lls[0]["frames"])[0] == 53
+    # ids count on over the files (each file's findings in the audit's order), and the
+    # messages name the same association numbers as the assoc_id column
+    assert [r["id"] for r in rows] == ["F1", "F2"] and rows[0] is plain[0]
+    assert plain[0]["message"].startswith("association 1 (127.0.0.1:49932/w16 -> 127.0.0.1:4059/w1): 48 plaintext")
+    assert lls[0]["message"] == "association 2 (127.0.0.1:59269/w32 -> 127.0.0.1:4059/w1): password (empty)"
     assert [p.name for p in tmp_path.iterdir()] == ["f.jsonl"]
 
 

@@ -306,3 +306,71 @@ def test_parquet_row_groups_gather_chunks(pcaps, tmp_path, monkeypatch):
              if rg.column(i).is_stats_set}
     assert set(stats) == {"number", "time", "length"}
     assert (stats["number"].min, stats["number"].max) == (1, 200)
+
+
+def test_spool_schema_is_unify_schema(tmp_path):
+    """The spool of a streamed export and the Dask merge (`unify_schema`) type a column
+    the same way: int + float -> float, int + text -> text, scalar + list -> list, all-null
+    -> text, columns in first-seen order."""
+    import pyarrow as pa
+    from analyzer.export import Spool, unify_schema
+    chunks = [pa.table({"a": pa.array([1], pa.int64()), "b": pa.array([1], pa.int64()),
+                        "c": pa.array([None], pa.null())}),
+              pa.table({"a": pa.array([1.5]), "b": pa.array(["x"]), "d": pa.array([[1]], pa.list_(pa.int64()))}),
+              pa.table({"d": pa.array([2], pa.int64()), "e": pa.array([True])})]
+    want = pa.schema([("a", pa.float64()), ("b", pa.string()), ("c", pa.string()),
+                      ("d", pa.list_(pa.int64())), ("e", pa.bool_())])
+    assert unify_schema(t.schema for t in chunks) == want
+    spool = Spool(str(tmp_path))
+    try:
+        for t in chunks:
+            spool.add(t)
+        assert spool.schema() == want and spool.rows == 3
+        back = list(spool.tables())
+        assert [t.schema for t in back] == [want] * 3
+        assert back[1].column("b").to_pylist() == ["x"] and back[0].column("b").to_pylist() == ["1"]
+        assert back[2].column("d").to_pylist() == [[2]]
+    finally:
+        spool.close()
+
+
+def test_shift_frames_findings_ids_and_messages():
+    """Per-file findings moved into a multi-file export (Dask merge): ids count on, the
+    frame and association numbers the audit's messages name move with the `frame`,
+    `frames` and `assoc_id` columns; counts, IC values, node addresses and quoted
+    passwords stay as they are."""
+    import pyarrow as pa
+    from analyzer.export import FINDING_SCHEMA, rows_table, shift_frames
+    msgs = [
+        ("10 incident(s); first: IC 20 reused with different content (key set ?, frames 55 and 253)",
+         "10 incident(s); first: IC 20 reused with different content (key set ?, frames 155 and 353)"),
+        ("IC went from 47 (frame 114) back to 9 (frame 414)",
+         "IC went from 47 (frame 214) back to 9 (frame 514)"),
+        ("association 2 (1/1 -> 1/11): password 'frame 7 association 3'",
+         "association 7 (1/1 -> 1/11): password 'frame 7 association 3'"),
+        ("associations 4, 12 use the same dedicated key", "associations 9, 17 use the same dedicated key"),
+        ("3 requests of association 1 (10.0.0.2:40000/w16) repeated in association 2 (10.0.0.3:40000/w16) "
+         "within 1 s",
+         "3 requests of association 6 (10.0.0.2:40000/w16) repeated in association 7 (10.0.0.3:40000/w16) "
+         "within 1 s"),
+        ("protected APDU of frame 12 (association 1) forwarded in association 2 (frame 30)",
+         "protected APDU of frame 112 (association 6) forwarded in association 7 (frame 130)"),
+        ("2 more incident(s) in further associations; first: frame 8 repeats the protected APDU of frame 3",
+         "2 more incident(s) in further associations; first: frame 108 repeats the protected APDU of frame 103"),
+        ("1/123 -> 1/10: update key without 14908 authentication (3 message(s))",
+         "1/123 -> 1/10: update key without 14908 authentication (3 message(s))"),
+        ("12 APDU(s) in association 11", "12 APDU(s) in association 16"),
+        (None, None),
+    ]
+    rows = [{"id": f"F{i}", "rule": "r", "severity": "high", "message": m, "frame": i, "frames": f"[{i},{i + 1}]",
+             "assoc_id": 1} for i, (m, _) in enumerate(msgs, 1)]
+    t = shift_frames(rows_table(rows, FINDING_SCHEMA), 100, 5, findings=7)
+    assert t.column("message").to_pylist() == [want for _, want in msgs]
+    assert t.column("id").to_pylist() == [f"F{i + 7}" for i in range(1, len(msgs) + 1)]
+    assert t.column("frame").to_pylist() == [i + 100 for i in range(1, len(msgs) + 1)]
+    assert t.column("frames").to_pylist()[0] == "[101,102]"
+    assert set(t.column("assoc_id").to_pylist()) == {6}
+    # the first file's findings keep their numbers; a packets table never has its text touched
+    assert shift_frames(rows_table(rows, FINDING_SCHEMA), 0, 0, findings=0).equals(rows_table(rows, FINDING_SCHEMA))
+    p = pa.table({"number": [1], "message": ["frame 1"], "id": ["F1"]})
+    assert shift_frames(p, 10, 2).to_pylist() == [{"number": 11, "message": "frame 1", "id": "F1"}]
