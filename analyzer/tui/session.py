@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import tempfile
 import threading
 import time
@@ -23,6 +22,7 @@ import numpy as np
 from analyzer.packet import Packet, Record
 from dissectors.core import Dissection
 
+from .sorting import RowSort, make_sort, natural_key  # noqa: F401 (natural_key: API)
 from .source import CaptureFile
 from .store import (ColumnStore, F_FINDING, F_MALFORMED, F_WARN, ST_AUTHFAIL, ST_AUTHOK,
                     ST_CIPHERED, ST_DECRYPTED, ST_NOKEY, ST_NONE, ST_PLAIN)
@@ -40,14 +40,6 @@ AUX_MEM = 16 << 20             # pkt.aux kept in memory; the rest goes to a temp
 SORT_COLUMNS = ("No.", "Time", "Source", "Destination", "Protocol", "Length", "Info")
 _INDEX_SORT = frozenset(("No.", "Time", "Length"))
 SORT_MERGE_EVERY = 0.5         # seconds between merges of newly decoded rows into a sort
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(text: str) -> list:
-    """"1/5" before "1/12": digit runs compare as numbers (addresses)."""
-    parts: list = _DIGITS.split(text)
-    parts[1::2] = [int(x) for x in parts[1::2]]
-    return parts
 CHUNK = 50_000
 FIRST_CHUNK = 2_000
 
@@ -223,6 +215,7 @@ class Session:
         self.order: np.ndarray | None = None
         self.sort_gen = 0
         self._sort_state: tuple | None = None
+        self._sorter: RowSort | None = None      # sorted rows + what it keeps to merge new ones
         self._sort_t = 0.0
         if display_filter:
             self.set_filter(display_filter, start=False)
@@ -729,6 +722,7 @@ class Session:
         self.sort_col = column
         self.sort_desc = bool(descending) and column is not None
         self._sort_state = None
+        self._sorter = None
         if column is None:
             self.order = None
             self.sort_gen += 1
@@ -744,71 +738,33 @@ class Session:
         return (n if self.sort_col in _INDEX_SORT else min(self.n_decoded, n)), None
 
     def update_sort(self, force: bool = False) -> bool:
-        """Merge rows that became sortable into the sorted order (numpy: sort the new rows,
-        `searchsorted` them into the old ones, one `insert`).  True when the order changed."""
+        """Merge rows that became sortable into the sorted order: only the new rows are
+        keyed, sorted, and placed among the sorted ones (`analyzer.tui.sorting`); the
+        result is the order a full stable sort would give.  True when the order changed."""
         if self.sort_col is None:
             return False
         state = (self.sort_col, self.sort_desc, self.filter_gen, self.decode_epoch)
-        if state != self._sort_state:
+        if state != self._sort_state or self._sorter is None:
             self._sort_state = state
-            self.order = np.zeros(0, dtype=np.int64)
+            self._sorter = make_sort(self.store, self.sort_col, self.sort_desc)
+            self.order = self._sorter.order
             force = True
         now = time.monotonic()
         if not force and now - self._sort_t < SORT_MERGE_EVERY:
             return False
         known, view = self._sort_base()
-        old = self.order
-        k0 = len(old)
+        k0 = len(self.order)
         if known <= k0:
             return False
         self._sort_t = now
         if view is not None:
-            new = np.array(view[k0:known], dtype=np.int64)
+            new = np.frombuffer(view[k0:known], dtype=np.int64)
         else:
             new = np.arange(k0, known, dtype=np.int64)
-        keys = self._sort_keys(np.concatenate([old, new]) if k0 else new)
-        new_keys = keys[k0:]
-        idx = np.argsort(new_keys, kind="stable")
-        if not k0:
-            self.order = new[idx]
-        else:
-            # ties keep capture order: the new rows come after the old ones
-            pos = np.searchsorted(keys[:k0], new_keys[idx], side="right")
-            self.order = np.insert(old, pos, new[idx])
+        self._sorter.merge(new)
+        self.order = self._sorter.order
         self.sort_gen += 1
         return True
-
-    def _sort_keys(self, rows: np.ndarray) -> np.ndarray:
-        """One int64 sort key per row (negated when descending, so that ties keep capture
-        order both ways).  String columns sort through their interned codes: the distinct
-        values are sorted once, then one numpy gather gives each row its rank."""
-        st = self.store
-        col = self.sort_col
-        n = st.n
-        if col == "No.":
-            k = rows.copy()
-        elif col == "Time":
-            k = st.ts[:n][rows].astype(np.int64)
-        elif col == "Length":
-            k = st.origlen[:n][rows].astype(np.int64)
-        elif col == "Protocol":
-            codes = st.proto.take(rows, n)
-            k = st.protos.ranks()[codes]
-        elif col in ("Source", "Destination"):
-            codes = (st.src if col == "Source" else st.dst).take(rows, n)
-            k = st.addrs.ranks(natural_key)[codes]
-        else:   # Info: interned codes, or texts past the interning limit
-            codes = st.info.take(rows, n)
-            if not len(st._info_ends):
-                k = st.infos.ranks()[codes]
-                return -k if self.sort_desc else k
-            uniq, inv = np.unique(codes, return_inverse=True)
-            texts = [st.info_text(int(c)) for c in uniq]
-            order = sorted(range(len(texts)), key=texts.__getitem__)
-            rank = np.empty(len(texts), dtype=np.int64)
-            rank[np.asarray(order, dtype=np.int64)] = np.arange(len(texts), dtype=np.int64)
-            k = rank[inv.reshape(-1)]
-        return -k if self.sort_desc else k
 
     # ------------------------------------------------------------------ keys
     def reload_keys(self, keys: Any) -> None:

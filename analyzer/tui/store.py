@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from array import array
+from bisect import bisect_right
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class Strings:
     def __init__(self):
         self.values: list[str] = [""]
         self.ids: dict[str, int] = {"": 0}
-        self._ranks: dict = {}
+        self._sorted: dict = {}         # key -> (sorted keys, ids, values covered, ids array)
 
     def id(self, s: str) -> int:
         i = self.ids.get(s)
@@ -47,17 +48,37 @@ class Strings:
     def __len__(self):
         return len(self.values)
 
+    def sorted_ids(self, key=None) -> np.ndarray:
+        """The ids in value order (by `key`; equal keys in id order), covering every value
+        interned so far.  Kept per key and extended as values are added (each new value
+        is placed by bisection), so a sort does not sort all distinct values again."""
+        vals = self.values
+        n = len(vals)
+        state = self._sorted.get(key)
+        if state is not None and state[2] == n:
+            return state[3]
+        fn = vals.__getitem__ if key is None else (lambda i: key(vals[i]))
+        if state is None or n - state[2] > max(64, state[2] >> 3):
+            allkeys = [fn(i) for i in range(n)]
+            ids = sorted(range(n), key=allkeys.__getitem__)
+            keys = [allkeys[i] for i in ids]
+        else:
+            keys, ids, done, _ = state
+            for i in range(done, n):
+                k = fn(i)
+                p = bisect_right(keys, k)
+                keys.insert(p, k)
+                ids.insert(p, i)
+        arr = np.asarray(ids, dtype=np.int64)
+        self._sorted[key] = (keys, ids, n, arr)
+        return arr
+
     def ranks(self, key=None) -> np.ndarray:
         """rank[id]: the position of value `id` among all values sorted (by `key`), so that
-        a column of ids sorts by value with one numpy gather.  Cached until a value is added."""
-        vals = self.values[:]
-        cached = self._ranks.get(key)
-        if cached is not None and len(cached) == len(vals):
-            return cached
-        order = sorted(range(len(vals)), key=(vals.__getitem__ if key is None else (lambda i: key(vals[i]))))
-        r = np.empty(len(vals), dtype=np.int64)
-        r[np.asarray(order, dtype=np.int64)] = np.arange(len(vals), dtype=np.int64)
-        self._ranks[key] = r
+        a column of ids sorts by value with one numpy gather."""
+        ids = self.sorted_ids(key)
+        r = np.empty(len(ids), dtype=np.int64)
+        r[ids] = np.arange(len(ids), dtype=np.int64)
         return r
 
 
@@ -134,9 +155,28 @@ class BlockColumn:
             m = ks == k
             self._block(int(k))[rows[m] & (BLOCK - 1)] = values[m]
 
-    def take(self, rows: np.ndarray, n: int) -> np.ndarray:
-        """Values at `rows` (all < n), vectorised."""
-        return self[0:n][rows] if len(rows) else np.zeros(0, dtype=self.dtype)
+    def take(self, rows: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Values at `rows`, vectorised per block (only the blocks holding `rows` are read)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=self.dtype)
+        if not len(rows):
+            return out
+        ks = rows >> BLOCK_BITS
+        blocks = self.blocks
+        if len(rows) < 2 or np.all(ks[1:] >= ks[:-1]):      # ascending: one slice per block
+            cut = np.flatnonzero(ks[1:] != ks[:-1]) + 1
+            for a, b in zip(np.concatenate([[0], cut]), np.concatenate([cut, [len(rows)]])):
+                k = int(ks[a])
+                blk = blocks[k] if k < len(blocks) else None
+                if blk is not None:
+                    out[a:b] = blk[rows[a:b] & (BLOCK - 1)]
+            return out
+        for k in np.unique(ks):
+            blk = blocks[int(k)] if int(k) < len(blocks) else None
+            if blk is not None:
+                m = ks == k
+                out[m] = blk[rows[m] & (BLOCK - 1)]
+        return out
 
     @property
     def nbytes(self) -> int:
@@ -179,7 +219,10 @@ class ColumnStore:
             setattr(self, name, BlockColumn(dt))
         self.caplen = CapturedLength(self)
         self.infos = Strings()             # interned Info texts (column `info` >= 0)
-        self._info = bytearray()           # Info texts past INFO_INTERN_MAX, UTF-8, back to back
+        # Info texts past INFO_INTERN_MAX, UTF-8, back to back: a numpy arena that grows by
+        # copying into a larger one (readers keep a valid old array, as for the columns)
+        self._info = np.zeros(0, dtype=np.uint8)
+        self._info_len = 0
         self._info_ends = array("q")       # end offset in _info of overflow text k (info = -1 - k)
         self.protos = Strings()            # protocol column values (and stacks below)
         self.addrs = Strings()
@@ -249,8 +292,17 @@ class ColumnStore:
             return k
         if len(infos) < INFO_INTERN_MAX:
             return infos.id(text)
-        self._info += text.encode("utf-8", "replace")
-        self._info_ends.append(len(self._info))
+        b = text.encode("utf-8", "replace")
+        start = self._info_len
+        end = start + len(b)
+        arena = self._info
+        if end > len(arena):
+            grown = np.zeros(max(end, 2 * len(arena), 1 << 16), dtype=np.uint8)
+            grown[:start] = arena[:start]
+            self._info = arena = grown
+        arena[start:end] = np.frombuffer(b, dtype=np.uint8)
+        self._info_len = end
+        self._info_ends.append(end)            # last: readers see whole texts only
         return -len(self._info_ends)
 
     def info_text(self, code: int) -> str:
@@ -259,7 +311,8 @@ class ColumnStore:
                 return self.infos.values[code]
             k = -1 - code
             start = self._info_ends[k - 1] if k else 0
-            return bytes(self._info[start:self._info_ends[k]]).decode("utf-8", "replace")
+            end = self._info_ends[k]
+            return self._info[start:end].tobytes().decode("utf-8", "replace")
         except IndexError:          # decoding restarted under the reader (new keys)
             return ""
 
@@ -271,13 +324,14 @@ class ColumnStore:
         for name, dt in _SUMMARY:
             setattr(self, name, BlockColumn(dt))
         self.infos = Strings()
-        self._info = bytearray()
+        self._info = np.zeros(0, dtype=np.uint8)
+        self._info_len = 0
         self._info_ends = array("q")
 
     def decoded(self, i: int) -> bool:
         return bool(self.flags[i] & F_DECODED)
 
     def nbytes(self) -> int:
-        return (sum(getattr(self, name).nbytes for name, _ in _COLUMNS + _SUMMARY) + len(self._info)
+        return (sum(getattr(self, name).nbytes for name, _ in _COLUMNS + _SUMMARY) + self._info_len
                 + self.caplen.nbytes
                 + self._info_ends.itemsize * len(self._info_ends))
