@@ -38,7 +38,7 @@ from array import array
 from dissectors.core import FT_BYTES, FT_FLOAT, FT_STR, FT_UINT, field, table
 
 from . import dlmscrypto as dc
-from .lontrack import crc_bad, medium_of
+from .lontrack import crc_bad
 from .pipeline import Stage, register_stage
 
 field("dlms.assoc_id", FT_UINT, "Association number (lonscope association tracking)")
@@ -535,21 +535,13 @@ class Associations(Stage):
 
     def _routed_copy(self, pkt, d) -> bool:
         """The same 14908 transaction (addresses, TID, APDU) seen shortly before on another
-        medium: the copy a router forwarded between CN/IP and the power line."""
-        lon = d.ctx.get("lon")
-        ap = d.ctx.get("lon.apdu")
-        if lon is None or ap is None or lon.get("tid") is None:
+        medium: the copy a router forwarded between CN/IP and the power line.  The
+        transaction and its medium are the transaction stage's key (`ctx["lon.txn"]`)."""
+        k = d.ctx.get("lon.txn")
+        if k is None or k.tid is None or d.ctx.get("lon.apdu") is None:
             return False
-        digest = d.ctx.get("lon.digest")     # the transaction stage's digest of the APDU
-        if digest is None:
-            try:
-                digest = hash(bytes(d.sources[ap[0]][1][ap[1]:ap[2]]))
-            except (IndexError, TypeError):
-                return False
-        txn = (bytes(lon.get("domain") or b""), lon.get("src_subnet"), lon.get("src_node"), lon.get("dst_type"),
-               lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"), bytes(lon.get("nid") or b""),
-               lon.get("tid"), digest)
-        medium = medium_of(pkt, d)
+        txn = (k.domain, k.src, k.dst, k.tid, k.digest)
+        medium = k.medium
         seen = self.routed.pop(txn, None)
         if seen is not None and seen[1] != medium and pkt.ts_ns - seen[2] <= COPY_WINDOW_NS:
             self.routed[txn] = seen

@@ -23,12 +23,18 @@
   set only when the later stages have already seen the data intact: the retry of a
   damaged frame has the field (it names the damaged frame) but is the first good copy.
 
+- Publishes the frame's 14908 transaction key, `ctx["lon.txn"]` (`TxnKey`: medium, domain,
+  source, destination, TID and a digest of what a retransmission repeats), computed once per
+  frame: the transaction table here, the association stage's routed-copy test and the
+  reassembly stage's hop all read it.
+
 What a packet needs to be rebuilt later is kept in `pkt.aux["lon"]` / `pkt.aux["cnip.md5"]`.
 State is bounded: transactions older than `TXN_WINDOW_NS` are forgotten.
 """
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 from dissectors import lon as _lon
 from dissectors.cnip import md5_digest
@@ -92,6 +98,40 @@ def medium_of(pkt, d) -> tuple:
     return ("l2", pkt.iface, pkt.linktype)
 
 
+class TxnKey(NamedTuple):
+    """The 14908 transaction a frame belongs to, as this stage sees it (`ctx["lon.txn"]`).
+    Two frames with equal (domain, src, dst, tid, digest) carry the same transaction; on
+    the same medium a later one is a retransmission, on another medium a routed copy."""
+    medium: tuple            # medium_of(): the CN/IP channel or the capture interface
+    domain: bytes
+    src: tuple               # (source subnet, source node)
+    dst: tuple               # (dst_type, dst subnet, dst node, group, Neuron ID bytes)
+    tid: int | None          # None: no transaction (no TPDU/SPDU)
+    digest: int | None       # what a retransmission repeats (None without a TID)
+
+
+def _digest(d, lon) -> int:
+    """What a retransmission repeats: the PDU type, the authentication bit and the APDU."""
+    ap = d.ctx.get("lon.apdu")
+    body = b""
+    if ap is not None:
+        try:
+            body = bytes(d.sources[ap[0]][1][ap[1]:ap[2]])
+        except (IndexError, TypeError):
+            body = b""
+    return hash((lon.get("pdu"), lon.get("type"), bool(lon.get("auth")), body))
+
+
+def txn_key(pkt, d, lon) -> TxnKey:
+    """The transaction key of a LonTalk frame (`lon` = `ctx["lon"]`)."""
+    tid = lon.get("tid")
+    return TxnKey(medium_of(pkt, d), bytes(lon.get("domain") or b""),
+                  (lon.get("src_subnet"), lon.get("src_node")),
+                  (lon.get("dst_type"), lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"),
+                   bytes(lon.get("nid") or b"")),
+                  tid, None if tid is None else _digest(d, lon))
+
+
 class _Txn:
     """The last request of one source on one medium and the answers seen to it."""
     __slots__ = ("frame", "ns", "dst", "tid", "digest", "answers")
@@ -132,14 +172,16 @@ class LonTrack(Stage):
 
     def process(self, pkt, d, first_pass):
         ctx = d.ctx
+        lon = ctx.get("lon")
+        if lon is not None:
+            k = ctx["lon.txn"] = txn_key(pkt, d, lon)      # before anything else can fail
         if "cnip.md5" in ctx:
             self._md5(pkt, d, first_pass)
-        lon = ctx.get("lon")
         if lon is None:
             return
         if first_pass:
-            self._retransmission(pkt, d, lon)
-            self._track(pkt, d, lon)
+            self._retransmission(pkt, d, lon, k)
+            self._track(pkt, d, lon, k)
         a = pkt.aux.get("lon")
         if not a:
             return
@@ -184,11 +226,11 @@ class LonTrack(Stage):
             d.add(lnode, "lon.response_in", a["response_in"], 0, 0)
 
     # ---- retransmissions
-    def _retransmission(self, pkt, d, lon) -> None:
+    def _retransmission(self, pkt, d, lon, k: TxnKey) -> None:
         self.count += 1
         if not self.count % SWEEP_EVERY:
             self._sweep(pkt.ts_ns)
-        medium = medium_of(pkt, d)
+        medium = k.medium
         damaged = crc_bad(d)
         match = None
         if medium[0] == "l2":
@@ -196,7 +238,7 @@ class LonTrack(Stage):
         if not damaged:
             # a good frame always enters the transaction table (a later duplicate of a
             # retry names the transaction's first frame)
-            orig = self._same_transaction(pkt, d, lon, medium, match[0] if match else None)
+            orig = self._same_transaction(pkt, lon, k, match[0] if match else None)
             if match is None and orig is not None:
                 match = (orig, False)
         if match is not None:
@@ -235,49 +277,33 @@ class LonTrack(Stage):
         self.recent_bad[medium] = nbad + damaged
         return found
 
-    def _same_transaction(self, pkt, d, lon, medium, first: int | None = None) -> int | None:
+    def _same_transaction(self, pkt, lon, k: TxnKey, first: int | None = None) -> int | None:
         """A repeat of the source's last transaction, or of an answer to it; records the
         frame otherwise (under `first` when it is the retry of a damaged frame)."""
         kind = (lon.get("pdu"), lon.get("type"))
-        tid = lon.get("tid")
+        tid = k.tid
         if tid is None:
             return None
-        dom = bytes(lon.get("domain") or b"")
-        digest = self._digest(d, lon)
-        d.ctx["lon.digest"] = digest
+        digest = k.digest
         ns = pkt.ts_ns
         if kind in _REQ:
-            src = (medium, dom, lon.get("src_subnet"), lon.get("src_node"))
-            dst = (lon.get("dst_type"), lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"),
-                   bytes(lon.get("nid") or b""))
+            src = (k.medium, k.domain) + k.src
             t = self.txns.get(src)
-            if t is not None and t.dst == dst and t.tid == tid and t.digest == digest \
+            if t is not None and t.dst == k.dst and t.tid == tid and t.digest == digest \
                     and ns - t.ns <= TXN_WINDOW_NS:     # counted from the first frame: a
                 return t.frame                        # replay repeated forever is no retry
-            self.txns[src] = _Txn(first or pkt.number, ns, dst, tid, digest)
+            self.txns[src] = _Txn(first or pkt.number, ns, k.dst, tid, digest)
             return None
         if kind in _RESP:
-            t = self.txns.get((medium, dom, lon.get("dst_subnet"), lon.get("dst_node")))
+            t = self.txns.get((k.medium, k.domain) + k.dst[1:3])
             if t is None or t.tid != tid or ns - t.ns > TXN_WINDOW_NS:
                 return None
-            responder = (lon.get("src_subnet"), lon.get("src_node"))
+            responder = k.src
             seen = t.answers.get(responder)
             if seen is not None and seen[1] == digest:
                 return seen[0]
             t.answers[responder] = (first or pkt.number, digest)
         return None
-
-    @staticmethod
-    def _digest(d, lon) -> int:
-        """What a retransmission repeats: the PDU type, the authentication bit and the APDU."""
-        ap = d.ctx.get("lon.apdu")
-        body = b""
-        if ap is not None:
-            try:
-                body = bytes(d.sources[ap[0]][1][ap[1]:ap[2]])
-            except (IndexError, TypeError):
-                body = b""
-        return hash((lon.get("pdu"), lon.get("type"), bool(lon.get("auth")), body))
 
     def _sweep(self, now: int) -> None:
         for k in [k for k, t in self.txns.items() if now - t.ns > TXN_WINDOW_NS]:
@@ -285,14 +311,13 @@ class LonTrack(Stage):
         for k in [k for k, v in self.pending.items() if now - v[1] > TXN_WINDOW_NS]:
             del self.pending[k]
 
-    def _track(self, pkt, d, lon):
+    def _track(self, pkt, d, lon, k: TxnKey):
         kind = (lon.get("pdu"), lon.get("type"))
-        tid = lon.get("tid")
+        tid = k.tid
         if tid is None:
             return
-        dom = bytes(lon.get("domain") or b"")
         if kind in _REQ:
-            key = (dom, lon.get("src_subnet"), lon.get("src_node"), tid)
+            key = (k.domain, k.src, tid)
             code = d.ctx.get("lon.apdu_code")     # APDU code of this frame (None for NV)
             sub = None
             ap = d.ctx.get("lon.apdu")
@@ -301,7 +326,7 @@ class LonTrack(Stage):
             # keep only what the answer needs (not the packet and its dissection)
             self.pending[key] = (pkt.number, pkt.ts_ns, pkt.aux, code, sub)
         elif kind in _RESP and lon.get("dst_type") in ("unicast", "groupack"):
-            key = (dom, lon.get("dst_subnet"), lon.get("dst_node"), tid)
+            key = (k.domain, k.dst[1:3], tid)
             hit = self.pending.get(key)
             if hit is None:
                 return

@@ -38,7 +38,7 @@ from dissectors.axdr import dissect_data
 from dissectors.cosem_names import SNMap, attribute_name, class_name, method_name, obis_name
 
 from .associations import transport_of
-from .lontrack import crc_bad, medium_of
+from .lontrack import crc_bad
 from .pipeline import Stage, register_stage
 
 field("dlms.fragment", FT_UINT, "Frame carrying a part of this reassembled APDU/data")
@@ -86,24 +86,22 @@ def _endpoints(d) -> tuple[str, str]:
 
 
 def hop_of(d) -> tuple:
-    """The hop a LonTalk frame travels on (medium and the two nodes, direction-neutral); ()
-    for other transports, whose association key already is the hop."""
-    lon = d.ctx.get("lon")
-    if lon is None:
+    """The hop a LonTalk frame travels on (medium and the two nodes, direction-neutral, from
+    the transaction stage's key `ctx["lon.txn"]`); () for other transports, whose
+    association key already is the hop."""
+    k = d.ctx.get("lon.txn")
+    if k is None:
         return ()
-    a = (lon.get("src_subnet"), lon.get("src_node"))
-    b = (lon.get("dst_type"), lon.get("dst_subnet"), lon.get("dst_node"), lon.get("group"),
-         bytes(lon.get("nid") or b""))
-    dt = lon.get("dst_type")
+    a = k.src
+    b = k.dst                         # (dst_type, subnet, node, group, nid)
+    dt = b[0]
     if dt == "group":                 # a request to a group: the hop is sender <-> group
-        b = ("grp", lon.get("group"))
+        b = ("grp", b[3])
     elif dt == "groupack":            # a member's answer: the same hop as the request
-        a, b = (b[1], b[2]), ("grp", lon.get("group"))
+        a, b = (b[1], b[2]), ("grp", b[3])
     elif dt == "unicast":
         b = (b[1], b[2])
-    pkt = d.ctx.get("packet")
-    medium = medium_of(pkt, d) if pkt is not None else ()
-    return medium + ((a, b) if str(a) <= str(b) else (b, a))
+    return k.medium + ((a, b) if str(a) <= str(b) else (b, a))
 
 
 def flow_key(d) -> tuple:
