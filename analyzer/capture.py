@@ -298,7 +298,7 @@ class RecordScanner:
         elif self.error is None:
             self.truncated = None
             if self.format == "pcap":
-                self._scan_pcap(buf, limit, ts, offs, caps, origs, lts)
+                self._index_pcap(buf, limit, ts, offs, caps, origs, lts)
             else:
                 ats, aoff, acap, aorig, alt = ts.append, offs.append, caps.append, origs.append, lts.append
                 for off, t, _ds, cap, orig, lt, _gid, _c in self.walk(buf, limit):
@@ -309,41 +309,85 @@ class RecordScanner:
                     alt(lt)
         return ts, offs, caps, origs, lts, self.pos
 
-    def _scan_pcap(self, buf, limit, ts, offs, caps, origs, lts) -> None:
-        unpack = struct.Struct(self.endian + "IIII").unpack_from
-        n = len(buf)
-        pos = self.pos
-        mult = self.mult
-        ats, aoff, acap, aorig = ts.append, offs.append, caps.append, origs.append
-        got = 0
-        while got < limit:
-            if pos + 16 > n:
-                if pos != n:
-                    self.at_end = True
-                    self.truncated = (f"{self.name}: truncated record header at offset {pos} "
-                                      f"(packet {self.count + got + 1}); read {self.count + got} packets")
-                break
-            sec, frac, incl, orig = unpack(buf, pos)
-            if incl > MAX_RECORD:
-                self.error = (f"{self.name}: corrupt record header at offset {pos} "
-                              f"(packet {self.count + got + 1}, length {incl}); read {self.count + got} packets")
-                break
-            if pos + 16 + incl > n:
-                self.at_end = True
-                self.truncated = (f"{self.name}: truncated record at offset {pos} "
-                                  f"(packet {self.count + got + 1}); read {self.count + got} packets")
-                break
-            ats(sec * 1_000_000_000 + frac * mult)
-            aoff(pos)
-            acap(incl)
-            aorig(orig)
-            pos += 16 + incl
-            got += 1
-        if pos >= n and self.error is None:
+    def _index_pcap(self, buf, limit, ts, offs, caps, origs, lts) -> None:
+        """scan() of a classic pcap: `pcap_records` from `.pos` noting at most `limit`
+        records in the lists."""
+        for _ in self.pcap_records(buf, index=(ts, offs, caps, origs), limit=limit):
+            pass
+        lts.extend([self.linktype] * len(offs))
+        if self.pos >= len(buf) and self.error is None:
             self.at_end = True
-        lts.extend([self.linktype] * got)
-        self.count += got
-        self.pos = pos
+
+    def pcap_records(self, buf, start: int | None = None, stop: int | None = None, index: tuple | None = None,
+                     limit: int = 1 << 62) -> Iterator[Record]:
+        """The one classic-pcap record loop: the Records from the record header at `start`
+        (default `.pos`) up to, not including, the first record at or after `stop` (default:
+        the end of `buf`) — the hot path of plain iteration and of the `decode -j` byte-range
+        workers (`CaptureReader.pcap_range`).  With `index` (lists: times, offsets, caplens, origlens) the
+        records are not built but appended to the lists, at most `limit` of them, and
+        nothing is yielded.  On the way `.pos` is the offset after the last record yielded
+        or noted and `.count` counts on.  Where the records end before `stop` (damage, a cut
+        record, the end of the file) `.error` / `.truncated` / `.at_end` are set as
+        described for `scan`."""
+        n = len(buf)
+        off = self.pos if start is None else start
+        stop = n if stop is None else stop
+        # off < top: before `stop` with a whole header in buf (and the index not yet full)
+        top = min(stop, n - 15) if limit > 0 else off
+        unpack = struct.Struct(self.endian + "IIII").unpack_from
+        mult = self.mult
+        lt = self.linktype
+        new = _new_record
+        R = Record
+        empty = ()
+        if index is not None:
+            ats, aoff, acap, aorig = (x.append for x in index)
+        count = 0
+        try:
+            while off < top:
+                sec, frac, incl, orig = unpack(buf, off)
+                ds = off + 16
+                de = ds + incl
+                if de > n or incl > MAX_RECORD:
+                    break
+                if index is None:
+                    off = de
+                    count += 1
+                    yield new(R, (sec * 1_000_000_000 + frac * mult, buf[ds:de], lt, orig, 0, empty))
+                else:
+                    ats(sec * 1_000_000_000 + frac * mult)
+                    aoff(off)
+                    acap(incl)
+                    aorig(orig)
+                    off = de
+                    count += 1
+                    if count == limit:
+                        return
+            if off < stop and count != limit:
+                self.pcap_end(buf, off, self.count + count)
+        finally:
+            self.pos = off
+            self.count += count
+
+    def pcap_end(self, buf, off: int, count: int) -> None:
+        """Why the classic-pcap records stop at `off` after `count` records: the end of the
+        file (`.at_end`), a cut header or record (`.at_end`, `.truncated`) or a corrupt
+        header (`.error`)."""
+        n = len(buf)
+        if off + 16 > n:
+            self.at_end = True
+            if off != n:
+                self.truncated = (f"{self.name}: truncated record header at offset {off} "
+                                  f"(packet {count + 1}); read {count} packets")
+            return
+        incl = struct.unpack_from(self.endian + "I", buf, off + 8)[0]
+        if incl > MAX_RECORD:
+            self.error = (f"{self.name}: corrupt record header at offset {off} "
+                          f"(packet {count + 1}, length {incl}); read {count} packets")
+        else:
+            self.at_end = True
+            self.truncated = (f"{self.name}: truncated record at offset {off} "
+                              f"(packet {count + 1}); read {count} packets")
 
     def walk(self, buf, limit: int = 1 << 62):
         """Walk pcapng blocks from `.pos`, yielding per packet `(block offset, ts_ns, data
@@ -521,40 +565,17 @@ class CaptureReader:
 
     # ---- classic pcap and pcapng: the record scanner's walk
     def _iter_pcap(self) -> Iterator[Record]:
-        # The hot path of plain iteration: the record-header loop of `RecordScanner._scan_pcap`
-        # inlined to build Records directly (chunked scanning costs ~30 % here).  The file
-        # header and the damage messages come from the scanner.
         sc = self._scanner
-        if sc.format is None:
+        if sc.format is None:                     # the file header is cut
             self.error = sc.error or sc.truncated
             return
-        buf = self.buf
-        n = len(buf)
-        unpack = struct.Struct(sc.endian + "IIII").unpack_from
-        mult = sc.mult
-        lt = sc.linktype
-        off = 24
-        count = 0
-        new = _new_record
-        R = Record
-        empty = ()
+        sc.error = sc.truncated = None
+        sc.count = 0
         try:
-            while off + 16 <= n:
-                sec, frac, incl, orig = unpack(buf, off)
-                start = off + 16
-                end = start + incl
-                if end > n or incl > MAX_RECORD:
-                    break
-                off = end
-                count += 1
-                yield new(R, (sec * 1_000_000_000 + frac * mult, buf[start:end], lt, orig, 0, empty))
-            if off != n:
-                # damaged or cut: the scanner words the message from where the loop stopped
-                sc.pos, sc.count, sc.error = off, count, None
-                sc.scan(buf, None, 1)
-                self.error = sc.error or sc.truncated
+            yield from sc.pcap_records(self.buf, 24)
+            self.error = sc.error or sc.truncated
         finally:
-            self.count = count
+            self.count = sc.count
 
     # ---- classic pcap byte ranges (parallel decoding: each worker walks its own range)
     def pcap_sync(self, pos: int, chain: int = 16) -> int | None:
@@ -585,56 +606,33 @@ class CaptureReader:
             pos += 1
         return None
 
-    def pcap_walk(self, start: int, stop: int, limit: int | None = None):
+    def pcap_range(self, start: int, stop: int) -> Iterator[Record]:
+        """Classic pcap: the Records from the record header at `start` up to, not including,
+        the first record at or after `stop`; stops quietly at damage (see `pcap_walk` for
+        where).  A worker's own walk: the reader's iteration state is not touched."""
+        return self._range_scanner().pcap_records(self.buf, start, stop)
+
+    def pcap_walk(self, start: int, stop: int) -> tuple[list, int, bool]:
         """Classic pcap: `(offsets, next_offset, damaged)` of the records from `start` (a
         record header) up to the first record at or after `stop` (`next_offset`), or up to
         the damage (`damaged` True, `next_offset` where the intact records end)."""
-        sc = self._scanner
-        buf = self.buf
-        n = len(buf)
-        unpack = struct.Struct(sc.endian + "I").unpack_from
-        offs = []
-        add = offs.append
-        off = start
-        while off < stop:
-            if off + 16 > n:
-                return offs, off, off != n
-            incl = unpack(buf, off + 8)[0]
-            if incl > MAX_RECORD or off + 16 + incl > n:
-                return offs, off, True
-            add(off)
-            off += 16 + incl
-        return offs, off, False
+        sc = self._range_scanner()
+        offs: list = []
+        for _ in sc.pcap_records(self.buf, start, stop, index=([], offs, [], [])):
+            pass
+        return offs, sc.pos, bool(sc.error or sc.truncated)
 
-    def pcap_records(self, start: int, stop: int) -> Iterator[tuple]:
-        """Classic pcap: `(offset, Record)` from the record header at `start` up to (not
-        including) the first record at or after `stop`; stops quietly at damage (see
-        `pcap_walk` for where)."""
+    def _range_scanner(self) -> RecordScanner:
         sc = self._scanner
-        buf = self.buf
-        n = len(buf)
-        unpack = struct.Struct(sc.endian + "IIII").unpack_from
-        mult = sc.mult
-        lt = sc.linktype
-        new = _new_record
-        R = Record
-        empty = ()
-        off = start
-        while off < stop and off + 16 <= n:
-            sec, frac, incl, orig = unpack(buf, off)
-            s = off + 16
-            e = s + incl
-            if e > n or incl > MAX_RECORD:
-                return
-            yield off, new(R, (sec * 1_000_000_000 + frac * mult, buf[s:e], lt, orig, 0, empty))
-            off = e
+        r = RecordScanner(self.name)
+        r.format, r.endian, r.mult, r.linktype, r.snaplen = sc.format, sc.endian, sc.mult, sc.linktype, sc.snaplen
+        return r
 
     def pcap_error(self, off: int, count: int) -> str | None:
         """The damage message of a classic pcap whose intact records end at `off` after
         `count` records (the same words as a single pass)."""
-        sc = self._scanner
-        sc.pos, sc.count, sc.error = off, count, None
-        sc.scan(self.buf, None, 1)
+        sc = self._range_scanner()
+        sc.pcap_end(self.buf, off, count)
         return sc.error or sc.truncated
 
     def _iter_pcapng(self) -> Iterator[Record]:

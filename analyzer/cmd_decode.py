@@ -478,7 +478,7 @@ def _pcap_decode(job):
     pipe, feed = _worker_feed()
     pipe.count = p["base"] + base - nwarm
     prev = None
-    records = (rec for _, rec in reader.pcap_records(warm, stop))
+    records = reader.pcap_range(warm, stop)
     for rec in islice(records, nwarm):
         prev = feed(rec, path).ts_ns
     lines = []
@@ -580,9 +580,9 @@ def run_parallel(readers, field_names, eo, match, count, jobs: int, profile, low
     for path, reader in readers:
         done = False
         if reader.format == "pcap":
-            first = next(iter(reader.pcap_records(24, 25)), None)
+            first = next(reader.pcap_range(24, 25), None)
             if t0 is None and first is not None:
-                t0 = first[1].ts_ns
+                t0 = first.ts_ns
             _PAR.update(reader=reader, path=path, t0=t0, base=base, idx=None)
             with ctx.Pool(jobs) as pool:
                 todo, n, damage = _pcap_jobs(pool, reader, jobs)

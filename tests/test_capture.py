@@ -402,3 +402,75 @@ def test_fuzz_mutated_blocks(flips, classic):
     if first >= header_end:             # header blocks intact
         assert got[:intact] == full[:intact]
     assert err is None or isinstance(err, str)
+
+
+def _pcap_bytes(records, damage: bytes = b"") -> bytes:
+    """A little-endian microsecond classic pcap (LINKTYPE_USER0) written here with struct:
+    records (sec, usec, data, orig_len), then `damage` appended as is."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 147)]
+    for sec, usec, data, orig in records:
+        out.append(struct.pack("<IIII", sec, usec, len(data), orig) + data)
+    return b"".join(out) + damage
+
+
+@pytest.mark.parametrize("damage, words", [
+    (b"", None),
+    (struct.pack("<IIII", 9, 0, 40, 40) + bytes(10), "truncated record at offset"),
+    (bytes(9), "truncated record header at offset"),
+    (struct.pack("<IIII", 9, 0, 0x7FFFFFFF, 40), "corrupt record header at offset"),
+])
+def test_one_classic_pcap_loop_for_iteration_index_and_ranges(tmp_path, damage, words):
+    """Plain iteration, the chunked index (`RecordScanner.scan`), the byte-range walk and
+    records of `decode -j` (`pcap_walk`, `pcap_range`) and the damage message of a range
+    pass (`pcap_error`) read the same records and word the same damage."""
+    from analyzer.capture import RecordScanner
+    recs = [(1_700_000_000 + i, 1000 * i, bytes([i]) * (1 + i % 23), 1 + i % 23 + (i % 3)) for i in range(40)]
+    offs, off = [], 24
+    for _, _, data, _ in recs:
+        offs.append(off)
+        off += 16 + len(data)
+    end = off
+    p = tmp_path / "c.pcap"
+    p.write_bytes(_pcap_bytes(recs, damage))
+    want = [Record(s * 1_000_000_000 + u * 1000, d, 147, o) for s, u, d, o in recs]
+    r = open_reader(p)
+    assert list(r) == want and r.count == 40
+    err = r.error
+    if words is None:
+        assert err is None
+    else:
+        assert err == f"c.pcap: {words} {end} (packet 41{', length 2147483647' if 'corrupt' in words else ''}); " \
+                      f"read 40 packets"
+    buf = r.buf
+    # the index in chunks; a chunk that ends just before the damage does not report it yet
+    for k in (7, 8, 40, 1000):
+        sc = RecordScanner("c.pcap")
+        got_ts, got_off, got_cap, got_orig = [], [], [], []
+        calls = 0
+        while True:
+            ts, o, cap, orig, lts, nxt = sc.scan(buf, None, k)
+            calls += 1
+            got_ts += ts
+            got_off += o
+            got_cap += cap
+            got_orig += orig
+            assert lts == [147] * len(ts) and nxt == sc.pos
+            if sc.error or sc.at_end or not ts:
+                break
+            assert sc.error is None and sc.truncated is None
+        assert got_off == offs and got_ts == [w.ts_ns for w in want]
+        assert got_cap == [len(w.data) for w in want] and got_orig == [w.orig_len for w in want]
+        assert (sc.error or sc.truncated) == err and sc.count == 40
+        assert calls == -(-40 // k) + (words is not None and 40 % k == 0)
+    # byte ranges: every cut gives the records that start in it; the damage is seen at its end
+    for a, b in ((24, 24), (24, offs[5]), (offs[5], offs[5] + 1), (offs[5] + 1, offs[30]), (offs[30], len(buf) + 5)):
+        start = next((o for o in offs if o >= a), end)
+        inside = [i for i, o in enumerate(offs) if start <= o < b]
+        o, nxt, damaged = r.pcap_walk(start, b)
+        assert o == [offs[i] for i in inside]
+        assert list(r.pcap_range(start, b)) == [want[i] for i in inside]
+        assert damaged == (b > end and words is not None)
+        assert nxt == (end if b > end else (offs[inside[-1]] + 16 + len(want[inside[-1]].data) if inside else start))
+    assert r.pcap_error(end, 40) == err
+    # the ranges leave the reader's own iteration as it was
+    assert list(r) == want and r.error == err
