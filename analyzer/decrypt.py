@@ -619,10 +619,10 @@ class Decrypt(Stage):
                 d.add(None, "lon.auth_check", st, 0, 0)
             return
         from . import osgpcrypto as oc
-        src = (lon.get("src_subnet"), lon.get("src_node"))
-        dst = (lon.get("dst_subnet"), lon.get("dst_node"))
-        tid = lon.get("tid")
-        dom = bytes(lon.get("domain") or b"")
+        k = d.ctx.get("lon.txn")               # the transaction stage's key of this frame
+        if k is None:
+            return
+        src, dst, tid, dom = k.src, k.dst[1:3], k.tid, k.domain
         if lon.get("pdu") != "auth":
             loc = d.ctx.get("lon.apdu")
             if loc is not None:
