@@ -298,3 +298,23 @@ def test_group_request_and_group_ack_share_one_hop():
     pkts, _ = run([pl(grp_req), pl(ack)])
     assert pkts[0].fields["lon.addrfmt"] == [1] and pkts[1].fields.get("lon.grp") == [7]
     assert hop_of(pkts[0].d) == hop_of(pkts[1].d)
+
+
+def test_one_transaction_key_for_every_stage():
+    """The transaction stage publishes one key per frame (`ctx["lon.txn"]`): a retransmission
+    has the first copy's key, a routed copy the same key on another medium, a new TID
+    another key; the association stage's routed copy and the reassembly hop come from it."""
+    from analyzer.associations import is_copy
+    from analyzer.reassembly import hop_of
+    req, rsp = build_pdu(GET), build_pdu(RSP)
+    frames = [pl(lon(req, C, M, 1)), pl(lon(rsp, M, C, 1, 2)), pl(lon(req, C, M, 1)),
+              cnip(lon(req, C, M, 3, crc=False), 1), pl(lon(req, C, M, 3)), pl(lon(req, C, M, 4))]
+    pkts, _ = run(frames)
+    k = [p.d.ctx["lon.txn"] for p in pkts]
+    assert k[0].domain == D and k[0].src == C and k[0].dst[:3] == ("unicast",) + M and k[0].tid == 1
+    assert k[1].src == M and k[1].dst[1:3] == C and k[1].tid == 1
+    assert k[2] == k[0] and retx(pkts)[2] == 1
+    assert k[3].medium[0] == "ip" and k[4].medium[0] == "l2" and k[3][1:] == k[4][1:]
+    assert k[5].tid == 4 and k[5][:4] == k[4][:4] and k[5].digest == k[4].digest
+    assert [is_copy(p.d) for p in pkts] == [False, False, True, False, True, False]
+    assert hop_of(pkts[0].d) == hop_of(pkts[1].d) == hop_of(pkts[4].d) != hop_of(pkts[3].d)
