@@ -325,8 +325,8 @@ class RecordScanner:
         the end of `buf`) — the hot path of plain iteration and of the `decode -j` byte-range
         workers (`CaptureReader.pcap_range`).  With `index` (lists: times, offsets, caplens, origlens) the
         records are not built but appended to the lists, at most `limit` of them, and
-        nothing is yielded.  On the way `.pos` is the offset after the last record yielded
-        or noted and `.count` counts on.  Where the records end before `stop` (damage, a cut
+        nothing is yielded.  `.pos` is the offset after the last record yielded (noted: once
+        the loop stops) and `.count` counts on when the loop stops.  Where the records end before `stop` (damage, a cut
         record, the end of the file) `.error` / `.truncated` / `.at_end` are set as
         described for `scan`."""
         n = len(buf)
@@ -351,7 +351,7 @@ class RecordScanner:
                 if de > n or incl > MAX_RECORD:
                     break
                 if index is None:
-                    off = de
+                    self.pos = off = de
                     count += 1
                     yield new(R, (sec * 1_000_000_000 + frac * mult, buf[ds:de], lt, orig, 0, empty))
                 else:
@@ -392,7 +392,8 @@ class RecordScanner:
     def walk(self, buf, limit: int = 1 << 62):
         """Walk pcapng blocks from `.pos`, yielding per packet `(block offset, ts_ns, data
         start, caplen, orig_len, linktype, global interface id, comments)`; sections,
-        interfaces and drop counters are noted on the way."""
+        interfaces and drop counters are noted on the way; `.pos` is the offset after the
+        block of the packet last yielded."""
         n = len(buf)
         pos = self.pos
         e = self.endian
@@ -413,7 +414,8 @@ class RecordScanner:
                                 and u32(buf, end - 4)[0] == blen:
                             lt, mul, tsoff, gid = fast[ifid]
                             got += 1
-                            off, pos = pos, end
+                            off = pos
+                            self.pos = pos = end
                             yield off, ((hi << 32) | lo) * mul + tsoff, off + 28, cap, \
                                 u32(buf, off + 24)[0], lt, gid, ()
                             continue
@@ -466,7 +468,8 @@ class RecordScanner:
                                       f"(packet {count + 1}); read {count} packets")
                         return
                     got += 1
-                    off, pos = pos, end
+                    off = pos
+                    self.pos = pos = end
                     yield (off,) + p
                     continue
                 elif btype == 1:
@@ -651,6 +654,12 @@ class CaptureReader:
         finally:
             self.count = count
 
+    @property
+    def position(self) -> int:
+        """The offset in `.buf` after the last record iteration has yielded (0 for sniffer
+        logs): the reader is done with the bytes before it."""
+        return self._scanner.pos if self.format in ("pcap", "pcapng") else 0
+
     # ---- iteration
     def __iter__(self) -> Iterator[Record]:
         self.error = None
@@ -688,6 +697,32 @@ class CaptureReader:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class PageRelease:
+    """Gives back the pages of a capture's read-only, file-backed map (`CaptureReader.buf`,
+    the TUI's map) before an offset its reader has passed: they need not stay resident (a
+    page needed again is read back from the page cache), so the resident size does not grow
+    with the file.  Nothing is done for other buffers (the bytes of a decompressed file) or
+    where madvise is missing.  `.done`: the pages before this offset have been released."""
+
+    def __init__(self, step: int):
+        self.step = step
+        self.done = 0
+        self.disabled = not hasattr(mmap, "MADV_DONTNEED")
+
+    def upto(self, buf, offset: int) -> None:
+        """Release the pages of `buf` from `.done` up to `offset` (rounded down to a page)
+        once at least `step` bytes have gathered."""
+        end = offset - offset % mmap.PAGESIZE
+        if end - self.done < self.step or self.disabled or not isinstance(buf, mmap.mmap):
+            return
+        try:
+            buf.madvise(mmap.MADV_DONTNEED, self.done, end - self.done)
+        except (OSError, ValueError, AttributeError):    # closed map, no madvise: stop trying
+            self.disabled = True
+            return
+        self.done = end
 
 
 def open_reader(path) -> CaptureReader:
@@ -777,5 +812,5 @@ def read_record_at(src, offset: int, index: CaptureIndex | None = None) -> Recor
     return index.record(offset)
 
 
-__all__ = ["CaptureError", "CaptureReader", "CaptureIndex", "RecordScanner", "open_reader", "read_capture",
-           "index_capture", "read_record_at", "detect_format"]
+__all__ = ["CaptureError", "CaptureReader", "CaptureIndex", "PageRelease", "RecordScanner", "open_reader",
+           "read_capture", "index_capture", "read_record_at", "detect_format"]

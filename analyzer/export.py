@@ -547,49 +547,10 @@ def write_tables(tables: Iterable[pa.Table], path: str, fmt: str | None = None,
 
 # --------------------------------------------------------------------------- packets
 
-class _MappedRelease:
-    """Drops the pages of a memory-mapped capture that the reader has gone past (the map
-    is read-only and file-backed: a page needed again is simply read back from the page
-    cache), so that the resident size of an export does not grow by the size of the file.
-    The position is a lower bound: the record's block (pcapng: enhanced packet block with its
-    comment options; pcap: record header and data), without other blocks."""
-
-    STEP = 16 << 20
-
-    def __init__(self, buf, fmt: str | None = None):
-        self.pcapng = fmt == "pcapng"
-        import mmap
-        self.mm = buf if isinstance(buf, mmap.mmap) and hasattr(buf, "madvise") and \
-            hasattr(mmap, "MADV_DONTNEED") else None
-        self.flag = getattr(mmap, "MADV_DONTNEED", None)
-        self.page = mmap.PAGESIZE
-        self.pos = 0
-        self.next = self.STEP
-
-    def size(self, rec) -> int:
-        n = len(rec.data)
-        if not self.pcapng:
-            return 16 + n
-        size = 32 + ((n + 3) & ~3)
-        if rec.comments:
-            size += 4 + sum(4 + ((len(c.encode("utf-8", "replace") if isinstance(c, str) else c) + 3) & ~3)
-                            for c in rec.comments)
-        return size
-
-    def step(self, n: int) -> None:
-        self.pos += n
-        if self.pos >= self.next:
-            self.next = self.pos + self.STEP
-            upto = (self.pos - self.STEP // 2) // self.page * self.page
-            if upto > 0:
-                try:
-                    self.mm.madvise(self.flag, 0, upto)
-                except (OSError, ValueError):
-                    self.mm = None
-
-
 class PacketSource:
     """Iterable of decoded packets from capture files (one pipeline for all of them)."""
+
+    RELEASE_STEP = 16 << 20     # mapped capture pages are given back in steps of this size
 
     def __init__(self, paths, keys=None, profile=None, display_filter: str | None = None):
         self.paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -602,7 +563,7 @@ class PacketSource:
         self.records = 0        # records read (frame numbers), whatever the filter kept
 
     def __iter__(self):
-        from .capture import open_reader
+        from .capture import PageRelease, open_reader
         from .pipeline import Pipeline
         self.pipeline = Pipeline(keys=self.keys, profile=self.profile)
         match = None
@@ -613,13 +574,13 @@ class PacketSource:
         t0 = prev = None
         for p in self.paths:
             reader = open_reader(p)
-            release = _MappedRelease(getattr(reader, "buf", None), getattr(reader, "format", None))
+            # the mapped capture pages the reader has gone past need not stay resident
+            release = PageRelease(self.RELEASE_STEP)
             try:
                 for rec in reader:
                     pkt = self.pipeline.feed(rec, str(p))
                     self.records += 1
-                    if release.mm is not None:
-                        release.step(release.size(rec))
+                    release.upto(reader.buf, reader.position)
                     if match is not None:
                         if t0 is None:
                             t0 = pkt.ts_ns

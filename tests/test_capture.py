@@ -474,3 +474,58 @@ def test_one_classic_pcap_loop_for_iteration_index_and_ranges(tmp_path, damage, 
     assert r.pcap_error(end, 40) == err
     # the ranges leave the reader's own iteration as it was
     assert list(r) == want and r.error == err
+
+
+def _packet_block_ends(raw: bytes) -> list[int]:
+    """End offsets of the packet blocks (types 2, 3, 6) of a little-endian pcapng, walked
+    here with struct from the block lengths."""
+    ends, off = [], 0
+    while off + 8 <= len(raw):
+        btype, blen = struct.unpack_from("<II", raw, off)
+        off += blen
+        if btype in (2, 3, 6):
+            ends.append(off)
+    return ends
+
+
+def test_reader_position_and_page_release(pcaps, tmp_path):
+    """`CaptureReader.position` is the real end of the record last yielded (pcap: header +
+    data; pcapng: the whole block with its options, other blocks between counted), the
+    offset `PageRelease` is fed with; the release moves in page steps of at least `step`
+    and leaves bytes buffers and closed maps alone."""
+    import mmap
+    from analyzer.capture import PageRelease
+    src = pcaps / EPRI
+    ng = tmp_path / "m.pcapng"
+    subprocess.run(["mergecap", "-F", "pcapng", "-w", str(ng), str(src), str(pcaps / DIRECTOR)],
+                   check=True, capture_output=True)
+    raw = src.read_bytes()
+    ends, off = [], 24
+    while off + 16 <= len(raw):
+        off += 16 + struct.unpack_from("<I", raw, off + 8)[0]
+        ends.append(off)
+    for path, want in ((src, ends), (ng, _packet_block_ends(ng.read_bytes()))):
+        r = open_reader(path)
+        assert r.position in (0, 24)
+        got = [r.position for _ in r]
+        assert got == want and len(got) > 50 and r.position == want[-1]
+        r.close()
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(40 * mmap.PAGESIZE))
+    with open(big, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    rel = PageRelease(4 * mmap.PAGESIZE)
+    rel.upto(mm, 4 * mmap.PAGESIZE - 1)
+    assert rel.done == 0
+    rel.upto(mm, 5 * mmap.PAGESIZE + 7)
+    assert rel.done == 5 * mmap.PAGESIZE
+    rel.upto(mm, 8 * mmap.PAGESIZE)
+    assert rel.done == 5 * mmap.PAGESIZE
+    rel.upto(mm, 30 * mmap.PAGESIZE + 1)
+    assert rel.done == 30 * mmap.PAGESIZE and mm[-1] == 0 and mm[0] == 0    # pages read back
+    other = PageRelease(mmap.PAGESIZE)
+    other.upto(b"\x00" * (8 * mmap.PAGESIZE), 8 * mmap.PAGESIZE)
+    assert other.done == 0
+    mm.close()
+    rel.upto(mm, 40 * mmap.PAGESIZE)
+    assert rel.done == 30 * mmap.PAGESIZE and rel.disabled

@@ -239,25 +239,38 @@ def test_export_with_keys(lonscope_cmd, pcaps, tmp_path):
         assert "000102030405060708090a0b0c0d0e0f" not in text and "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" not in text
 
 
-def test_mapped_pages_released_output_unchanged(pcaps, monkeypatch):
-    """The export drops the mapped capture pages it has read past (madvise DONTNEED every
-    STEP bytes); pages read again come back from the file, so the rows are the same."""
+def test_mapped_pages_released_output_unchanged(pcaps, tshark, monkeypatch):
+    """The export gives back the mapped capture pages the reader has passed (madvise
+    DONTNEED every RELEASE_STEP bytes), fed the reader's real offset: after each record the
+    end of that record in the file (from tshark's captured lengths); pages read again come
+    back from the file, so the rows are the same."""
     import mmap
+    import subprocess
+    from analyzer import capture as C
     from analyzer import export as E
     path = str(pcaps / HT / "Output-Ciphered.pcap")
     ref = pa_rows(E.export_tables("packets", [path]))
-    calls = []
-    orig = E._MappedRelease.step
+    offsets, done = [], []
+    orig = C.PageRelease.upto
 
-    def step(self, n):
-        before = self.next
-        orig(self, n)
-        if self.next != before:
-            calls.append(self.pos)
-    monkeypatch.setattr(E._MappedRelease, "STEP", 2 * mmap.PAGESIZE)
-    monkeypatch.setattr(E._MappedRelease, "step", step)
+    def upto(self, buf, offset):
+        before = self.done
+        orig(self, buf, offset)
+        offsets.append(offset)
+        if self.done != before:
+            assert isinstance(buf, mmap.mmap) and self.done % mmap.PAGESIZE == 0
+            assert self.done - before >= 2 * mmap.PAGESIZE and offset - self.done < mmap.PAGESIZE
+            done.append(self.done)
+    monkeypatch.setattr(E.PacketSource, "RELEASE_STEP", 2 * mmap.PAGESIZE)
+    monkeypatch.setattr(C.PageRelease, "upto", upto)
     got = pa_rows(E.export_tables("packets", [path]))
-    assert len(calls) >= 3 and got == ref and len(ref) == 299
+    caps = subprocess.run([tshark, "-r", path, "-T", "fields", "-e", "frame.cap_len"], capture_output=True,
+                          text=True, check=True).stdout.split()
+    ends, end = [], 24
+    for c in caps:
+        end += 16 + int(c)
+        ends.append(end)
+    assert offsets == ends and len(done) >= 3 and got == ref and len(ref) == 299
 
 
 def pa_rows(tables):

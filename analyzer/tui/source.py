@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from analyzer.capture import RecordScanner, detect_format
+from analyzer.capture import PageRelease, RecordScanner, detect_format
 from analyzer.packet import Record
 
 class Chunk:
@@ -49,6 +49,9 @@ class CaptureFile:
         self.records: list[Record] | None = None   # formats we cannot index: kept in memory
         self.error: str | None = None
         self._size = 0
+        # the mapped pages behind the indexer and behind the decoder are given back on their own
+        self._index_pages = PageRelease(8 << 20)
+        self._decoder_pages = PageRelease(4 << 20)
         self._open()
 
     def _open(self):
@@ -124,28 +127,23 @@ class CaptureFile:
     def _drop_pages(self) -> None:
         """Indexed pages of the mapped file need not stay resident (a 10M-packet file would
         otherwise count fully in RSS); they are read again from the page cache on demand."""
-        self._free_pages("_dropped", self.indexer.pos, 8 << 20)
+        self._index_pages.upto(self.buf, self.indexer.pos)
 
     def release(self, upto: int) -> None:
         """The decoder has passed file offset `upto`: the mapped pages before it need not
         stay resident (re-read from the page cache if a row there is shown again).
         Without this, decoding a capture maps all of it into the process's RSS."""
-        self._free_pages("_released", upto, 4 << 20)
+        self._decoder_pages.upto(self.buf, upto)
 
-    def _free_pages(self, mark: str, upto: int, step: int) -> None:
-        """madvise(DONTNEED) the mapped pages from the offset kept in attribute `mark` up to
-        `upto`, once at least `step` bytes have gathered; `mark` then moves to `upto`."""
-        buf = self.buf
-        if not isinstance(buf, mmap.mmap) or not hasattr(buf, "madvise"):
-            return
-        start = getattr(self, mark, 0)
-        end = (upto // mmap.PAGESIZE) * mmap.PAGESIZE
-        if end - start >= step:
-            try:
-                buf.madvise(mmap.MADV_DONTNEED, start, end - start)
-            except (OSError, ValueError, AttributeError):
-                return
-            setattr(self, mark, end)
+    @property
+    def _released(self) -> int:
+        """Where the decoder's page release has got to (the session sets it back to 0 when
+        decoding starts again from the first packet)."""
+        return self._decoder_pages.done
+
+    @_released.setter
+    def _released(self, offset: int) -> None:
+        self._decoder_pages.done = offset
 
     def read(self, offset: int, caplen: int, origlen: int, linktype: int, ts: int) -> Record:
         if self.records is not None:
