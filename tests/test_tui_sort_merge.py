@@ -109,6 +109,7 @@ def test_merges_with_a_filter(column, desc, bisect_max, monkeypatch):
     search over the sorted texts, or ranking all texts again) give the full sort."""
     monkeypatch.setattr(store_mod, "INFO_INTERN_MAX", 20)
     monkeypatch.setattr(sorting.InfoSort, "BISECT_MAX", bisect_max)
+    monkeypatch.setattr(sorting.TextTable, "PY_RANKS", 50)     # small batches in Python, the rest numpy
     rows = make_rows(700, seed=7, distinct_info=300)
     s = session_for(rows)
     match = [i for i in range(len(rows)) if i % 3 != 1]
@@ -171,8 +172,8 @@ def test_merge_keys_only_the_new_rows(monkeypatch):
 
 
 def test_text_merge_reads_log_n_texts(monkeypatch):
-    """Past the interning limit a merge reads the new rows' texts and O(log N) sorted texts
-    per distinct new text — not the texts of every sorted row."""
+    """Past the interning limit a merge compares each new row with O(log N) sorted rows
+    (a binary search for the whole batch at once) — not with every sorted row."""
     monkeypatch.setattr(store_mod, "INFO_INTERN_MAX", 8)
     rows = make_rows(3000, seed=11, distinct_info=5000)
     s = session_for(rows)
@@ -181,21 +182,25 @@ def test_text_merge_reads_log_n_texts(monkeypatch):
     srt = s._sorter
     assert srt.text_mode
     for end in (2010, 2050, 2100):
-        before = srt.texts_read
+        before, words = srt.probes, srt.words_read
         b = end - s.n_decoded
         fill(s, rows, end, s.n_decoded)
         s.update_sort(force=True)
         n = len(s.order) - b
-        assert srt.texts_read - before <= b * (int(np.log2(n)) + 2)
+        assert srt.probes - before <= b * (int(np.log2(n)) + 2)
+        longest = max(len(r["info"].encode()) for r in rows)
+        assert srt.words_read - words <= (srt.probes - before) * (longest // 7 + 1)
     assert shown(s)[:2100] == expected(rows, "Info", True, range(2100))
     s.stop()
 
 
-def test_info_ranks_match_python_order(monkeypatch):
+@pytest.mark.parametrize("py_ranks", [0, 100])      # numpy over the bytes / Python strings
+def test_info_ranks_match_python_order(py_ranks, monkeypatch):
     """Text ranks computed over the bytes (numpy) order texts like Python's str order:
     prefixes first, NUL characters, non-ASCII, equal texts equal rank; interned texts and
     arena texts ranked together."""
     monkeypatch.setattr(store_mod, "INFO_INTERN_MAX", 4)
+    monkeypatch.setattr(sorting.TextTable, "PY_RANKS", py_ranks)
     st = store_mod.ColumnStore()
     texts = ["b", "a", "a\x00", "é", "z" * 30, "z" * 29 + "y", "aa", "\U0001F600", "a\x00", "€", "a",
              "", "z" * 30, "b" * 15, "b" * 14 + "\x00"]

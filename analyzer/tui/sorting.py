@@ -92,7 +92,7 @@ class CodeSort(RowSort):
 
     def codes(self, rows: np.ndarray) -> np.ndarray:
         self.keyed += len(rows)
-        return self.col.take(rows).astype(np.int64)
+        return self.col.take(rows)
 
     def merge(self, new):
         self.merge_codes(new, self.codes(new))
@@ -120,15 +120,18 @@ class CodeSort(RowSort):
 
 class InfoSort(CodeSort):
     """Info: interned ids (as CodeSort) until a row's text lives in the store's arena
-    (code < 0, past the interning limit); from then on, texts are compared."""
+    (code < 0, past the interning limit); from then on, texts are compared (bytewise over
+    the UTF-8 bytes, which is the order of Python strings), vectorised with numpy."""
 
-    BISECT_MAX = 4.0        # binary search while B * log2(N) <= N / BISECT_MAX, else re-rank
+    BISECT_MAX = 4.0        # binary search while B * log2(N) * BISECT_MAX <= N, else re-rank
 
     def __init__(self, store, column, desc):
         super().__init__(store, column, desc)
         self.text_mode = False
         self.ocodes = None          # info codes of `order` (text mode)
-        self.texts_read = 0         # texts read to place new rows (tests)
+        self.texts = None           # TextTable (text mode)
+        self.probes = 0             # (new row, sorted row) comparisons to place new rows (tests)
+        self.words_read = 0         # 7-byte words of sorted rows read for them (tests)
 
     def merge(self, new):
         codes = self.codes(new)
@@ -137,8 +140,11 @@ class InfoSort(CodeSort):
             return
         if not self.text_mode:
             self.text_mode = True
-            self.ocodes = self.col.take(self.order).astype(np.int64) if len(self.order) else _EMPTY
+            self.ocodes = self.col.take(self.order) if len(self.order) else _EMPTY
             self.counts = _EMPTY
+        if self.texts is None:
+            self.texts = TextTable(self.store)
+        self.texts.refresh()
         n, b = len(self.order), len(new)
         if not n or b * (np.log2(n) + 1) * self.BISECT_MAX > n:
             self._rerank(np.concatenate([self.order, new]), np.concatenate([self.ocodes, codes]))
@@ -149,41 +155,188 @@ class InfoSort(CodeSort):
         """Full sort of `rows` by text (numpy over the bytes), ties in capture order."""
         by_row = np.argsort(rows, kind="stable")
         rows, codes = rows[by_row], codes[by_row]
-        rank = info_ranks(self.store, codes)
+        del by_row
+        rank = self.texts.ranks(codes)
         idx = np.argsort(-rank if self.desc else rank, kind="stable")
+        del rank
         self.order, self.ocodes = rows[idx], codes[idx]
 
     def _bisect(self, new: np.ndarray, codes: np.ndarray) -> None:
-        st = self.store
-        text = st.info_text
-        texts = [text(int(c)) for c in codes]
-        self.texts_read += len(texts)
-        idx = sorted(range(len(texts)), key=texts.__getitem__, reverse=self.desc)   # stable
+        """Place each new row after the sorted rows whose text is <= its own (ascending;
+        >= descending): one binary search per distinct new text, all at once."""
+        tt = self.texts
+        rank = tt.ranks(codes)                       # the batch among itself
+        idx = np.argsort(-rank if self.desc else rank, kind="stable")
+        codes, new, rank = codes[idx], new[idx], rank[idx]
+        head = np.flatnonzero(np.concatenate([[True], rank[1:] != rank[:-1]]))
+        q = tt.locate(codes[head])                   # the distinct new texts
+        qw = tt.words(*q, 0, int(q[2].max()) // 7 + 2)     # all their words, once
         ocodes = self.ocodes
-        n = len(ocodes)
-        pos = np.empty(len(idx), dtype=np.int64)
-        lo = 0
-        prev = None
-        read = 0
-        for j, i in enumerate(idx):
-            t = texts[i]
-            if t != prev:
-                hi = n
-                # first sorted row that a new row with text t goes before
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    u = text(int(ocodes[mid]))
-                    read += 1
-                    if (u >= t) if self.desc else (u <= t):
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                prev = t
-            pos[j] = lo
-        self.texts_read += read
-        idx = np.asarray(idx, dtype=np.int64)
-        self.order = np.insert(self.order, pos, new[idx])
-        self.ocodes = np.insert(ocodes, pos, codes[idx])
+        lo = np.zeros(len(head), dtype=np.int64)
+        hi = np.full(len(head), len(ocodes), dtype=np.int64)
+        # words each new text shares with the sorted rows just outside [lo, hi): every row
+        # inside shares them too, so comparisons start after them
+        dlo = np.zeros(len(head), dtype=np.int64)
+        dhi = np.zeros(len(head), dtype=np.int64)
+        act = np.arange(len(head))
+        while len(act):
+            mid = (lo[act] + hi[act]) >> 1
+            self.probes += len(act)
+            c, deq = tt.compare(qw[act], tt.locate(ocodes[mid]),
+                                np.minimum(dlo[act], dhi[act]))      # sign(new - sorted)
+            self.words_read += tt.last_words
+            right = (c <= 0) if self.desc else (c >= 0)
+            lo[act[right]] = mid[right] + 1
+            dlo[act[right]] = deq[right]
+            hi[act[~right]] = mid[~right]
+            dhi[act[~right]] = deq[~right]
+            act = act[lo[act] < hi[act]]
+        pos = np.repeat(lo, np.diff(np.append(head, len(codes))))
+        self.order = np.insert(self.order, pos, new)
+        self.ocodes = np.insert(ocodes, pos, codes)
+
+
+class TextTable:
+    """Where the text of each Info code is, as bytes: interned texts encoded once (UTF-8)
+    into one buffer, arena texts in the store's arena (read in place).  Element e is
+    buffer src[e] (0 interned, 1 arena) at start[e], len[e] bytes; both buffers have 8
+    readable bytes past every text (one 8-byte gather per word)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.n_interned = -1
+        self.ends = _EMPTY
+        self.last_words = 0
+
+    def refresh(self) -> None:
+        st = self.store
+        values = st.infos.values
+        if len(values) != self.n_interned:
+            n = len(values)
+            enc = [values[i].encode("utf-8", "surrogatepass") for i in range(n)]
+            self.ilen = np.fromiter(map(len, enc), dtype=np.int64, count=n)
+            self.istart = np.zeros(n, dtype=np.int64)
+            np.cumsum(self.ilen[:-1], out=self.istart[1:])
+            self.ibuf = np.frombuffer(b"".join(enc) + bytes(8), dtype=np.uint8)
+            self.n_interned = n
+        ends = st._info_ends                     # end offsets first, then the arena
+        k = len(self.ends)
+        if len(ends) > k:
+            self.ends = np.concatenate([self.ends, np.frombuffer(ends[k:], dtype=np.int64)])
+        self.arena = st._info if len(st._info) >= 8 else np.zeros(8, dtype=np.uint8)
+        self.bufs = (self.ibuf, self.arena)
+        # grid[j]: the 8 bytes from offset j as one (unaligned, little-endian) integer —
+        # a view with a stride of one byte, no copy; byte-swapped after the gather
+        self.grids = [np.ndarray(shape=(len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+                      for buf in self.bufs]
+
+    def locate(self, codes: np.ndarray):
+        codes = np.asarray(codes, dtype=np.int64)
+        src = codes < 0
+        k = np.where(src, -1 - codes, 0)
+        c = np.where(src, 0, codes)
+        oend = self.ends[k] if len(self.ends) else np.zeros(len(codes), dtype=np.int64)
+        ostart = np.where(k > 0, self.ends[np.maximum(k - 1, 0)] if len(self.ends) else 0, 0)
+        start = np.where(src, ostart, self.istart[c])
+        length = np.where(src, oend - ostart, self.ilen[c])
+        return src, start, length
+
+    CHUNK = 1 << 16         # strings per step of `word` (bounds its temporaries)
+    PY_RANKS = 16384        # up to this many texts, `ranks` sorts Python strings
+
+    def word(self, src, start, length, depth) -> np.ndarray:
+        """Bytes 7*depth .. 7*depth+6 of each string (zero past its end), shifted left by
+        4, | min(bytes left, 8): equal words with 8 mean "the strings go on".  `depth`:
+        one for all, or one per string."""
+        return self.words(src, start, length, depth, 1).reshape(-1)
+
+    def words(self, src, start, length, depth, k: int) -> np.ndarray:
+        """`word` at depths depth .. depth+k-1: an (n, k) array."""
+        n = len(start)
+        out = np.empty((n, k), dtype=np.uint64)
+        grids = self.grids
+        steps = 7 * np.arange(k, dtype=np.int64)
+        deep = np.ndim(depth) > 0
+        chunk = max(1, self.CHUNK // k)
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            off = 7 * (depth[a:b] if deep else np.full(b - a, depth, dtype=np.int64))
+            ln = length[a:b]
+            rem = (ln - off)[:, None] - steps                   # bytes left at each word
+            p = (start[a:b] + np.minimum(off, ln))[:, None] + np.clip(steps, None, np.maximum(ln - off, 0)[:, None])
+            w = out[a:b]
+            sc = src[a:b]
+            if sc.all() or not sc.any():
+                w[:] = grids[int(sc[0])][p]
+            else:
+                for g, grid in enumerate(grids):
+                    m = sc == g
+                    w[m] = grid[p[m]]
+            w.byteswap(inplace=True)                            # first byte most significant
+            w >>= np.uint64(8)                                  # 7 bytes
+            sh = np.clip(7 - rem, 0, 7).astype(np.uint64)
+            sh <<= np.uint64(3)
+            w >>= sh                                            # zero the bytes past the end
+            w <<= sh
+            w <<= np.uint64(4)
+            w |= np.clip(rem, 0, 8).astype(np.uint64)
+        return out
+
+    def compare(self, qw: np.ndarray, b, depth=0, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """(sign(a - b), words equal before the decision) per pair of strings: a given by
+        all its words (`qw`, one row per pair, from `words`), b as (src, start, length).
+        Compares from word `depth` on (one for all, or one per pair: known equal before
+        it), k words per round."""
+        n = len(qw)
+        out = np.zeros(n, dtype=np.int8)
+        d = np.zeros(n, dtype=np.int64) + depth
+        u = np.arange(n)
+        last = qw.shape[1] - 1
+        steps = np.arange(k)
+        words = 0
+        while len(u):
+            du = d[u]
+            if words:           # the pairs left share long prefixes: their words at once
+                steps = np.arange(max(k, int(last - du.min()) + 1))
+            ka = qw[u[:, None], np.minimum(du[:, None] + steps, last)]
+            kb = self.words(*(x[u] for x in b), du, len(steps))
+            words += kb.size
+            go = (ka == kb) & ((ka & np.uint64(15)) == 8)
+            j = np.argmin(go, axis=1)                           # first word that decides
+            r = np.arange(len(u))
+            done = ~go[r, j]
+            r, jd = r[done], j[done]
+            out[u[done]] = (ka[r, jd] > kb[r, jd]).astype(np.int8) - (ka[r, jd] < kb[r, jd])
+            d[u[done]] += jd
+            d[u[~done]] += len(steps)
+            u = u[~done]
+        self.last_words = words
+        return out, d
+
+    def ranks(self, codes: np.ndarray) -> np.ndarray:
+        """Dense rank of each code's text among the texts of `codes` (equal texts, equal
+        rank).  Interned codes are ranked once per distinct id."""
+        codes = np.asarray(codes)
+        if not len(codes):
+            return _EMPTY
+        if len(codes) <= self.PY_RANKS:     # a small batch: Python strings are cheaper
+            text = self.store.info_text
+            uniq, inv = np.unique(codes, return_inverse=True)
+            texts = [text(int(c)) for c in uniq]
+            by_text = sorted(range(len(texts)), key=texts.__getitem__)
+            dense = np.zeros(len(texts), dtype=np.int64)
+            for a, b in zip(by_text, by_text[1:]):
+                dense[b] = dense[a] + (texts[b] != texts[a])
+            return dense[inv.reshape(-1)]
+        inter = codes >= 0
+        uniq, inv = np.unique(codes[inter], return_inverse=True)
+        ni = len(uniq)
+        src, start, length = self.locate(np.concatenate([uniq, codes[~inter]]))
+        erank = byte_string_ranks(self, src, start, length)
+        out = np.empty(len(codes), dtype=np.int64)
+        out[inter] = erank[:ni][inv.reshape(-1)]
+        out[~inter] = erank[ni:]
+        return out
 
 
 def make_sort(store, column: str, desc: bool) -> RowSort:
@@ -207,86 +360,45 @@ def natural_key(text: str) -> list:
 # --------------------------------------------------------------------------- text ranks
 
 def info_ranks(store, codes: np.ndarray) -> np.ndarray:
-    """Dense rank of each Info code's text among the texts of `codes` (equal texts, equal
-    rank; order of Python strings).  Interned texts are encoded once per distinct id
-    (at most the interning limit); arena texts are ranked in place over the arena bytes."""
-    codes = np.asarray(codes, dtype=np.int64)
-    m = len(codes)
+    """Dense rank of each Info code's text among the texts of `codes` (Python str order)."""
+    tt = TextTable(store)
+    tt.refresh()
+    return tt.ranks(codes)
+
+
+def byte_string_ranks(tt: TextTable, src: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Dense ranks of byte strings (bytewise order, a prefix first; for UTF-8 that is the
+    order of the code points, i.e. Python's str order).  Most-significant-digit radix
+    refinement in numpy: sort by 7 bytes at a time, then refine only the groups still
+    tied.  Memory: a few integers per string, no Python object per string."""
+    m = len(start)
     if not m:
         return _EMPTY
-    inter = codes >= 0
-    uniq, inv = np.unique(codes[inter], return_inverse=True)
-    values = store.infos.values
-    enc = [values[int(c)].encode("utf-8", "surrogatepass") for c in uniq]
-    ilens = np.fromiter((len(x) for x in enc), dtype=np.int64, count=len(enc))
-    istarts = np.concatenate([[0], np.cumsum(ilens)[:-1]]).astype(np.int64) if len(enc) else _EMPTY
-    ibuf = np.frombuffer(b"".join(enc) + b"\0", dtype=np.uint8)
-    # arena entries: read the end offsets first, then the arena (writes come before ends)
-    k = -1 - codes[~inter]
-    nends = int(k.max()) + 1 if len(k) else 0
-    ends = np.frombuffer(store._info_ends[:nends], dtype=np.int64) if nends else _EMPTY
-    arena = store._info
-    ostarts = np.where(k > 0, ends[np.maximum(k - 1, 0)], 0) if len(k) else _EMPTY
-    olens = ends[k] - ostarts if len(k) else _EMPTY
-    # one element per distinct interned text, then one per arena row
-    ni = len(uniq)
-    starts = np.concatenate([istarts, ostarts])
-    lens = np.concatenate([ilens, olens])
-    src = np.zeros(len(starts), dtype=bool)
-    src[ni:] = True
-    erank = byte_string_ranks((ibuf, arena), src, starts, lens)
-    out = np.empty(m, dtype=np.int64)
-    out[inter] = erank[:ni][inv.reshape(-1)]
-    out[~inter] = erank[ni:]
-    return out
-
-
-def byte_string_ranks(bufs, src: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Dense ranks of byte strings (bytewise order, a prefix first; for UTF-8 that is the
-    order of the code points, i.e. Python's str order).  String e is
-    bufs[src[e]][starts[e]:starts[e] + lens[e]].  Most-significant-digit radix refinement
-    in numpy: sort by 7 bytes at a time, then refine only the groups still tied."""
-    m = len(starts)
     perm = np.arange(m, dtype=np.int64)
     first = np.zeros(m, dtype=bool)         # first[p]: position p starts a group of equal strings
-    if not m:
-        return _EMPTY
     first[0] = True
     active = np.arange(m, dtype=np.int64)   # positions (in perm) of the groups still tied
     depth = 0
     while len(active):
         el = perm[active]
-        key = _word(bufs, src[el], starts[el], lens[el], depth * 7)
+        key = tt.word(src[el], start[el], length[el], depth)
         gid = np.cumsum(first)[active]      # groups are contiguous runs of positions
         o = np.lexsort((key, gid))
         perm[active] = el[o]
+        del el
         key, gid = key[o], gid[o]
-        b = np.ones(len(o), dtype=bool)
+        del o
+        b = np.ones(len(key), dtype=bool)
         b[1:] = (gid[1:] != gid[:-1]) | (key[1:] != key[:-1])
+        del gid
         first[active] = b
         # still tied: groups of more than one string that go on past these 7 bytes
         gstart = np.flatnonzero(b)
-        size = np.diff(np.append(gstart, len(o)))
-        more = (size > 1) & ((key[gstart] & 15) == 8)
+        size = np.diff(np.append(gstart, len(key)))
+        more = (size > 1) & ((key[gstart] & np.uint64(15)) == 8)
         active = active[np.repeat(more, size)]
         depth += 1
     rank_at = np.cumsum(first) - 1
     out = np.empty(m, dtype=np.int64)
     out[perm] = rank_at
     return out
-
-
-def _word(bufs, src, starts, lens, off: int) -> np.ndarray:
-    """7 bytes of each string from `off` (zero past its end) << 4 | min(bytes left, 8)."""
-    rem = lens - off
-    word = np.zeros(len(starts), dtype=np.uint64)
-    for j in range(7):
-        valid = rem > j
-        p = starts + (off + j)
-        byte = np.zeros(len(starts), dtype=np.uint64)
-        for s, buf in enumerate(bufs):
-            m = valid & (src == s)
-            if m.any():
-                byte[m] = buf[p[m]]
-        word = (word << np.uint64(8)) | byte
-    return (word << np.uint64(4)) | np.minimum(np.maximum(rem, 0), 8).astype(np.uint64)

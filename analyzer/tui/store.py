@@ -296,8 +296,8 @@ class ColumnStore:
         start = self._info_len
         end = start + len(b)
         arena = self._info
-        if end > len(arena):
-            grown = np.zeros(max(end, 2 * len(arena), 1 << 16), dtype=np.uint8)
+        if end + 8 > len(arena):          # 8 spare bytes: a reader gathers 8 at a time
+            grown = np.zeros(max(end + 8, 2 * len(arena), 1 << 16), dtype=np.uint8)
             grown[:start] = arena[:start]
             self._info = arena = grown
         arena[start:end] = np.frombuffer(b, dtype=np.uint8)
