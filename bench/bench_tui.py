@@ -10,7 +10,9 @@ Measured per corpus (the simulator's fleet mix, `bench.common.corpus`):
   the whole capture (every packet through the full pipeline: associations, decryption,
   audit).  Quick mode decodes for a few seconds only and says so in the row name;
 - sorting the 1M list by Source / Info / Time (descending) once decoded, until the
-  selected row is drawn again (full mode).
+  selected row is drawn again (full mode; quick mode sorts the rows decoded so far);
+- while the decoder still runs: the time each merge of newly decoded rows into the Info
+  sort takes (the sort is kept incrementally, only the new rows are keyed).
 """
 from __future__ import annotations
 
@@ -76,19 +78,46 @@ async def _measure(path: Path, decode_for: float | None) -> dict:
             st = s.store
             out["store_mb"] = (st.nbytes() + s.objects.nbytes + len(s.auxstore.mem)) / 2**20
             out["distinct_info"] = len(st.infos) + len(st._info_ends)
-            for col, desc in (("Source", False), ("Info", False), ("Time", True)):
-                plist.cursor_paint = None
-                t = time.perf_counter()
-                app.sort_by(col, desc)
-                while plist.cursor_paint is None and time.perf_counter() - t < 30:
-                    await asyncio.sleep(0.001)
-                out[f"sort_{col}_ms"] = ((plist.cursor_paint or time.perf_counter()) - t) * 1000
-            out["sorted_jump_last_ms"], _ = await _jump_last(pilot, plist, s, check=False)
-            app.sort_by(None)
-            out["rss_after_sorts_mb"] = _rss_mb()
+        # sorts of what is decoded (all of it in full mode on 1M)
+        out["sorted_rows"] = s.n_decoded
+        for col, desc in (("Source", False), ("Info", False), ("Time", True)):
+            plist.cursor_paint = None
+            t = time.perf_counter()
+            app.sort_by(col, desc)
+            while plist.cursor_paint is None and time.perf_counter() - t < 30:
+                await asyncio.sleep(0.001)
+            out[f"sort_{col}_ms"] = ((plist.cursor_paint or time.perf_counter()) - t) * 1000
+        out["sorted_jump_last_ms"], _ = await _jump_last(pilot, plist, s, check=False)
+        app.sort_by(None)
+        out["rss_after_sorts_mb"] = _rss_mb()
+        if not s.done:
+            # sorted by Info while the decoder goes on: newly decoded rows merged in
+            out["merge_ms"], out["merge_rows"] = await _merges(s, app, "Info", 3.0)
         out["peak_rss_mb"] = common.peak_rss_mb()
     s.stop()
     return out
+
+
+async def _merges(s, app, col: str, seconds: float) -> tuple[list, list]:
+    """Time each merge of newly decoded rows into the sort (the list's periodic refresh
+    calls `update_sort`) for `seconds`."""
+    merges, rows = [], []
+    orig = s.update_sort
+
+    def timed(force: bool = False) -> bool:
+        k0, t = len(s.order) if s.order is not None else 0, time.perf_counter()
+        changed = orig(force)
+        if changed and k0:
+            merges.append((time.perf_counter() - t) * 1000)
+            rows.append(len(s.order) - k0)
+        return changed
+
+    app.sort_by(col)
+    s.update_sort = timed
+    await asyncio.sleep(seconds)
+    s.update_sort = orig
+    app.sort_by(None)
+    return merges, rows
 
 
 async def _jump_last(pilot, plist, s, check: bool = True) -> tuple[float, bool]:
@@ -151,23 +180,32 @@ def run(quick: bool = False) -> list[dict]:
              f"{m['decode_cpu_rate']:.0f} packets per CPU second of the process "
              "(wall-clock rate depends on the machine's load)"),
         ]
+        part = "" if m["decoded_all"] else f"; the {m['sorted_rows']} packets decoded so far"
+        sorts = [
+            (f"tui sort by Source + repaint ({label})", m["sort_Source_ms"], "ms", "natural address order" + part),
+            (f"tui sort by Info + repaint ({label})", m["sort_Info_ms"], "ms", "interned ids ranked (texts past the interning limit: ranked over their bytes)" + part),
+            (f"tui sort by Time descending + repaint ({label})", m["sort_Time_ms"], "ms", "every indexed packet"),
+            (f"tui jump to last + repaint, sorted ({label})", m["sorted_jump_last_ms"], "ms", ""),
+            (f"tui RSS after the sorts ({label})", m["rss_after_sorts_mb"], "MB", ""),
+        ]
+        if m.get("merge_ms"):
+            ms, rs = sorted(m["merge_ms"]), m["merge_rows"]
+            sorts.append((f"tui sorted by Info: merge of newly decoded rows ({label})", ms[len(ms) // 2], "ms",
+                          f"median of {len(ms)} merges (max {ms[-1]:.1f} ms) of {min(rs)}..{max(rs)} new rows "
+                          f"each into up to {m['sorted_rows'] + sum(rs)} sorted rows, while decoding"))
         if m["decoded_all"]:
             base += [
                 (f"tui RSS after background decode of {label}", m["rss_decoded_mb"], "MB",
                  f"all {m['decoded']} packets decoded in {m['decode_s']:.0f} s; target <= 400 MB; "
                  f"TUI columns + Info texts + operations + in-memory pkt.aux: {m['store_mb']:.0f} MB "
                  f"({m['distinct_info']} distinct Info texts)"),
-                (f"tui sort by Source + repaint ({label})", m["sort_Source_ms"], "ms", "natural address order"),
-                (f"tui sort by Info + repaint ({label})", m["sort_Info_ms"], "ms", "interned texts ranked"),
-                (f"tui sort by Time descending + repaint ({label})", m["sort_Time_ms"], "ms", ""),
-                (f"tui jump to last + repaint, sorted ({label})", m["sorted_jump_last_ms"], "ms", ""),
-                (f"tui RSS after the sorts ({label})", m["rss_after_sorts_mb"], "MB", ""),
-            ]
+            ] + sorts
         else:
             base.append((f"tui RSS after {m['decode_s']:.0f} s of background decoding ({label})",
                          m["rss_decoded_mb"], "MB",
                          f"NOT the whole capture: {m['decoded']} of {m['packets']} packets decoded"
                          + (" (quick mode)" if quick else "")))
+            base += sorts
         for name, value, unit, extra in base:
             rows.append({"benchmark": name, "value": round(float(value), 4), "unit": unit, "tshark": None,
                          "ratio": None, "note": f"{note}; {extra}" if extra else note})

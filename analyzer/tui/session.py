@@ -217,6 +217,7 @@ class Session:
         self._sort_state: tuple | None = None
         self._sorter: RowSort | None = None      # sorted rows + what it keeps to merge new ones
         self._sort_t = 0.0
+        self._sort_cost = 0.0                     # seconds the last merge took
         if display_filter:
             self.set_filter(display_filter, start=False)
 
@@ -750,7 +751,8 @@ class Session:
             self.order = self._sorter.order
             force = True
         now = time.monotonic()
-        if not force and now - self._sort_t < SORT_MERGE_EVERY:
+        # merges take at most about a fifth of the UI thread's time (a slow merge waits longer)
+        if not force and now - self._sort_t < max(SORT_MERGE_EVERY, 5 * self._sort_cost):
             return False
         known, view = self._sort_base()
         k0 = len(self.order)
@@ -763,6 +765,7 @@ class Session:
             new = np.arange(k0, known, dtype=np.int64)
         self._sorter.merge(new)
         self.order = self._sorter.order
+        self._sort_cost = time.monotonic() - now
         self.sort_gen += 1
         return True
 

@@ -231,14 +231,24 @@ class TextTable:
                       for buf in self.bufs]
 
     def locate(self, codes: np.ndarray):
-        codes = np.asarray(codes, dtype=np.int64)
+        """(src, start, length) of the text of each code."""
+        codes = np.asarray(codes)
         src = codes < 0
-        k = np.where(src, -1 - codes, 0)
-        c = np.where(src, 0, codes)
-        oend = self.ends[k] if len(self.ends) else np.zeros(len(codes), dtype=np.int64)
-        ostart = np.where(k > 0, self.ends[np.maximum(k - 1, 0)] if len(self.ends) else 0, 0)
-        start = np.where(src, ostart, self.istart[c])
-        length = np.where(src, oend - ostart, self.ilen[c])
+        start = np.empty(len(codes), dtype=np.int64)
+        length = np.empty(len(codes), dtype=np.int64)
+        inter = ~src
+        c = codes[inter]
+        start[inter] = self.istart[c]
+        length[inter] = self.ilen[c]
+        del c, inter
+        if src.any():
+            k = (-1 - codes[src]).astype(np.int64)
+            end = self.ends[k]
+            k -= 1
+            s0 = np.where(k >= 0, self.ends[k], 0)     # k = -1 (the first text) reads ends[-1]: masked
+            start[src] = s0
+            end -= s0
+            length[src] = end
         return src, start, length
 
     CHUNK = 1 << 16         # strings per step of `word` (bounds its temporaries)
@@ -374,17 +384,19 @@ def byte_string_ranks(tt: TextTable, src: np.ndarray, start: np.ndarray, length:
     m = len(start)
     if not m:
         return _EMPTY
-    perm = np.arange(m, dtype=np.int64)
+    ix = np.int32 if m < 1 << 31 else np.int64
+    perm = np.arange(m, dtype=ix)
     first = np.zeros(m, dtype=bool)         # first[p]: position p starts a group of equal strings
     first[0] = True
-    active = np.arange(m, dtype=np.int64)   # positions (in perm) of the groups still tied
+    active = np.arange(m, dtype=ix)         # positions (in perm) of the groups still tied
     depth = 0
     while len(active):
         el = perm[active]
         key = tt.word(src[el], start[el], length[el], depth)
-        gid = np.cumsum(first)[active]      # groups are contiguous runs of positions
+        gid = np.cumsum(first, dtype=ix)[active]    # groups are contiguous runs of positions
         o = np.lexsort((key, gid))
-        perm[active] = el[o]
+        el = el[o]
+        perm[active] = el
         del el
         key, gid = key[o], gid[o]
         del o
@@ -394,11 +406,12 @@ def byte_string_ranks(tt: TextTable, src: np.ndarray, start: np.ndarray, length:
         first[active] = b
         # still tied: groups of more than one string that go on past these 7 bytes
         gstart = np.flatnonzero(b)
+        del b
         size = np.diff(np.append(gstart, len(key)))
         more = (size > 1) & ((key[gstart] & np.uint64(15)) == 8)
+        del key, gstart
         active = active[np.repeat(more, size)]
         depth += 1
-    rank_at = np.cumsum(first) - 1
     out = np.empty(m, dtype=np.int64)
-    out[perm] = rank_at
+    out[perm] = np.cumsum(first, dtype=np.int64) - 1
     return out
