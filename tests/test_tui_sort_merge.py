@@ -209,3 +209,26 @@ def test_info_ranks_match_python_order(py_ranks, monkeypatch):
     ranks = sorting.info_ranks(st, np.array(codes))
     distinct = sorted(set(texts))
     assert ranks.tolist() == [distinct.index(t) for t in texts]
+
+
+@pytest.mark.parametrize("column", ["Info", "Source"])
+def test_decoding_again_under_a_sort(column, monkeypatch):
+    """New keys: the decoder forgets every summary and starts again while the list is
+    sorted.  A merge that runs in between does not fail; once the new decoding is under
+    way the sort is rebuilt from the new summaries."""
+    monkeypatch.setattr(store_mod, "INFO_INTERN_MAX", 10)
+    rows = make_rows(400, seed=5, distinct_info=200)
+    s = session_for(rows)
+    fill(s, rows, 300)
+    s.set_sort(column)
+    s.decode_gen += 1                      # reload_keys(): the worker will start again ...
+    s.store.forget_summaries()             # ... it has reset the store, not the counters yet
+    fill(s, rows, 320, 300)
+    s.update_sort(force=True)              # must not raise
+    s.n_decoded = 0
+    s.decode_epoch += 1                    # the worker's restart is complete
+    again = list(reversed(rows))           # different summaries this time
+    fill(s, again, 250)
+    s.update_sort(force=True)
+    assert shown(s) == expected(again, column, False, range(250)) + list(range(250, 400))
+    s.stop()

@@ -748,6 +748,7 @@ class Session:
         if state != self._sort_state or self._sorter is None:
             self._sort_state = state
             self._sorter = make_sort(self.store, self.sort_col, self.sort_desc)
+            self._sorter.decoding = (self.decode_gen, self.decode_epoch)
             self.order = self._sorter.order
             force = True
         now = time.monotonic()
@@ -763,7 +764,14 @@ class Session:
             new = np.frombuffer(view[k0:known], dtype=np.int64)
         else:
             new = np.arange(k0, known, dtype=np.int64)
-        self._sorter.merge(new)
+        try:
+            self._sorter.merge(new)
+        except (IndexError, ValueError):
+            if self._sorter.decoding == (self.decode_gen, self.decode_epoch):
+                raise
+            # decoding started again (new keys) under this merge: sort again from scratch
+            self._sorter = None
+            return False
         self.order = self._sorter.order
         self._sort_cost = time.monotonic() - now
         self.sort_gen += 1

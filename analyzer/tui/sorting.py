@@ -35,6 +35,7 @@ class RowSort:
         self.desc = desc
         self.order = _EMPTY
         self.keyed = 0          # rows whose sort key was computed (each row once)
+        self.decoding: tuple = ()   # the session's decoding generation it was made in
 
     def merge(self, new: np.ndarray) -> None:
         """Merge rows `new` (ascending, all after every row merged so far)."""
@@ -80,15 +81,18 @@ class CodeSort(RowSort):
     def __init__(self, store, column, desc):
         super().__init__(store, column, desc)
         self.counts = _EMPTY
-        st = store
-        if column == "Protocol":
-            self.col, self.strings, self.key = st.proto, st.protos, None
-        elif column == "Source":
-            self.col, self.strings, self.key = st.src, st.addrs, natural_key
-        elif column == "Destination":
-            self.col, self.strings, self.key = st.dst, st.addrs, natural_key
-        else:
-            self.col, self.strings, self.key = st.info, st.infos, None
+        # the store's attributes (read at each merge: decoding again replaces them)
+        self.col_name, self.strings_name, self.key = {
+            "Protocol": ("proto", "protos", None), "Source": ("src", "addrs", natural_key),
+            "Destination": ("dst", "addrs", natural_key)}.get(column, ("info", "infos", None))
+
+    @property
+    def col(self):
+        return getattr(self.store, self.col_name)
+
+    @property
+    def strings(self):
+        return getattr(self.store, self.strings_name)
 
     def codes(self, rows: np.ndarray) -> np.ndarray:
         self.keyed += len(rows)
@@ -210,6 +214,10 @@ class TextTable:
 
     def refresh(self) -> None:
         st = self.store
+        if st.infos is not getattr(self, "_infos", None) or st._info_ends is not getattr(self, "_ends", None):
+            self._infos, self._ends = st.infos, st._info_ends      # decoding started again
+            self.n_interned = -1
+            self.ends = _EMPTY
         values = st.infos.values
         if len(values) != self.n_interned:
             n = len(values)
