@@ -205,40 +205,25 @@ def command(captures, keys_path, key_items, profile, display_filter, verbose, fm
     prev = None
     first_json = True
     errors: list[str] = []
-    if ff is not None and match is None and count is None and not need_virtual:
+    plain = ff is not None and match is None and count is None and not need_virtual
+    if plain:
         # plain -T fields: the shortest loop (no filter, no virtual fields, no count)
         line = ff.line
         fields_of = _fields_of(feed)
-        try:
-            for path, reader in readers:
-                try:
+    try:
+        if fmt == "json":
+            out.write("[")
+        for path, reader in readers:
+            try:
+                if plain:
                     for rec in reader:
                         add(line(fields_of(rec, path)))
                         if len(buf) >= 2048:
                             out.write("\n".join(buf) + "\n")
                             buf.clear()
                             progress.tick(pipe.count)
-                finally:
                     read += reader.count
-                    if reader.error:
-                        errors.append(reader.error)
-                    reader.close()
-            pipe.finish()
-            if buf:
-                out.write("\n".join(buf) + "\n")
-                buf.clear()
-            out.flush()
-        except BrokenPipeError:
-            _quiet_exit_on_broken_pipe()
-        finally:
-            progress.done()
-        _report_errors(errors, read)
-        return
-    try:
-        if fmt == "json":
-            out.write("[")
-        for path, reader in readers:
-            try:
+                    continue
                 for rec in reader:
                     read += 1
                     pkt = feed(rec, path)
