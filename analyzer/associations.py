@@ -30,6 +30,7 @@ PDUs, decrypted plaintext) is seen once, in order.
 from __future__ import annotations
 
 import collections
+import os
 import pickle
 from collections.abc import Iterator
 import tempfile
@@ -404,30 +405,33 @@ KEY_NOT_KEPT = _NotKept()
 
 class _Spool:
     """Closed associations on disk: an unnamed temporary file (gone with the process) that
-    holds each one's pickled summary, and its offset by association number (8 bytes per
-    association in memory, -1 while the association is in memory)."""
+    holds each one's pickled summary, and its place by association number (12 bytes per
+    association in memory; offset -1 while the association is in memory).  Positional
+    reads and writes: the TUI's decoding thread spools while the UI thread reads back."""
 
     def __init__(self):
         self.f = None
         self.end = 0
         self.offsets = array("q")
+        self.sizes = array("I")
 
     def number(self) -> None:
+        self.sizes.append(0)
         self.offsets.append(-1)
 
     def put(self, a: Association) -> None:
         if self.f is None:
             self.f = tempfile.TemporaryFile(prefix="lonscope-assoc-")
-        self.f.seek(self.end)
-        pickle.dump(a, self.f, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)
+        os.pwrite(self.f.fileno(), blob, self.end)
+        self.sizes[a.id - 1] = len(blob)
         self.offsets[a.id - 1] = self.end
-        self.end = self.f.tell()
+        self.end += len(blob)
 
     def get(self, aid: int) -> Association | None:
         if not 0 < aid <= len(self.offsets) or self.offsets[aid - 1] < 0:
             return None
-        self.f.seek(self.offsets[aid - 1])
-        return pickle.load(self.f)
+        return pickle.loads(os.pread(self.f.fileno(), self.sizes[aid - 1], self.offsets[aid - 1]))
 
     def close(self) -> None:
         if self.f is not None:
@@ -502,7 +506,8 @@ class Associations(Stage):
             for _ in range(SPOOL_AT // 2):
                 aid = next(iter(self.closed))
                 del self.closed[aid]
-                self.spool.put(self.by_id.pop(aid))
+                self.spool.put(self.by_id[aid])     # readable on disk before it leaves memory
+                del self.by_id[aid]
 
     # ---- per packet
     def process(self, pkt, d, first_pass: bool) -> None:
@@ -652,12 +657,12 @@ class Associations(Stage):
         return "c2s"
 
     def _new(self, key, src, dst, kind, pkt, client_is_src=True) -> Association:
-        self.numbered += 1
-        aid = self.numbered
+        aid = self.numbered + 1
         a = Association(aid, key, kind, src if client_is_src else dst, dst if client_is_src else src,
                         pkt.number, pkt.ts_ns)
         self.by_id[aid] = a
         self.spool.number()
+        self.numbered = aid          # last: a reader in another thread finds what is numbered
         old = self.current.get(key)
         self.current[key] = a
         if old is not None:

@@ -196,3 +196,45 @@ def test_closed_associations_are_spooled_and_read_back(monkeypatch):
     strip = lambda fs: sorted((f["rule"], tuple(f["frames"]), f["message"]) for f in fs)  # noqa: E731
     assert strip(pipe.stage("audit").findings()) == strip(ref_pipe.stage("audit").findings())
     assert sum(f["rule"] == "lls-cleartext" for f in pipe.stage("audit").findings()) > 0
+
+
+def test_spooled_associations_read_while_another_thread_decodes(monkeypatch):
+    """The TUI decodes in a worker thread while the UI thread lists associations: a reader
+    never misses an association (it is on disk before it leaves memory) nor reads a torn
+    record (positional reads and writes)."""
+    import threading
+    from analyzer import associations as assoc_mod
+    monkeypatch.setattr(assoc_mod, "SPOOL_AT", 4)
+    pipe = Pipeline()
+    ast = pipe.stage("associations")
+    stop = threading.Event()
+    seen: list = []
+    errors: list = []
+
+    def reader():
+        while not stop.is_set():
+            try:
+                n = ast.next_id - 1
+                ids = [r["assoc_id"] for r in ast.rows()][:n]
+                if ids != list(range(1, n + 1)):
+                    errors.append((n, ids))
+                seen.append(n)
+            except Exception as e:       # pragma: no cover - the failure being tested
+                errors.append(repr(e))
+
+    th = threading.Thread(target=reader)
+    th.start()
+    t = 1_700_000_000 * 10**9
+    try:
+        for k in range(300):
+            client = (f"10.0.1.{k % 2 + 1}", 42000 + k % 2, 16)
+            for fr in (c2s(aarq(b"CL" + k.to_bytes(6, "big")), client), s2c(aare(SV), client), c2s(GET, client)):
+                t += 10_000_000
+                pipe.feed(Record(t, fr, 1, len(fr)))
+    finally:
+        stop.set()
+        th.join()
+    assert not errors, errors[:3]
+    assert seen and max(seen) > 100
+    assert [r["assoc_id"] for r in ast.rows()] == list(range(1, 301))
+    assert sum(o >= 0 for o in ast.spool.offsets) >= 290
