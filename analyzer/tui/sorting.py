@@ -300,6 +300,35 @@ class TextTable:
             w |= np.clip(rem, 0, 8).astype(np.uint64)
         return out
 
+    def prefix(self, src, start, length, off: int, nb: int) -> np.ndarray:
+        """Bytes off .. off+nb-1 of each string (nb <= 7; zero past its end), shifted left
+        by 4, | min(bytes left, nb + 1): equal keys with nb + 1 mean "the strings go on"."""
+        n = len(start)
+        out = np.empty(n, dtype=np.uint64)
+        grids = self.grids
+        top = np.uint64(64 - 8 * nb)
+        for a in range(0, n, self.CHUNK):
+            b = min(n, a + self.CHUNK)
+            rem = length[a:b] - off
+            p = start[a:b] + off
+            w = out[a:b]
+            sc = src[a:b]
+            if sc.all() or not sc.any():
+                w[:] = grids[int(sc[0])][p]
+            else:
+                for g, grid in enumerate(grids):
+                    m = sc == g
+                    w[m] = grid[p[m]]
+            w.byteswap(inplace=True)                            # first byte most significant
+            w >>= top                                           # nb bytes
+            sh = np.clip(nb - rem, 0, nb).astype(np.uint64)
+            sh <<= np.uint64(3)
+            w >>= sh                                            # zero the bytes past the end
+            w <<= sh
+            w <<= np.uint64(4)
+            w |= np.clip(rem, 0, nb + 1).astype(np.uint64)
+        return out
+
     def compare(self, qw: np.ndarray, b, depth=0, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """(sign(a - b), words equal before the decision) per pair of strings: a given by
         all its words (`qw`, one row per pair, from `words`), b as (src, start, length).
@@ -387,39 +416,46 @@ def info_ranks(store, codes: np.ndarray) -> np.ndarray:
 def byte_string_ranks(tt: TextTable, src: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Dense ranks of byte strings (bytewise order, a prefix first; for UTF-8 that is the
     order of the code points, i.e. Python's str order).  Most-significant-digit radix
-    refinement in numpy: sort by 7 bytes at a time, then refine only the groups still
-    tied.  Memory: a few integers per string, no Python object per string."""
+    refinement in numpy: sort by the next bytes (as many as fit in one 64-bit key beside
+    the group number), then refine only the groups still tied.  Memory: a few integers
+    per string, no Python object per string."""
     m = len(start)
     if not m:
         return _EMPTY
     ix = np.int32 if m < 1 << 31 else np.int64
-    perm = np.arange(m, dtype=ix)
+    perm = np.arange(m, dtype=ix)           # the strings in sorted order (so far)
     first = np.zeros(m, dtype=bool)         # first[p]: position p starts a group of equal strings
     first[0] = True
-    active = np.arange(m, dtype=ix)         # positions (in perm) of the groups still tied
-    depth = 0
-    while len(active):
-        el = perm[active]
-        key = tt.word(src[el], start[el], length[el], depth)
-        gid = np.cumsum(first, dtype=ix)[active]    # groups are contiguous runs of positions
-        o = np.lexsort((key, gid))
-        el = el[o]
-        perm[active] = el
-        del el
-        key, gid = key[o], gid[o]
-        del o
-        b = np.ones(len(key), dtype=bool)
-        b[1:] = (gid[1:] != gid[:-1]) | (key[1:] != key[:-1])
+    # the positions still tied, and beside them (aligned) what each needs: the string's
+    # number, buffer, start, length, and whether it starts its group
+    pos = np.arange(m, dtype=ix)
+    el, sa, st, ln = perm.copy(), src, start, length
+    fa = first.copy()
+    off = 0                                 # bytes known equal within each tied group
+    while len(pos):
+        # one integer key per string: (its group, the next nb bytes, bytes left): as many
+        # bytes as fit beside the group number
+        gid = np.cumsum(fa, dtype=np.int64)
+        gid -= 1
+        nb = min(7, (60 - int(gid[-1]).bit_length()) // 8)
+        key = tt.prefix(sa, st, ln, off, nb)
+        key |= gid.astype(np.uint64) << np.uint64(8 * nb + 4)
         del gid
-        first[active] = b
-        # still tied: groups of more than one string that go on past these 7 bytes
-        gstart = np.flatnonzero(b)
-        del b
+        o = np.argsort(key, kind="stable")
+        key, el, sa, st, ln = key[o], el[o], sa[o], st[o], ln[o]
+        del o
+        fa = np.ones(len(key), dtype=bool)
+        fa[1:] = key[1:] != key[:-1]
+        first[pos] = fa
+        perm[pos] = el
+        # still tied: groups of more than one string that go on past these nb bytes
+        gstart = np.flatnonzero(fa)
         size = np.diff(np.append(gstart, len(key)))
-        more = (size > 1) & ((key[gstart] & np.uint64(15)) == 8)
+        more = (size > 1) & ((key[gstart] & np.uint64(15)) == nb + 1)
         del key, gstart
-        active = active[np.repeat(more, size)]
-        depth += 1
+        keep = np.repeat(more, size)
+        pos, el, sa, st, ln, fa = pos[keep], el[keep], sa[keep], st[keep], ln[keep], fa[keep]
+        off += nb
     out = np.empty(m, dtype=np.int64)
     out[perm] = np.cumsum(first, dtype=np.int64) - 1
     return out
