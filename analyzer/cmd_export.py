@@ -3,7 +3,6 @@ JSON lines, streamed in chunks (local engine) or decoded per file on Dask worker
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
