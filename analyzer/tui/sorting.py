@@ -127,7 +127,9 @@ class InfoSort(CodeSort):
     (code < 0, past the interning limit); from then on, texts are compared (bytewise over
     the UTF-8 bytes, which is the order of Python strings), vectorised with numpy."""
 
-    BISECT_MAX = 4.0        # binary search while B * log2(N) * BISECT_MAX <= N, else re-rank
+    # binary search while B * (log2(N) + 1) * BISECT_MAX <= N, else rank all texts again
+    # (measured on 1M rows: about 26 us per new row searched, 3 us per row ranked)
+    BISECT_MAX = 0.5
 
     def __init__(self, store, column, desc):
         super().__init__(store, column, desc)
