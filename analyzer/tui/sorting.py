@@ -431,7 +431,7 @@ def byte_string_ranks(tt: TextTable, src: np.ndarray, start: np.ndarray, length:
     # the positions still tied, and beside them (aligned) what each needs: the string's
     # number, buffer, start, length, and whether it starts its group
     pos = np.arange(m, dtype=ix)
-    el, sa, st, ln = perm.copy(), src, start, length
+    el, sa, st, ln = perm.copy(), src, start, length.astype(ix)
     fa = first.copy()
     off = 0                                 # bytes known equal within each tied group
     while len(pos):
@@ -444,7 +444,11 @@ def byte_string_ranks(tt: TextTable, src: np.ndarray, start: np.ndarray, length:
         key |= gid.astype(np.uint64) << np.uint64(8 * nb + 4)
         del gid
         o = np.argsort(key, kind="stable")
-        key, el, sa, st, ln = key[o], el[o], sa[o], st[o], ln[o]
+        key = key[o]                        # one at a time: each old array goes at once
+        el = el[o]
+        sa = sa[o]
+        st = st[o]
+        ln = ln[o]
         del o
         fa = np.ones(len(key), dtype=bool)
         fa[1:] = key[1:] != key[:-1]
@@ -456,7 +460,14 @@ def byte_string_ranks(tt: TextTable, src: np.ndarray, start: np.ndarray, length:
         more = (size > 1) & ((key[gstart] & np.uint64(15)) == nb + 1)
         del key, gstart
         keep = np.repeat(more, size)
-        pos, el, sa, st, ln, fa = pos[keep], el[keep], sa[keep], st[keep], ln[keep], fa[keep]
+        del more, size
+        pos = pos[keep]
+        el = el[keep]
+        sa = sa[keep]
+        st = st[keep]
+        ln = ln[keep]
+        fa = fa[keep]
+        del keep
         off += nb
     out = np.empty(m, dtype=np.int64)
     out[perm] = np.cumsum(first, dtype=np.int64) - 1
