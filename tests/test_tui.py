@@ -667,6 +667,42 @@ async def test_demo_capture_decrypted_rows_and_views():
         assert app.session.filter_text.startswith("dlms.assoc_id") and 0 < app.q("list").count < s.store.n
 
 
+@pytest.mark.skipif(not DEMO.exists() or not DEMO_KEYS.exists(), reason="demo capture not generated")
+def test_association_view_reads_the_stage_and_counts_from_the_column():
+    """The Associations view: the latest associations read one by one from the association
+    stage (no list of all, no per-association scan of the packets), packet counts and the
+    frames of a followed association equal the packets whose dlms.assoc_id it is."""
+    from analyzer import open_capture
+    from analyzer.keyring import load_keys
+    from analyzer.tui.views import association_frames, association_of_row, association_total, associations
+    from tui_app import load_session
+    keys = load_keys(str(DEMO_KEYS))
+    frames_of: dict[int, list[int]] = {}
+    for p in open_capture(str(DEMO), keys=keys):
+        ids = p.d.fields.get("dlms.assoc_id") or []
+        if ids:
+            frames_of.setdefault(ids[0], []).append(p.number)
+    s = load_session(DEMO, keys=keys)
+    try:
+        rows = associations(s)
+        total = association_total(s)
+        assert total == len(rows) == max(frames_of) and [a["id"] for a in rows] == list(range(1, total + 1))
+        assert {a["id"]: a["packets"] for a in rows if a["packets"]} == {k: len(v) for k, v in frames_of.items()}
+        ref = {r["assoc_id"]: r for r in s.pipeline.stage("associations").list()}
+        assert all((a["client"], a["requests"], a["state"]) == (ref[a["id"]]["client"], ref[a["id"]]["requests"],
+                                                                ref[a["id"]]["state"]) for a in rows)
+        last3 = associations(s, limit=3)
+        assert [a["id"] for a in last3] == [total - 2, total - 1, total]
+        aid = max(frames_of, key=lambda k: len(frames_of[k]))
+        a = association_of_row(s, frames_of[aid][-1] - 1)
+        assert a["id"] == aid and a["frames"] is None and a["filter"] == f"dlms.assoc_id == {aid}"
+        assert association_frames(s, a) == frames_of[aid] and a["frames"] == frames_of[aid]
+        assert association_of_row(s, next(i for i in range(s.store.n)
+                                          if all(i + 1 not in v for v in frames_of.values()))) is None
+    finally:
+        s.stop()
+
+
 def test_pcapng_blocks_resolution_and_drop_counter():
     """Hand-built pcapng: nanosecond if_tsresol, an enhanced packet block with a comment,
     and an interface statistics block whose isb_ifdrop is the live drop counter."""

@@ -18,7 +18,7 @@ from .screens import ExportScreen, GotoScreen, HelpScreen, KeysScreen
 from .session import SORT_COLUMNS, Session
 from .store import F_FINDING
 from .views import (FINDING_COLUMNS, OBJECT_COLUMNS, association_filter, association_of_row,
-                    associations, finding_rows, follow_lines, object_rows, statistics_text)
+                    association_total, associations, finding_rows, follow_lines, object_rows, statistics_text)
 from .widgets import TIME_MODES, HexView, ListHeader, PacketList, SourceBar, Splitter, StatusBar
 
 VIEW_IDS = ("packets", "assoc", "follow", "objects", "findings", "stats")
@@ -761,8 +761,12 @@ class LonscopeApp(App):
             rows.append((a["id"], a["client"], a["server"], a["mechanism"], a["security"], a["state"],
                          "" if a["requests"] is None else a["requests"],
                          "" if a["responses"] is None else a["responses"],
-                         len(a["frames"]), f"{a['duration']:.3f}"))
+                         a["packets"], f"{a['duration']:.3f}"))
         self._fill_table("#assoc-table", rows)
+        total = association_total(self.session)
+        if total > len(rows):
+            self.q("#assoc-table").border_title = (f"latest {len(rows):,} of {total:,} associations "
+                                                   f"(all: lonscope export --what sessions)")
 
     def _fill_follow(self) -> None:
         a = self._follow_assoc

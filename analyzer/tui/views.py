@@ -48,82 +48,80 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
 
 # --------------------------------------------------------------------------- associations
 
-def associations(session) -> list[dict]:
-    """One dict per association: id, client, server, mechanism, security, requests,
-    responses, frames (packet numbers), first/last time, duration, filter text."""
-    pipe = session.pipeline
-    stage = pipe.stage("associations") if pipe is not None else None
-    raw = None
-    if stage is not None:
-        for attr in ("list", "associations", "records", "all", "items", "sessions"):
-            v = getattr(stage, attr, None)
-            if v is not None:
-                raw = v() if callable(v) else v
-                break
-    if isinstance(raw, dict):
-        raw = list(raw.values())
+ASSOC_ROWS = 10_000     # the Associations view lists the latest ones (`export --what sessions`: all)
+
+
+def association_total(session) -> int:
+    stage = session.pipeline.stage("associations") if session.pipeline is not None else None
+    return stage.next_id - 1 if stage is not None else 0
+
+
+def _assoc_row(a, counts) -> dict:
+    d = a.to_dict()
+    aid = d["assoc_id"]
+    first, last = d.get("first_time"), d.get("last_time")
+    return {
+        "id": aid,
+        "client": _short(d.get("client")),
+        "server": _short(d.get("server")),
+        "mechanism": _short(d.get("mechanism")),
+        "security": _short(d.get("security")),
+        "state": _short(d.get("state")),
+        "requests": d.get("requests"),
+        "responses": d.get("responses"),
+        "packets": int(counts[aid]) if aid < len(counts) else 0,
+        "frames": None,                       # on demand: association_frames()
+        "duration": (last - first) if first is not None and last is not None else 0.0,
+        "filter": f"dlms.assoc_id == {aid}",
+        "raw": d,
+    }
+
+
+def _assoc_counts(session) -> np.ndarray:
+    """Decoded packets per association number (the store's association column)."""
+    nd = session.n_decoded
+    col = np.asarray(session.store.assoc[:nd]) if nd else np.zeros(0, np.int32)
+    return np.bincount(col[col > 0]) if len(col) else np.zeros(1, np.int64)
+
+
+def associations(session, limit: int = ASSOC_ROWS) -> list[dict]:
+    """The latest `limit` associations, one dict each: id, client, server, mechanism,
+    security, state, requests, responses, packets (decoded so far), duration, filter text.
+    Reads only those from the association stage (older ones may be spooled to disk) and
+    counts packets with one pass over the association column, whatever the capture size."""
+    stage = session.pipeline.stage("associations") if session.pipeline is not None else None
+    if stage is None:
+        return []
+    n = stage.next_id - 1
+    counts = _assoc_counts(session)
     out = []
-    ts = session.store.ts
-    for k, a in enumerate(raw or []):
-        if hasattr(a, "to_dict") and not isinstance(a, dict):
-            try:
-                a = a.to_dict()
-            except Exception:
-                pass
-        aid = _get(a, "assoc_id", "id", "index", default=k + 1)
-        frames = list(_get(a, "frames", "packets", default=[]) or [])
-        frames = [int(f) for f in frames if isinstance(f, (int, np.integer))]
-        if not frames and isinstance(aid, int):
-            nd = session.n_decoded
-            frames = [int(x) + 1 for x in np.nonzero(session.store.assoc[:nd] == aid)[0]]
-            by_column = True
-        else:
-            by_column = False
-        first = frames[0] if frames else None
-        last = frames[-1] if frames else None
-        n = session.store.n
-        dur = 0.0
-        if first and last and last <= n:
-            dur = (int(ts[last - 1]) - int(ts[first - 1])) / 1e9
-        out.append({
-            "id": aid,
-            "client": _short(_get(a, "client", "client_addr", "src", default="")),
-            "server": _short(_get(a, "server", "server_addr", "dst", default="")),
-            "mechanism": _short(_get(a, "mechanism", "auth_mechanism", "mechanism_name", default="")),
-            "security": _short(_get(a, "security", "policy", "security_suite", "ciphering", default="")),
-            "state": _short(_get(a, "state", "result", default="")),
-            "requests": _get(a, "requests", "n_requests", default=None),
-            "responses": _get(a, "responses", "n_responses", default=None),
-            "frames": frames,
-            "duration": dur,
-            "filter": _short(_get(a, "filter", default=""), 200) or (f"dlms.assoc_id == {aid}" if by_column else ""),
-            "raw": a,
-        })
+    for aid in range(max(1, n - limit + 1), n + 1):
+        a = stage.get(aid)
+        if a is not None:
+            out.append(_assoc_row(a, counts))
     return out
+
+
+def association_frames(session, a: dict) -> list[int]:
+    """The packet numbers of one association (computed once, when it is followed)."""
+    if a.get("frames") is None:
+        nd = session.n_decoded
+        col = np.asarray(session.store.assoc[:nd]) if nd else np.zeros(0, np.int32)
+        a["frames"] = [int(x) + 1 for x in np.flatnonzero(col == a["id"])]
+    return a["frames"]
 
 
 def association_filter(a: dict) -> str:
     """A display filter selecting an association's packets."""
-    if a.get("filter"):
-        return a["filter"]
-    frames = a.get("frames") or []
-    if frames:
-        if len(frames) <= 200:
-            return "frame.number in {" + " ".join(str(f) for f in frames) + "}"
-        return f"frame.number >= {frames[0]} and frame.number <= {frames[-1]}"
-    return ""
+    return a.get("filter") or (f"dlms.assoc_id == {a['id']}" if a.get("id") else "")
 
 
 def association_of_row(session, row: int) -> dict | None:
+    """The association of a packet (the store's association column)."""
     aid = int(session.store.assoc[row]) if row < session.store.n else 0
-    num = row + 1
-    for a in associations(session):
-        if aid and a["id"] == aid:
-            return a
-    for a in associations(session):
-        if num in a["frames"]:
-            return a
-    return None
+    stage = session.pipeline.stage("associations") if session.pipeline is not None else None
+    a = stage.get(aid) if aid > 0 and stage is not None else None
+    return _assoc_row(a, _assoc_counts(session)) if a is not None else None
 
 
 def follow_lines(session, a: dict | None, row: int | None = None) -> list[tuple[str, str]]:
@@ -134,7 +132,7 @@ def follow_lines(session, a: dict | None, row: int | None = None) -> list[tuple[
     st = session.store
     frames: list[int]
     if a is not None:
-        frames = a["frames"]
+        frames = association_frames(session, a)
     elif row is not None and st.decoded(row):
         s, d = int(st.src[row]), int(st.dst[row])
         n = session.n_decoded
