@@ -274,7 +274,6 @@ class TextTable:
         """`word` at depths depth .. depth+k-1: an (n, k) array."""
         n = len(start)
         out = np.empty((n, k), dtype=np.uint64)
-        grids = self.grids
         steps = 7 * np.arange(k, dtype=np.int64)
         deep = np.ndim(depth) > 0
         chunk = max(1, self.CHUNK // k)
@@ -285,14 +284,7 @@ class TextTable:
             rem = (ln - off)[:, None] - steps                   # bytes left at each word
             p = (start[a:b] + np.minimum(off, ln))[:, None] + np.clip(steps, None, np.maximum(ln - off, 0)[:, None])
             w = out[a:b]
-            sc = src[a:b]
-            if sc.all() or not sc.any():
-                w[:] = grids[int(sc[0])][p]
-            else:
-                for g, grid in enumerate(grids):
-                    m = sc == g
-                    w[m] = grid[p[m]]
-            w.byteswap(inplace=True)                            # first byte most significant
+            self._gather(w, src[a:b], p)
             w >>= np.uint64(8)                                  # 7 bytes
             sh = np.clip(7 - rem, 0, 7).astype(np.uint64)
             sh <<= np.uint64(3)
@@ -302,26 +294,29 @@ class TextTable:
             w |= np.clip(rem, 0, 8).astype(np.uint64)
         return out
 
+    def _gather(self, w: np.ndarray, sc: np.ndarray, p: np.ndarray) -> None:
+        """w[i] = the 8 bytes at position p[i] of grid sc[i], first byte most significant."""
+        grids = self.grids
+        if sc.all() or not sc.any():
+            w[:] = grids[int(sc[0])][p]
+        else:
+            for g, grid in enumerate(grids):
+                m = sc == g
+                w[m] = grid[p[m]]
+        w.byteswap(inplace=True)
+
     def prefix(self, src, start, length, off: int, nb: int) -> np.ndarray:
         """Bytes off .. off+nb-1 of each string (nb <= 7; zero past its end), shifted left
         by 4, | min(bytes left, nb + 1): equal keys with nb + 1 mean "the strings go on"."""
         n = len(start)
         out = np.empty(n, dtype=np.uint64)
-        grids = self.grids
         top = np.uint64(64 - 8 * nb)
         for a in range(0, n, self.CHUNK):
             b = min(n, a + self.CHUNK)
             rem = length[a:b] - off
             p = start[a:b] + off
             w = out[a:b]
-            sc = src[a:b]
-            if sc.all() or not sc.any():
-                w[:] = grids[int(sc[0])][p]
-            else:
-                for g, grid in enumerate(grids):
-                    m = sc == g
-                    w[m] = grid[p[m]]
-            w.byteswap(inplace=True)                            # first byte most significant
+            self._gather(w, src[a:b], p)
             w >>= top                                           # nb bytes
             sh = np.clip(nb - rem, 0, nb).astype(np.uint64)
             sh <<= np.uint64(3)
