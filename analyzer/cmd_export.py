@@ -17,8 +17,9 @@ from .output import CliError
 @click.option("--what", type=click.Choice(["packets", "sessions", "objects", "findings"]), default="packets",
               show_default=True, help="What to export.")
 @click.option("-o", "--output", "out", required=True, metavar="OUT",
-              help="OUT.csv, OUT.parquet or OUT.jsonl; with --engine dask also DIR/ or an existing "
-                   "directory (a Parquet dataset, one part per capture file, written by the workers).")
+              help="OUT.csv, OUT.parquet or OUT.jsonl; or DIR/ or an existing directory: a Parquet "
+                   "dataset (one part per 1M rows; with --engine dask one part per capture file, "
+                   "written by the workers).")
 @click.option("-Y", "--display-filter", "display_filter", metavar="FILTER",
               help="Only packets matching the filter (packets/objects).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True)
@@ -33,8 +34,6 @@ def command(captures, keys_path, key_items, profile, what, out, display_filter, 
     from .export import ExportError, export_tables, is_dataset, output_format, write_tables
 
     dataset = is_dataset(out)
-    if dataset and engine != "dask":
-        raise CliError(f"{out}: a directory output (Parquet dataset, one file per capture) needs --engine dask")
     try:
         fmt = "parquet" if dataset else output_format(out)
     except ExportError as e:
@@ -54,7 +53,7 @@ def command(captures, keys_path, key_items, profile, what, out, display_filter, 
     prof = load_profile(profile)
     for _, r in open_readers(captures):              # missing / foreign files: one line, exit 2
         r.close()
-    outdir = os.path.dirname(os.path.abspath(out))
+    outdir = os.path.dirname(os.path.abspath(out.rstrip("/" + os.sep) if dataset else out))
     if not os.path.isdir(outdir):
         raise CliError(f"{out}: directory {outdir} does not exist")
     errors: list[str] = []
@@ -74,5 +73,7 @@ def command(captures, keys_path, key_items, profile, what, out, display_filter, 
         raise CliError(f"{out}: {e.strerror or e}") from None
     for msg in errors:
         click.echo(f"lonscope: {msg}", err=True)
-    where = f"{out} (Parquet dataset, one part per capture file)" if dataset else out
+    where = out
+    if dataset:
+        where += " (Parquet dataset, one part per " + ("capture file)" if engine == "dask" else "1M rows)")
     click.echo(f"lonscope: wrote {n} {what} rows to {where}", err=True)

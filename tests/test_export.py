@@ -387,3 +387,36 @@ def test_shift_frames_findings_ids_and_messages():
     assert shift_frames(rows_table(rows, FINDING_SCHEMA), 0, 0, findings=0).equals(rows_table(rows, FINDING_SCHEMA))
     p = pa.table({"number": [1], "message": ["frame 1"], "id": ["F1"]})
     assert shift_frames(p, 10, 2).to_pylist() == [{"number": 11, "message": "frame 1", "id": "F1"}]
+
+
+def test_row_group_size_follows_rows_and_columns():
+    """The Parquet row-group size minimises footer metadata (per row group and column) plus
+    the rows gathered for one group: sqrt(rows x columns), within its bounds."""
+    from analyzer.export import TableWriter as W
+    assert W.group_rows_for(None, 262) == W.group_rows_for(1_000_000, 262) == 20_000
+    assert W.group_rows_for(10_000_000, 262) == 51_185
+    assert W.group_rows_for(10**9, 262) == W.MAX_GROUP_ROWS
+
+
+def test_local_dataset_parts(pcaps, tmp_path, monkeypatch):
+    """A directory output with the local engine: parts of PART_ROWS rows, one schema, the
+    rows in order (the same table as the single-file export); old parts are replaced."""
+    import pyarrow.parquet as pq
+    from analyzer import export as E
+    path = str(pcaps / HT / "Output-Ciphered.pcap")
+    monkeypatch.setattr(E, "PART_ROWS", 120)
+    one = tmp_path / "one.parquet"
+    E.write_tables(E.export_tables("packets", [path], chunk_rows=50), str(one))
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "part-00007.parquet").write_bytes(b"old")
+    n = E.write_tables(E.export_tables("packets", [path], chunk_rows=50), str(ds))
+    parts = sorted(ds.glob("part-*.parquet"))
+    assert n == 299 and [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [pq.read_metadata(p).num_rows for p in parts] == [120, 120, 59]
+    assert len({pq.read_schema(p) for p in parts}) == 1
+    import pyarrow as pa
+    assert pa.concat_tables([pq.read_table(p) for p in parts]).equals(pq.read_table(one))
+    empty = tmp_path / "empty"
+    assert E.write_tables(iter(()), str(empty) + "/") == 0
+    assert pq.read_metadata(empty / "part-00000.parquet").num_rows == 0
