@@ -58,16 +58,24 @@ def _dask_run(paths, workers: int, out: str) -> dict:
         cluster.close()
 
 
-def export_rows(n: int, tmp: str, decode: bool = True, interval: float = 1.0, log: str | None = None) -> list[dict]:
+def export_rows(n: int, tmp: str, decode: bool = True, interval: float = 1.0, log: str | None = None,
+                dataset: bool = False) -> list[dict]:
+    """Export n packets to one Parquet file (or, `dataset`, to a directory of 1M-row parts)."""
+    import shutil
     cmd = common.lonscope_cmd()
     path = str(common.corpus("plain", n))
-    out = os.path.join(tmp, f"p{n}.parquet")
+    out = os.path.join(tmp, f"p{n}-dataset/" if dataset else f"p{n}.parquet")
     ex = common.run_cmd_sampled([*cmd, "export", path, "-o", out], interval=interval, log=log)
     growth = common.rss_growth(ex["samples"], n, ex["wall"])
     agrowth = common.rss_growth(ex["anon"], n, ex["wall"])
     anon_peak = max((m for _, m in ex["anon"]), default=0.0)
-    size = os.path.getsize(out) / 2**20
-    os.unlink(out)
+    if dataset:
+        size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
+        shutil.rmtree(out)
+    else:
+        size = os.path.getsize(out) / 2**20
+        os.unlink(out)
+    what = f"export {n} packets to a Parquet dataset" if dataset else f"export {n} packets to Parquet"
     rows = []
     g = (f"{growth:+.1f} MB per 1M packets from 30% to 85% of the run (anonymous memory {agrowth:+.1f} MB/1M, "
          f"max {anon_peak:.0f} MB)" if growth is not None and agrowth is not None else "too short to fit")
@@ -76,17 +84,17 @@ def export_rows(n: int, tmp: str, decode: bool = True, interval: float = 1.0, lo
         for f in SUMMARY_FIELDS:
             argv += ["-e", f]
         de = common.run_cmd_sampled(argv, interval=interval)
-        rows.append(common.row(f"export {n} packets to Parquet", round(n / ex["cpu"], 1), "packets/s (CPU)", None,
+        rows.append(common.row(what, round(n / ex["cpu"], 1), "packets/s (CPU)", None,
                                f"decode -T fields of the same summary columns: {n / de['cpu']:,.0f}/s; "
                                f"export/decode CPU {ex['cpu'] / de['cpu']:.2f}x (wall {ex['wall'] / de['wall']:.2f}x); "
                                f"export wall {n / ex['wall']:,.0f}/s; {size:.1f} MB file; {_load()}"))
         dg = common.rss_growth(de["samples"], n, de["wall"])
         dnote = f"; decode -T fields peak {de['peak_rss']:.0f} MB" + (f", growth {dg:+.1f} MB/1M" if dg is not None else "")
     else:
-        rows.append(common.row(f"export {n} packets to Parquet", round(n / ex["cpu"], 1), "packets/s (CPU)", None,
+        rows.append(common.row(what, round(n / ex["cpu"], 1), "packets/s (CPU)", None,
                                f"export wall {n / ex['wall']:,.0f}/s; {size:.1f} MB file; {_load()}"))
         dnote = ""
-    rows.append(common.row(f"export {n} packets peak RSS", round(ex["peak_rss"], 1), "MB", None,
+    rows.append(common.row(f"{what} peak RSS".replace(" to Parquet", ""), round(ex["peak_rss"], 1), "MB", None,
                            f"RSS growth {g}; sampled every {interval:g} s ({len(ex['samples'])} samples){dnote}",
                            higher_is_better=False))
     return rows
@@ -133,6 +141,7 @@ def run(quick: bool = False) -> list[dict]:
             rows += export_rows(1_000_000, tmp, interval=2.0)
             rows += dask_rows(100_000, tmp)
             rows += export_rows(10_000_000, tmp, decode=False, interval=5.0)
+            rows += export_rows(10_000_000, tmp, decode=False, interval=5.0, dataset=True)
     return rows
 
 
