@@ -411,6 +411,7 @@ class _Spool:
 
     def __init__(self):
         self.f = None
+        self.failed = False
         self.end = 0
         self.offsets = array("q")
         self.sizes = array("I")
@@ -419,14 +420,24 @@ class _Spool:
         self.sizes.append(0)
         self.offsets.append(-1)
 
-    def put(self, a: Association) -> None:
-        if self.f is None:
-            self.f = tempfile.TemporaryFile(prefix="lonscope-assoc-")
+    def put(self, a: Association) -> bool:
+        """Write `a`; False (and no further attempts) when the temporary directory cannot
+        take it: the associations then stay in memory."""
+        if self.failed:
+            return False
         blob = pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)
-        os.pwrite(self.f.fileno(), blob, self.end)
+        try:
+            if self.f is None:
+                self.f = tempfile.TemporaryFile(prefix="lonscope-assoc-")
+            if os.pwrite(self.f.fileno(), blob, self.end) != len(blob):
+                raise OSError("short write")
+        except OSError:
+            self.failed = True
+            return False
         self.sizes[a.id - 1] = len(blob)
         self.offsets[a.id - 1] = self.end
         self.end += len(blob)
+        return True
 
     def get(self, aid: int) -> Association | None:
         if not 0 < aid <= len(self.offsets) or self.offsets[aid - 1] < 0:
@@ -506,8 +517,8 @@ class Associations(Stage):
             for _ in range(SPOOL_AT // 2):
                 aid = next(iter(self.closed))
                 del self.closed[aid]
-                self.spool.put(self.by_id[aid])     # readable on disk before it leaves memory
-                del self.by_id[aid]
+                if self.spool.put(self.by_id[aid]):   # readable on disk before it leaves memory
+                    del self.by_id[aid]
 
     # ---- per packet
     def process(self, pkt, d, first_pass: bool) -> None:

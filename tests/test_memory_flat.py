@@ -238,3 +238,16 @@ def test_spooled_associations_read_while_another_thread_decodes(monkeypatch):
     assert seen and max(seen) > 100
     assert [r["assoc_id"] for r in ast.rows()] == list(range(1, 301))
     assert sum(o >= 0 for o in ast.spool.offsets) >= 290
+
+
+def test_spool_unwritable_keeps_associations_in_memory(monkeypatch):
+    """A temporary directory that cannot take the spool (full, read-only) does not stop the
+    decode: the closed associations simply stay in memory and every reader still sees them."""
+    import tempfile as tf
+    def refuse(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tf, "TemporaryFile", refuse)
+    pipe, ast, _, most = _many_associations(40, 4, monkeypatch)
+    assert ast.spool.failed and ast.spool.f is None and most == 40
+    rows = ast.list()
+    assert [r["assoc_id"] for r in rows] == list(range(1, 41)) and rows[0]["dedicated_key"] is True
