@@ -764,9 +764,9 @@ class LonscopeApp(App):
                          a["packets"], f"{a['duration']:.3f}"))
         self._fill_table("#assoc-table", rows)
         total = association_total(self.session)
-        if total > len(rows):
-            self.q("#assoc-table").border_title = (f"latest {len(rows):,} of {total:,} associations "
-                                                   f"(all: lonscope export --what sessions)")
+        self.q("#assoc-table").border_title = (f"latest {len(rows):,} of {total:,} associations "
+                                               f"(all: lonscope export --what sessions)"
+                                               if total > len(rows) else None)
 
     def _fill_follow(self) -> None:
         a = self._follow_assoc

@@ -51,8 +51,18 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
 ASSOC_ROWS = 10_000     # the Associations view lists the latest ones (`export --what sessions`: all)
 
 
+def _assoc_stage(session):
+    return session.pipeline.stage("associations") if session.pipeline is not None else None
+
+
+def _assoc_column(session) -> np.ndarray:
+    """The association number of each decoded packet (0: none)."""
+    nd = session.n_decoded
+    return np.asarray(session.store.assoc[:nd]) if nd else np.zeros(0, np.int32)
+
+
 def association_total(session) -> int:
-    stage = session.pipeline.stage("associations") if session.pipeline is not None else None
+    stage = _assoc_stage(session)
     return stage.next_id - 1 if stage is not None else 0
 
 
@@ -79,8 +89,7 @@ def _assoc_row(a, counts) -> dict:
 
 def _assoc_counts(session) -> np.ndarray:
     """Decoded packets per association number (the store's association column)."""
-    nd = session.n_decoded
-    col = np.asarray(session.store.assoc[:nd]) if nd else np.zeros(0, np.int32)
+    col = _assoc_column(session)
     return np.bincount(col[col > 0]) if len(col) else np.zeros(1, np.int64)
 
 
@@ -89,7 +98,7 @@ def associations(session, limit: int = ASSOC_ROWS) -> list[dict]:
     security, state, requests, responses, packets (decoded so far), duration, filter text.
     Reads only those from the association stage (older ones may be spooled to disk) and
     counts packets with one pass over the association column, whatever the capture size."""
-    stage = session.pipeline.stage("associations") if session.pipeline is not None else None
+    stage = _assoc_stage(session)
     if stage is None:
         return []
     n = stage.next_id - 1
@@ -105,21 +114,19 @@ def associations(session, limit: int = ASSOC_ROWS) -> list[dict]:
 def association_frames(session, a: dict) -> list[int]:
     """The packet numbers of one association (computed once, when it is followed)."""
     if a.get("frames") is None:
-        nd = session.n_decoded
-        col = np.asarray(session.store.assoc[:nd]) if nd else np.zeros(0, np.int32)
-        a["frames"] = [int(x) + 1 for x in np.flatnonzero(col == a["id"])]
+        a["frames"] = [int(x) + 1 for x in np.flatnonzero(_assoc_column(session) == a["id"])]
     return a["frames"]
 
 
 def association_filter(a: dict) -> str:
     """A display filter selecting an association's packets."""
-    return a.get("filter") or (f"dlms.assoc_id == {a['id']}" if a.get("id") else "")
+    return a["filter"]
 
 
 def association_of_row(session, row: int) -> dict | None:
     """The association of a packet (the store's association column)."""
     aid = int(session.store.assoc[row]) if row < session.store.n else 0
-    stage = session.pipeline.stage("associations") if session.pipeline is not None else None
+    stage = _assoc_stage(session)
     a = stage.get(aid) if aid > 0 and stage is not None else None
     return _assoc_row(a, _assoc_counts(session)) if a is not None else None
 
