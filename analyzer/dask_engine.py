@@ -48,7 +48,8 @@ def _part_file(part_dir: str, token: str, index: int) -> str | None:
     try:
         with open(os.path.join(part_dir, MARKER)) as f:
             if f.read().strip() == token:
-                return os.path.join(part_dir, f"part-{index:05d}.parquet")
+                from .export import dataset_part
+                return dataset_part(part_dir, index)
     except OSError:
         pass
     return None
@@ -161,7 +162,8 @@ def run_parts(what: str, paths: Iterable[str], part_dir: str, keys_path=None, ke
     for fut, res in done:
         res["shared"] = res["data"] is None
         if res["data"] is not None:
-            res["path"] = os.path.join(part_dir, f"part-{res['index']:05d}.parquet")
+            from .export import dataset_part
+            res["path"] = dataset_part(part_dir, res["index"])
             with open(res["path"], "wb") as f:
                 f.write(res["data"])
             res["data"] = None
@@ -225,23 +227,20 @@ def conform_part(src: str, dest: str, schema: pa.Schema, frames: int, assoc: int
 def _dataset(results, what, out_dir, part_dir, client, batch_rows) -> int:
     """Parts -> OUT_DIR/part-NNNNN.parquet, one per capture file, conformed on the workers
     (by the client for parts whose bytes came back)."""
-    import glob
+    from .export import TableWriter, clear_dataset, dataset_part
     schema, plan = _merge_parts(results, what)
-    os.makedirs(out_dir, exist_ok=True)
-    for old in glob.glob(os.path.join(out_dir, "part-*.parquet")):
-        os.unlink(old)
+    clear_dataset(out_dir)
     jobs = []
     shared = {r["path"] for r in results if r.get("shared")}
     for k, (path, frames, assoc, found) in enumerate(plan):
-        dest = os.path.join(out_dir, f"part-{k:05d}.parquet")
+        dest = dataset_part(out_dir, k)
         if path in shared:
             jobs.append(client.submit(conform_part, path, dest, schema, frames, assoc, found, batch_rows,
                                       pure=False))
         else:
             jobs.append(conform_part(path, dest, schema, frames, assoc, found, batch_rows))
     if not plan:        # nothing exported: one empty part keeps the columns
-        from .export import TableWriter
-        TableWriter(os.path.join(out_dir, "part-00000.parquet"), "parquet", schema).close()
+        TableWriter(dataset_part(out_dir, 0), "parquet", schema).close()
     return sum(j if isinstance(j, int) else j.result() for j in jobs)
 
 

@@ -515,6 +515,19 @@ def empty_table(what: str = "packets") -> pa.Table:
 PART_ROWS = 1_000_000       # rows per part of a Parquet dataset written by the local engine
 
 
+def dataset_part(directory: str, k: int) -> str:
+    """The path of part `k` of a Parquet dataset (both engines name parts alike)."""
+    return os.path.join(directory, f"part-{k:05d}.parquet")
+
+
+def clear_dataset(directory: str) -> None:
+    """Make the dataset directory, without the parts of an earlier export."""
+    import glob
+    os.makedirs(directory, exist_ok=True)
+    for old in glob.glob(os.path.join(directory, "part-*.parquet")):
+        os.unlink(old)
+
+
 class DatasetWriter:
     """A Parquet dataset: DIR/part-00000.parquet, part-00001.parquet, … of PART_ROWS rows
     each (the last one shorter), every part with the same schema; parts of an earlier
@@ -522,12 +535,9 @@ class DatasetWriter:
     metadata accumulates over the capture."""
 
     def __init__(self, directory: str, schema: pa.Schema, part_rows: int | None = None):
-        import glob
         self.dir, self.schema = directory, schema
         self.part_rows = part_rows or PART_ROWS
-        os.makedirs(directory, exist_ok=True)
-        for old in glob.glob(os.path.join(directory, "part-*.parquet")):
-            os.unlink(old)
+        clear_dataset(directory)
         self.parts = 0
         self.rows = 0
         self.w: TableWriter | None = None
@@ -535,7 +545,7 @@ class DatasetWriter:
     def write(self, table: pa.Table) -> None:
         while table.num_rows:
             if self.w is None:
-                self.w = TableWriter(os.path.join(self.dir, f"part-{self.parts:05d}.parquet"), "parquet", self.schema,
+                self.w = TableWriter(dataset_part(self.dir, self.parts), "parquet", self.schema,
                                      expected_rows=self.part_rows)
                 self.parts += 1
             room = self.part_rows - self.w.rows
@@ -548,7 +558,7 @@ class DatasetWriter:
 
     def close(self) -> None:
         if self.w is None and not self.parts:      # nothing exported: one empty part keeps the columns
-            self.w = TableWriter(os.path.join(self.dir, "part-00000.parquet"), "parquet", self.schema)
+            self.w = TableWriter(dataset_part(self.dir, 0), "parquet", self.schema)
         if self.w is not None:
             self.w.close()
             self.w = None
