@@ -32,9 +32,9 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-from collections.abc import Iterator
 import tempfile
 from array import array
+from collections.abc import Iterator
 
 from dissectors.core import FT_BYTES, FT_FLOAT, FT_STR, FT_UINT, field, table
 
@@ -443,11 +443,6 @@ class _Spool:
         if not 0 < aid <= len(self.offsets) or self.offsets[aid - 1] < 0:
             return None
         return pickle.loads(os.pread(self.f.fileno(), self.sizes[aid - 1], self.offsets[aid - 1]))
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
 
 
 def _ctx_name(context) -> int | None:
